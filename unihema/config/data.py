@@ -1,0 +1,47 @@
+"""Input-pipeline settings: where the shards are, how tasks are mixed, image sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from unihema.config.model import NON_NEGATIVE, POSITIVE
+
+
+@dataclass
+class TaskMix:
+    """Relative sampling weight of each task stream; 0 switches a task off."""
+
+    detection: float = field(default=1.0, metadata=NON_NEGATIVE)
+    classification: float = field(default=1.0, metadata=NON_NEGATIVE)
+    segmentation: float = field(default=1.0, metadata=NON_NEGATIVE)
+    morphology: float = field(default=1.0, metadata=NON_NEGATIVE)
+    vqa: float = field(default=1.0, metadata=NON_NEGATIVE)
+    mlm: float = field(default=1.0, metadata=NON_NEGATIVE)
+
+    def validate(self) -> None:
+        if not any(v > 0 for v in vars(self).values()):
+            raise ValueError("at least one task must have a positive sampling weight")
+
+
+@dataclass
+class DataConfig:
+    # Shards: a local folder or s3://bucket/prefix holding split=<name>/ Parquet shards.
+    uri: str = "s3://unihema/synthetic"
+    # When the uri is empty of shards, the synthetic generator fills it with this many records.
+    synthetic_records: int = field(default=2000, metadata=NON_NEGATIVE)
+    synthetic_seed: int = 0
+    synthetic_image_size: int = field(default=256, metadata={"min": 64})
+    mix: TaskMix = field(default_factory=TaskMix)
+    batch_size: int = field(default=12, metadata=POSITIVE)
+    # Official augmentation recipes (short side scales, max size, crops).
+    detection_scales: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
+    detection_max_size: int = field(default=1333, metadata=POSITIVE)
+    detection_crop: tuple[int, ...] = (384, 600)
+    classification_size: int = field(default=512, metadata=POSITIVE)
+    segmentation_size: int = field(default=512, metadata=POSITIVE)
+    text_image_size: int = field(default=256, metadata=POSITIVE)
+    shuffle_buffer: int = field(default=256, metadata=NON_NEGATIVE)
+    prefetch_batches: int = field(default=2, metadata=NON_NEGATIVE)
+    # Ray Data limits so that memory stays bounded however many images stream through.
+    object_store_memory_mb: int = field(default=1024, metadata=NON_NEGATIVE)
+    max_cpus: float = field(default=0.0, metadata=NON_NEGATIVE)

@@ -1,0 +1,122 @@
+"""Model and loss hyperparameters.
+
+Defaults are the official Uni-Hema values (../shared/reference/unihema-official/
+training_args.txt); the ``tiny`` and ``demo`` presets shrink them for CPU runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+POSITIVE = {"min": 1}
+NON_NEGATIVE = {"min": 0}
+PROBABILITY = {"min": 0.0, "max": 1.0}
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+    # "" builds from the config; a timm pretrained tag ("resnet50.a1_in1k") or a local file loads weights.
+    pretrained: str = ""
+    # Stages frozen from the stem on: 1 = stem + layer1, as in the official run.
+    frozen_stages: int = field(default=1, metadata={"min": 0, "max": 4})
+    frozen_batchnorm: bool = True
+    # Channels of the timm ResNet variant; "resnet18"-like backbones in tiny presets are narrower.
+
+
+@dataclass
+class EncoderConfig:
+    layers: int = field(default=6, metadata=NON_NEGATIVE)
+    n_points: int = field(default=4, metadata=POSITIVE)
+    dim_feedforward: int = field(default=2048, metadata=POSITIVE)
+
+
+@dataclass
+class DecoderConfig:
+    layers: int = field(default=6, metadata=POSITIVE)
+    n_points: int = field(default=4, metadata=POSITIVE)
+    dim_feedforward: int = field(default=2048, metadata=POSITIVE)
+    num_queries: int = field(default=900, metadata=POSITIVE)
+    two_stage: bool = True
+    # Contrastive denoising queries (DINO); the official code configures them but never builds them.
+    dn_enabled: bool = False
+    dn_number: int = field(default=100, metadata=NON_NEGATIVE)
+    dn_label_noise_ratio: float = field(default=0.5, metadata=PROBABILITY)
+    dn_box_noise_scale: float = field(default=0.4, metadata=NON_NEGATIVE)
+
+
+@dataclass
+class TextConfig:
+    """T5 encoder/decoder; defaults are FLAN-T5-base dimensions."""
+
+    d_model: int = field(default=768, metadata=POSITIVE)
+    d_kv: int = field(default=64, metadata=POSITIVE)
+    d_ff: int = field(default=2048, metadata=POSITIVE)
+    num_heads: int = field(default=12, metadata=POSITIVE)
+    encoder_layers: int = field(default=12, metadata=POSITIVE)
+    decoder_layers: int = field(default=12, metadata=POSITIVE)
+    vocab_size: int = field(default=32128, metadata=POSITIVE)
+    feed_forward_proj: str = "gated-gelu"
+    tie_word_embeddings: bool = False
+    # "" builds from the config; a hub name ("google/flan-t5-base") or local folder loads weights.
+    pretrained: str = ""
+    max_length: int = field(default=64, metadata=POSITIVE)
+
+
+@dataclass
+class HemaFormerConfig:
+    qformer_queries: int = field(default=64, metadata=POSITIVE)
+    qformer_layers: int = field(default=2, metadata=POSITIVE)
+    refine_top_k: int = field(default=100, metadata=POSITIVE)
+
+
+@dataclass
+class ModelConfig:
+    hidden_dim: int = field(default=256, metadata=POSITIVE)
+    nheads: int = field(default=8, metadata=POSITIVE)
+    num_feature_levels: int = field(default=4, metadata={"min": 1, "max": 5})
+    dropout: float = field(default=0.0, metadata=PROBABILITY)
+    attention_backend: Literal["auto", "flash", "xformers", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "math"] = "auto"
+    msda_backend: Literal["auto", "triton", "reference"] = "auto"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    hema: HemaFormerConfig = field(default_factory=HemaFormerConfig)
+
+    def validate(self) -> None:
+        if self.hidden_dim % self.nheads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} must be divisible by nheads {self.nheads}")
+        if self.hema.refine_top_k > self.decoder.num_queries:
+            raise ValueError("hema.refine_top_k must not exceed decoder.num_queries")
+
+
+@dataclass
+class LossConfig:
+    """Every weight is a flat scalar so a Ray Tune sweep can address it by path."""
+
+    # Per-task weights (the sweep's main targets).
+    detection: float = field(default=1.0, metadata=NON_NEGATIVE)
+    classification: float = field(default=1.0, metadata=NON_NEGATIVE)
+    segmentation: float = field(default=1.0, metadata=NON_NEGATIVE)
+    morphology: float = field(default=2.0, metadata=NON_NEGATIVE)
+    vqa: float = field(default=1.0, metadata=NON_NEGATIVE)
+    mlm: float = field(default=1.0, metadata=NON_NEGATIVE)
+    # Detection terms and the Hungarian matcher's costs.
+    det_cls: float = field(default=1.0, metadata=NON_NEGATIVE)
+    det_bbox: float = field(default=5.0, metadata=NON_NEGATIVE)
+    det_giou: float = field(default=2.0, metadata=NON_NEGATIVE)
+    match_cls: float = field(default=2.0, metadata=NON_NEGATIVE)
+    match_bbox: float = field(default=5.0, metadata=NON_NEGATIVE)
+    match_giou: float = field(default=2.0, metadata=NON_NEGATIVE)
+    focal_alpha: float = field(default=0.25, metadata=PROBABILITY)
+    focal_gamma: float = field(default=2.0, metadata=NON_NEGATIVE)
+    aux: bool = True
+    # Morphology asymmetric loss.
+    morph_gamma_neg: float = field(default=4.0, metadata=NON_NEGATIVE)
+    morph_gamma_pos: float = field(default=1.0, metadata=NON_NEGATIVE)
+    morph_clip: float = field(default=0.08, metadata=PROBABILITY)
+    # Segmentation.
+    seg_dice: float = field(default=1.0, metadata=NON_NEGATIVE)
+    seg_focal: float = field(default=1.0, metadata=NON_NEGATIVE)

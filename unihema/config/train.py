@@ -1,0 +1,40 @@
+"""Training-loop, parallelism and checkpointing settings (used by unihema/train only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from unihema.config.model import NON_NEGATIVE, POSITIVE
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = field(default=2, metadata=POSITIVE)
+    use_gpu: bool = False
+    cpus_per_worker: float = field(default=1.0, metadata={"min": 0.0})
+    gpus_per_worker: float = field(default=1.0, metadata={"min": 0.0})
+    zero_stage: int = field(default=2, metadata={"min": 0, "max": 3})
+    offload_optimizer: bool = False
+    # "auto": bf16 on GPU, fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    grad_accum_steps: int = field(default=1, metadata=POSITIVE)
+    clip_max_norm: float = field(default=0.1, metadata=NON_NEGATIVE)
+    lr: float = field(default=1e-4, metadata={"min": 0.0})
+    lr_backbone: float = field(default=1e-5, metadata={"min": 0.0})
+    lr_linear_proj_mult: float = field(default=0.1, metadata={"min": 0.0})
+    weight_decay: float = field(default=0.01, metadata={"min": 0.0})
+    warmup_steps: int = field(default=1000, metadata=NON_NEGATIVE)
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    lr_drop_steps: tuple[int, ...] = ()
+    lr_drop_factor: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    max_steps: int = field(default=100_000, metadata=POSITIVE)
+    checkpoint_every: int = field(default=2000, metadata=POSITIVE)
+    keep_checkpoints: int = field(default=3, metadata=POSITIVE)
+    val_every: int = field(default=2000, metadata=POSITIVE)
+    val_batches: int = field(default=50, metadata=POSITIVE)
+    log_every: int = field(default=50, metadata=POSITIVE)
+    max_consecutive_nonfinite: int = field(default=5, metadata=POSITIVE)
+    max_failures: int = field(default=3, metadata=NON_NEGATIVE)
+    activation_checkpointing: bool = False
+    seed: int = 42
