@@ -1,0 +1,247 @@
+"""Validated Parquet shards on a local folder or S3, with a manifest and an error report.
+
+Layout under a dataset URI::
+
+    <uri>/split=<train|val|test>/<tag>-<n>.parquet
+    <uri>/manifest.json     counts per split/task/class/source, files with sha256, schema version
+    <uri>/errors.jsonl      one line per record not written: id, origin, reasons
+
+Writers stream: memory holds at most one shard per split. Several writers (one per
+worker process, each with its own ``tag``) can fill one URI; ``write_manifest`` merges
+their statistics. Readers check the schema of every shard and every record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from unihema.config import StorageConfig
+from unihema.data.schema import (
+    RECORD_SCHEMA, SCHEMA_VERSION, check_table_schema, from_arrow_row, reason_code, to_table, validate_record,
+)
+from unihema.storage import StorageURI, describe_failure, open_filesystem, parse_uri
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ERRORS = "errors.jsonl"
+
+
+@dataclass
+class ShardStats:
+    """What one or more writers wrote and rejected; mergeable across workers."""
+
+    files: list[dict] = field(default_factory=list)
+    counts: dict[str, Counter] = field(default_factory=lambda: {
+        k: Counter() for k in ("split", "task", "source", "detection_class", "cell_class", "split_task")})
+    records: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    errors: list[dict] = field(default_factory=list)
+
+    def add_record(self, rec: dict) -> None:
+        self.records += 1
+        c = self.counts
+        c["split"][rec["split"]] += 1
+        c["source"][rec["source"]] += 1
+        for task in rec["tasks"]:
+            c["task"][task] += 1
+            c["split_task"][f"{rec['split']}/{task}"] += 1
+        c["detection_class"].update(rec.get("box_labels") or [])
+        if rec.get("cell_class"):
+            c["cell_class"][rec["cell_class"]] += 1
+
+    def add_error(self, record_id: str, origin: str | None, reasons: list[str]) -> None:
+        self.rejected.update({reason_code(r) for r in reasons})
+        self.errors.append({"id": record_id, "origin": origin, "reasons": reasons})
+
+    def merge(self, other: "ShardStats") -> "ShardStats":
+        self.files.extend(other.files)
+        for key, counter in other.counts.items():
+            self.counts.setdefault(key, Counter()).update(counter)
+        self.records += other.records
+        self.rejected.update(other.rejected)
+        self.errors.extend(other.errors)
+        return self
+
+    def to_json(self) -> dict:
+        return {"files": self.files, "counts": {k: dict(sorted(v.items())) for k, v in self.counts.items()},
+                "records": self.records, "rejected": dict(sorted(self.rejected.items())), "errors": self.errors}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ShardStats":
+        stats = cls(files=list(data["files"]), records=data["records"], rejected=Counter(data["rejected"]),
+                    errors=list(data["errors"]))
+        for key, counter in data["counts"].items():
+            stats.counts[key] = Counter(counter)
+        return stats
+
+
+def _write_bytes(fs: pafs.FileSystem, path: str, payload: bytes, target: StorageURI, cfg: StorageConfig) -> None:
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as out:
+            out.write(payload)
+    except OSError as err:
+        raise describe_failure(target, cfg, err) from None
+
+
+class ShardWriter:
+    """Validate records and stream them into Parquet shards, one buffer per split."""
+
+    def __init__(self, uri: str, storage: StorageConfig | None = None, *, tag: str = "part",
+                 target_shard_bytes: int = 64 << 20, max_records_per_shard: int = 10_000,
+                 check_images: bool = True):
+        self.uri = parse_uri(uri)
+        self.storage = storage or StorageConfig()
+        self.fs, self.root = open_filesystem(self.uri, self.storage)
+        self.tag = tag
+        self.target_shard_bytes = target_shard_bytes
+        self.max_records_per_shard = max_records_per_shard
+        self.check_images = check_images
+        self.stats = ShardStats()
+        self._buffers: dict[str, list[dict]] = {}
+        self._buffer_bytes: Counter = Counter()
+        self._shard_index: Counter = Counter()
+        self._closed = False
+
+    def write(self, rec: dict) -> bool:
+        """Buffer a valid record (True) or list it in the error report with its reasons (False)."""
+        problems = validate_record(rec, check_image=self.check_images)
+        if problems:
+            self.stats.add_error(str(rec.get("id")), rec.get("origin"), problems)
+            return False
+        split = rec["split"]
+        self._buffers.setdefault(split, []).append(rec)
+        self._buffer_bytes[split] += len(rec["image"]) + sum(len(m) for m in rec.get("masks") or []) \
+            + len(rec.get("semantic_mask") or b"")
+        self.stats.add_record(rec)
+        if (self._buffer_bytes[split] >= self.target_shard_bytes
+                or len(self._buffers[split]) >= self.max_records_per_shard):
+            self._flush(split)
+        return True
+
+    def reject(self, record_id: str, origin: str | None, reasons: list[str]) -> None:
+        """Report a source record that never became a record (unreadable file, bad annotation)."""
+        self.stats.add_error(record_id, origin, reasons)
+
+    def _flush(self, split: str) -> None:
+        records = self._buffers.pop(split, [])
+        self._buffer_bytes[split] = 0
+        if not records:
+            return
+        table = to_table(records)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        payload = sink.getvalue().to_pybytes()
+        name = f"split={split}/{self.tag}-{self._shard_index[split]:05d}.parquet"
+        self._shard_index[split] += 1
+        _write_bytes(self.fs, f"{self.root}/{name}", payload, self.uri, self.storage)
+        self.stats.files.append({"path": name, "split": split, "records": len(records), "bytes": len(payload),
+                                 "sha256": hashlib.sha256(payload).hexdigest()})
+
+    def close(self) -> ShardStats:
+        if not self._closed:
+            for split in list(self._buffers):
+                self._flush(split)
+            self._closed = True
+        return self.stats
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def write_manifest(uri: str, stats: ShardStats, storage: StorageConfig | None = None, **extra) -> dict:
+    """Write manifest.json and errors.jsonl beside the shards; returns the manifest."""
+    target = parse_uri(uri)
+    cfg = storage or StorageConfig()
+    fs, root = open_filesystem(target, cfg)
+    data = stats.to_json()
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "records": data["records"],
+        "counts": data["counts"],
+        "rejected": data["rejected"],
+        "files": sorted(data["files"], key=lambda f: f["path"]),
+        **extra,
+    }
+    _write_bytes(fs, f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), target, cfg)
+    errors = "".join(json.dumps(e) + "\n" for e in data["errors"])
+    _write_bytes(fs, f"{root}/{ERRORS}", errors.encode(), target, cfg)
+    return manifest
+
+
+def read_manifest(uri: str, storage: StorageConfig | None = None) -> dict | None:
+    """The manifest at ``uri``, or None when there is none yet."""
+    target = parse_uri(uri)
+    cfg = storage or StorageConfig()
+    fs, root = open_filesystem(target, cfg)
+    try:
+        info = fs.get_file_info(f"{root}/{MANIFEST}")
+        if info.type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(f"{root}/{MANIFEST}") as f:
+            return json.loads(f.read())
+    except OSError as err:
+        raise describe_failure(target, cfg, err) from None
+
+
+def list_shards(uri: str, split: str | None = None, storage: StorageConfig | None = None) -> list[str]:
+    """Filesystem paths of the Parquet shards under ``uri`` (one split or all), sorted."""
+    target = parse_uri(uri)
+    cfg = storage or StorageConfig()
+    fs, root = open_filesystem(target, cfg)
+    base = f"{root}/split={split}" if split else root
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    except OSError as err:
+        raise describe_failure(target, cfg, err) from None
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+
+class ShardReader:
+    """Iterate the records of a dataset URI, checking each shard's schema and each record."""
+
+    def __init__(self, uri: str, split: str | None = None, storage: StorageConfig | None = None,
+                 validate: bool = True):
+        self.uri = parse_uri(uri)
+        self.storage = storage or StorageConfig()
+        self.fs, _ = open_filesystem(self.uri, self.storage)
+        self.split = split
+        self.validate = validate
+        self.stats = ShardStats()
+
+    def __iter__(self) -> Iterator[dict]:
+        for path in list_shards(str(self.uri), self.split, self.storage):
+            try:
+                table = pq.read_table(path, filesystem=self.fs)
+            except OSError as err:
+                raise describe_failure(self.uri, self.storage, err) from None
+            check_table_schema(table.schema, path)
+            for row in table.to_pylist():
+                rec = from_arrow_row(row)
+                problems = validate_record(rec) if self.validate else []
+                if problems:
+                    self.stats.add_error(str(rec.get("id")), path, problems)
+                    continue
+                self.stats.add_record(rec)
+                yield rec
+
+
+__all__ = ["ERRORS", "MANIFEST", "RECORD_SCHEMA", "ShardReader", "ShardStats", "ShardWriter", "list_shards",
+           "read_manifest", "write_manifest"]

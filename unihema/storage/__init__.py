@@ -1,0 +1,12 @@
+"""Object storage: URIs, pyarrow/boto3 access with clear errors, and the embedded S3 server."""
+
+from unihema.storage.embedded_s3 import EmbeddedS3, find_weed
+from unihema.storage.uri import (
+    StorageAccessError, StorageURI, boto3_client, check_access, describe_failure, endpoint_of,
+    ensure_bucket, open_filesystem, parse_uri, s3_filesystem,
+)
+
+__all__ = [
+    "EmbeddedS3", "StorageAccessError", "StorageURI", "boto3_client", "check_access", "describe_failure",
+    "endpoint_of", "ensure_bucket", "find_weed", "open_filesystem", "parse_uri", "s3_filesystem",
+]
