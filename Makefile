@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m unihema.pretrain
+	$(PY) -m unihema.demo
 
 test: $(STAMP)
 	$(PY) -m pytest
