@@ -37,6 +37,8 @@ class DataConfig:
     detection_scales: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
     detection_max_size: int = field(default=1333, metadata=POSITIVE)
     detection_crop: tuple[int, ...] = (384, 600)
+    # Short sides of the resize before the random crop.
+    detection_crop_resize: tuple[int, ...] = (400, 500, 600)
     classification_size: int = field(default=512, metadata=POSITIVE)
     segmentation_size: int = field(default=512, metadata=POSITIVE)
     text_image_size: int = field(default=256, metadata=POSITIVE)

@@ -24,7 +24,7 @@ PRESETS: dict[str, dict] = {
         },
         "data": {
             "uri": "s3://unihema/synthetic-tiny", "synthetic_records": 64, "synthetic_image_size": 96,
-            "batch_size": 2, "detection_scales": (96,), "detection_max_size": 128, "detection_crop": (64, 96),
+            "batch_size": 2, "detection_scales": (96,), "detection_max_size": 128, "detection_crop": (64, 96), "detection_crop_resize": (80, 96),
             "classification_size": 64, "segmentation_size": 64, "text_image_size": 64,
             "shuffle_buffer": 16, "object_store_memory_mb": 256,
         },
@@ -49,7 +49,7 @@ PRESETS: dict[str, dict] = {
         },
         "data": {
             "uri": "s3://unihema/synthetic-demo", "synthetic_records": 2000, "synthetic_image_size": 128,
-            "batch_size": 8, "detection_scales": (128,), "detection_max_size": 160, "detection_crop": (96, 128),
+            "batch_size": 8, "detection_scales": (128,), "detection_max_size": 160, "detection_crop": (96, 128), "detection_crop_resize": (112, 128),
             "classification_size": 64, "segmentation_size": 128, "text_image_size": 64,
             "shuffle_buffer": 128, "object_store_memory_mb": 512,
         },
