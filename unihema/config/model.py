@@ -22,7 +22,8 @@ class BackboneConfig:
     # Stages frozen from the stem on: 1 = stem + layer1, as in the official run.
     frozen_stages: int = field(default=1, metadata={"min": 0, "max": 4})
     frozen_batchnorm: bool = True
-    # Channels of the timm ResNet variant; "resnet18"-like backbones in tiny presets are narrower.
+    # timm feature indices of C3, C4, C5 (strides 8, 16, 32); further levels are stride-2 convs on C5.
+    out_indices: tuple[int, ...] = (2, 3, 4)
 
 
 @dataclass
@@ -44,6 +45,8 @@ class DecoderConfig:
     dn_number: int = field(default=100, metadata=NON_NEGATIVE)
     dn_label_noise_ratio: float = field(default=0.5, metadata=PROBABILITY)
     dn_box_noise_scale: float = field(default=0.4, metadata=NON_NEGATIVE)
+    # Look-forward-twice box refinement (DINO): layer i's box loss also trains layer i-1's delta.
+    look_forward_twice: bool = True
 
 
 @dataclass
@@ -59,8 +62,13 @@ class TextConfig:
     vocab_size: int = field(default=32128, metadata=POSITIVE)
     feed_forward_proj: str = "gated-gelu"
     tie_word_embeddings: bool = False
+    dropout_rate: float = field(default=0.1, metadata=PROBABILITY)
     # "" builds from the config; a hub name ("google/flan-t5-base") or local folder loads weights.
     pretrained: str = ""
+    # Folder of a saved tokenizer; "" = the pretrained model's tokenizer, else the built-in one.
+    tokenizer: str = ""
+    # "unihema" routes T5's attention through unihema.ops (the dispatcher); "sdpa"/"eager" keep transformers'.
+    attn_implementation: str = "unihema"
     max_length: int = field(default=64, metadata=POSITIVE)
 
 
@@ -69,6 +77,12 @@ class HemaFormerConfig:
     qformer_queries: int = field(default=64, metadata=POSITIVE)
     qformer_layers: int = field(default=2, metadata=POSITIVE)
     refine_top_k: int = field(default=100, metadata=POSITIVE)
+    # Feed-forward width of the Q-Former layers, as a multiple of hidden_dim (official: 4).
+    qformer_ffn_mult: int = field(default=4, metadata=POSITIVE)
+    # Refine the top-K object queries with the prompt whenever a prompt is given.
+    text_refinement: bool = True
+    # Stride-8 masks are upsampled this many times by the learnable upsampler (4 -> stride 2).
+    mask_upsample: int = field(default=4, metadata={"min": 1})
 
 
 @dataclass
@@ -77,6 +91,10 @@ class ModelConfig:
     nheads: int = field(default=8, metadata=POSITIVE)
     num_feature_levels: int = field(default=4, metadata={"min": 1, "max": 5})
     dropout: float = field(default=0.0, metadata=PROBABILITY)
+    # GroupNorm groups of the input projections and mask convolutions (reduced to a divisor when needed).
+    norm_groups: int = field(default=32, metadata=POSITIVE)
+    # Sine position encoding temperature (official pe_temperatureH/W).
+    position_temperature: float = field(default=20.0, metadata={"min": 1.0})
     attention_backend: Literal["auto", "flash", "xformers", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "math"] = "auto"
     msda_backend: Literal["auto", "triton", "reference"] = "auto"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -90,6 +108,13 @@ class ModelConfig:
             raise ValueError(f"hidden_dim {self.hidden_dim} must be divisible by nheads {self.nheads}")
         if self.hema.refine_top_k > self.decoder.num_queries:
             raise ValueError("hema.refine_top_k must not exceed decoder.num_queries")
+        if self.hidden_dim % 4:
+            raise ValueError(f"hidden_dim {self.hidden_dim} must be divisible by 4 (mask upsampler widths)")
+        if self.num_feature_levels < len(self.backbone.out_indices):
+            raise ValueError(
+                f"num_feature_levels ({self.num_feature_levels}) must be >= len(backbone.out_indices) "
+                f"({len(self.backbone.out_indices)}); levels beyond them are stride-2 convs on the last one"
+            )
 
 
 @dataclass
@@ -120,3 +145,6 @@ class LossConfig:
     # Segmentation.
     seg_dice: float = field(default=1.0, metadata=NON_NEGATIVE)
     seg_focal: float = field(default=1.0, metadata=NON_NEGATIVE)
+    # Per-query instance masks (official dice_loss_coef / mask_loss_coef), part of the segmentation task.
+    mask_dice: float = field(default=1.0, metadata=NON_NEGATIVE)
+    mask_focal: float = field(default=1.0, metadata=NON_NEGATIVE)
