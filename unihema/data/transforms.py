@@ -5,9 +5,11 @@ The recipes follow the official Uni-Hema training code:
 - detection: horizontal flip, then either a random multi-scale resize (short side from
   ``data.detection_scales``, long side at most ``data.detection_max_size``) or resize ->
   random crop (side in ``data.detection_crop``) -> multi-scale resize;
-- classification / morphology: flip, square resize to ``data.classification_size``, photometric jitter;
+- classification / morphology of single cells: flip, square resize to ``data.classification_size``, photometric jitter;
 - segmentation: flip, square resize to ``data.segmentation_size``, masks resized nearest;
-- vqa / mlm: flip, square resize to ``data.text_image_size``, photometric jitter.
+- vqa / mlm on single cells: flip, square resize to ``data.text_image_size``, photometric jitter;
+  fields of view (records with boxes and a semantic mask) keep the detection recipe in
+  morphology and VQA too, so their many small cells are not squashed into a small square.
 
 Every geometric step moves boxes and masks with the pixels. Images stay uint8 here (a
 quarter of the bytes of float32 through the object store); ImageNet normalization happens
@@ -143,7 +145,8 @@ def jitter(s: Sample, rng: np.random.Generator, strength: float = 0.2) -> None:
 def augment(s: Sample, task: str, cfg: DataConfig, rng: np.random.Generator, train: bool) -> None:
     if train and rng.random() < 0.5:
         hflip(s)
-    if task == "detection":
+    # Fields of view keep the detection geometry in every task that uses them (boxes stay legible).
+    if task == "detection" or (task in ("morphology", "vqa") and len(s.boxes) and s.semantic is not None):
         if not train:
             resize(s, *size_for_short_side(*s.size, max(cfg.detection_scales), cfg.detection_max_size))
         elif rng.random() < 0.5:

@@ -1,0 +1,96 @@
+"""Per-task collate on the training worker: ragged rows from Ray Data -> the model's batch dict.
+
+Images arrive as uint8 of different sizes; here they are padded into one tensor with a
+pixel mask (True = padding) and ImageNet-normalized. Boxes stay normalized cxcywh relative
+to each image's own (unpadded) size, as DETR-style models expect. Rows that carry an
+error from the decode step are left out and counted by reason, so nothing disappears
+without a trace.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import torch
+
+from unihema.data.schema import reason_code
+from unihema.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from unihema.labels import MORPHOLOGY_NOT_ANNOTATED
+
+_MEAN = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def _rows(column) -> list[np.ndarray]:
+    """Ray Data hands ragged columns as object arrays and uniform ones as stacked arrays."""
+    return [np.asarray(x) for x in column]
+
+
+def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibility: int = 1) -> dict | None:
+    """The model's batch for ``task`` from a numpy batch of TaskTransform rows (None if all failed)."""
+    reasons = [str(e) for e in batch["error"]]
+    keep = [i for i, e in enumerate(reasons) if not e]
+    if errors is not None:
+        errors.update(reason_code(e) for e in reasons if e)
+    if not keep:
+        return None
+    images = [_rows(batch["image"])[i] for i in keep]
+    n = len(images)
+    max_h = max(im.shape[0] for im in images)
+    max_w = max(im.shape[1] for im in images)
+    if size_divisibility > 1:
+        max_h = -(-max_h // size_divisibility) * size_divisibility
+        max_w = -(-max_w // size_divisibility) * size_divisibility
+    pixels = np.zeros((n, max_h, max_w, 3), np.uint8)
+    pixel_mask = np.ones((n, max_h, max_w), bool)
+    semantic = np.full((n, max_h, max_w), IGNORE_INDEX, np.int64)
+    sem_rows = _rows(batch["semantic"])
+    mask_rows, box_rows = _rows(batch["masks"]), _rows(batch["boxes"])
+    label_rows, morph_rows = _rows(batch["labels"]), _rows(batch["box_morphology"])
+    targets = []
+    for j, i in enumerate(keep):
+        h, w = images[j].shape[:2]
+        pixels[j, :h, :w] = images[j]
+        pixel_mask[j, :h, :w] = False
+        semantic[j, :h, :w] = sem_rows[i]
+        target = {"labels": torch.tensor(label_rows[i], dtype=torch.long).reshape(-1),
+                  "boxes": torch.tensor(box_rows[i], dtype=torch.float32).reshape(-1, 4),
+                  "morphology": torch.tensor(morph_rows[i], dtype=torch.long).reshape(-1, 6),
+                  "size": torch.tensor([h, w])}
+        if len(mask_rows[i]):
+            masks = np.zeros((len(mask_rows[i]), max_h, max_w), bool)
+            masks[:, :h, :w] = mask_rows[i] > 0
+            target["masks"] = torch.from_numpy(masks)
+        targets.append(target)
+    pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+    pixel_mask, semantic = torch.from_numpy(pixel_mask), torch.from_numpy(semantic)
+    images_f = (pixels.float() / 255.0 - _MEAN) / _STD
+    morphology = torch.from_numpy(np.asarray(batch["morphology"])[keep].astype(np.int64))
+    has_morph = torch.from_numpy(np.asarray(batch["has_morphology"])[keep].astype(bool))
+    morphology[~has_morph] = MORPHOLOGY_NOT_ANNOTATED
+    out = {
+        "tasks": [task], "ids": [str(batch["id"][i]) for i in keep],
+        "images": images_f, "pixel_mask": pixel_mask, "targets": targets,
+        "cell_labels": torch.from_numpy(np.asarray(batch["cell_label"])[keep].astype(np.int64)),
+        "morphology": morphology, "semantic_masks": semantic,
+        "prompt_ids": torch.from_numpy(np.asarray(batch["prompt_ids"])[keep].astype(np.int64)),
+        "prompt_mask": torch.from_numpy(np.asarray(batch["prompt_mask"])[keep].astype(bool)),
+    }
+    if "text_labels" in batch:
+        out["text_labels"] = torch.from_numpy(np.asarray(batch["text_labels"])[keep].astype(np.int64))
+        out["text_task"] = [task] * n
+    return out
+
+
+def move_to(batch: dict, device: torch.device) -> dict:
+    """The batch with every tensor (also inside targets) on ``device``."""
+    def move(x):
+        if isinstance(x, torch.Tensor):
+            return x.to(device, non_blocking=True)
+        if isinstance(x, dict):
+            return {k: move(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [move(v) for v in x]
+        return x
+    return move(batch)

@@ -1,0 +1,228 @@
+"""Ray Data streams from the shards into the training workers, one stream per task.
+
+    read_parquet (this worker's files, shuffled per epoch) -> keep records serving the task
+    -> decode, augment and tokenize in Ray Data CPU tasks -> worker: iter_batches (bounded
+    local shuffle) -> collate -> the model
+
+Each training worker builds its own stream per task and epoch (``unihema.data.stream``):
+files are divided among workers by rank, or, when there are fewer files than workers,
+records are divided by a hash of their id. Both the file order and every augmentation
+depend only on (seed, epoch, record id), so a run is reproducible and a resumed run sees
+the same data epoch it stopped in.
+
+Execution is streaming: Ray Data never materializes a dataset, and its object store and
+CPU budgets come from the config, so memory does not grow with the number of images.
+A record that cannot be decoded or fails validation does not crash a task: it travels as a
+row flagged with its reason and is counted by the collate step (metrics the trainer reports).
+A shard that cannot be opened is retried, then reported by name and left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unihema.config import TASKS, DataConfig, ModelConfig, StorageConfig
+from unihema.data.images import ImageDecodeError
+from unihema.data.schema import from_arrow_row, reason_code, validate_record
+from unihema.data.shards import list_shards
+from unihema.data.text import prompt_and_target
+from unihema.data.transforms import transform_record
+from unihema.storage import describe_failure, open_filesystem, parse_uri
+
+log = logging.getLogger(__name__)
+
+# Columns the transforms read; the rest of a record never leaves the reading task.
+READ_COLUMNS = ["id", "split", "tasks", "image", "image_format", "width", "height", "boxes", "box_labels",
+                "box_attributes", "masks", "semantic_mask", "cell_class", "attributes", "qa", "mlm_text",
+                "license", "source"]
+
+
+@dataclass
+class ShardCheck:
+    good: list[str]
+    bad: dict[str, str]  # path -> reason
+
+
+def check_shards(paths: list[str], fs, retries: int = 3, backoff_s: float = 0.5) -> ShardCheck:
+    """Open every shard's footer, retrying transient errors; unreadable shards are reported by name."""
+    good, bad = [], {}
+    for path in paths:
+        for attempt in range(retries):
+            try:
+                with fs.open_input_file(path) as f:
+                    pq.ParquetFile(f).metadata  # noqa: B018 - reading the footer is the check
+                good.append(path)
+                break
+            except (OSError, pa.ArrowInvalid) as err:
+                if attempt == retries - 1:
+                    bad[path] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                    log.error("shard %s unreadable after %d attempts: %s", path, retries, bad[path])
+                else:
+                    time.sleep(backoff_s * 2 ** attempt)
+    return ShardCheck(good, bad)
+
+
+def record_seed(seed: int, epoch: int, record_id: str) -> int:
+    """Per-record RNG seed: augmentations depend on (seed, epoch, id), not on how blocks were split."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{record_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+_TOKENIZERS: dict[str, object] = {}
+
+
+def cached_tokenizer(model_cfg: ModelConfig):
+    """One tokenizer per process and text config: Ray reuses worker processes across tasks."""
+    key = repr(model_cfg.text)
+    if key not in _TOKENIZERS:
+        from unihema.model.tokenizer import build_tokenizer
+
+        _TOKENIZERS[key] = build_tokenizer(model_cfg)
+    return _TOKENIZERS[key]
+
+
+def owner_rank(record_id: str, world_size: int) -> int:
+    return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=4).digest(), "little") % world_size
+
+
+class TaskTransform:
+    """Ray Data map_batches callable: records of one task -> augmented, tokenized rows.
+
+    With ``row_split`` each worker keeps only the records whose id hashes to its rank.
+    """
+
+    def __init__(self, task: str, data_cfg: DataConfig, model_cfg: ModelConfig, train: bool, seed: int, epoch: int,
+                 rank: int = 0, world_size: int = 1, row_split: bool = False):
+        self.task, self.data_cfg, self.model_cfg = task, data_cfg, model_cfg
+        self.train, self.seed, self.epoch = train, seed, epoch
+        self.rank, self.world_size, self.row_split = rank, world_size, row_split
+
+    @property
+    def tokenizer(self):
+        return cached_tokenizer(self.model_cfg)
+
+    def _one(self, rec: dict) -> dict:
+        rng = np.random.default_rng(record_seed(self.seed, self.epoch, rec["id"]))
+        problems = validate_record(rec, check_image=False)
+        if problems:
+            raise ImageDecodeError(reason_code(problems[0]), "; ".join(problems))
+        row = transform_record(rec, self.task, self.data_cfg, rng, self.train)
+        row["prompt"], row["target"] = prompt_and_target(rec, self.task, rng)
+        return row
+
+    def __call__(self, batch: pa.Table) -> dict:
+        rows, errors, ids = [], [], []
+        for raw in batch.to_pylist():
+            if self.task not in (raw.get("tasks") or []):
+                continue
+            if self.row_split and owner_rank(str(raw.get("id")), self.world_size) != self.rank:
+                continue
+            rec = from_arrow_row(raw)
+            try:
+                rows.append(self._one(rec))
+                errors.append("")
+            except ImageDecodeError as err:
+                rows.append(None)
+                errors.append(f"{err.reason}: {err}")
+            except (KeyError, ValueError, IndexError) as err:
+                rows.append(None)
+                errors.append(f"bad_record: {type(err).__name__}: {err}")
+            ids.append(str(rec.get("id")))
+        return self._columns(rows, errors, ids)
+
+    def _columns(self, rows: list, errors: list[str], ids: list[str]) -> dict:
+        placeholder = {"image": np.zeros((1, 1, 3), np.uint8), "boxes": np.zeros((0, 4), np.float32),
+                       "labels": np.zeros(0, np.int64), "box_morphology": np.zeros((0, 6), np.int64),
+                       "masks": np.zeros((0, 1, 1), np.uint8), "semantic": np.zeros((1, 1), np.uint8),
+                       "cell_label": np.int64(-100), "morphology": np.full(6, 4, np.int64),
+                       "has_morphology": False, "prompt": "", "target": ""}
+        rows = [r if r is not None else placeholder for r in rows]
+        out: dict = {"id": np.array(ids, dtype=object), "error": np.array(errors, dtype=object)}
+        for key in ("image", "boxes", "labels", "box_morphology", "masks", "semantic"):
+            out[key] = [r[key] for r in rows]
+        out["cell_label"] = np.array([r["cell_label"] for r in rows], np.int64)
+        out["morphology"] = np.array([r["morphology"] for r in rows], np.int64).reshape(-1, 6)
+        out["has_morphology"] = np.array([r["has_morphology"] for r in rows], bool)
+        max_len = self.model_cfg.text.max_length
+        prompts = [r["prompt"] for r in rows]
+        pad = self.tokenizer.pad_id
+        out["prompt_ids"], out["prompt_mask"] = _fixed_width(*self.tokenizer.encode(prompts, max_length=max_len),
+                                                             max_len, pad)
+        if self.task in ("vqa", "mlm"):
+            labels, target_mask = _fixed_width(*self.tokenizer.encode([r["target"] for r in rows],
+                                                                      max_length=max_len), max_len, pad)
+            labels[~target_mask] = -100
+            out["text_labels"] = labels
+        return out
+
+
+def _np(x) -> np.ndarray:
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def _fixed_width(ids, mask, width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad token rows to a fixed width so every Ray Data block has the same tensor shape."""
+    ids, mask = _np(ids).astype(np.int64), _np(mask).astype(bool)
+    out_ids = np.full((ids.shape[0], width), pad_id, np.int64)
+    out_mask = np.zeros((ids.shape[0], width), bool)
+    n = min(width, ids.shape[1]) if ids.ndim == 2 else 0
+    out_ids[:, :n], out_mask[:, :n] = ids[:, :n], mask[:, :n]
+    return out_ids, out_mask
+
+
+def configure_data_context(cfg: DataConfig) -> None:
+    """Bound Ray Data's memory and CPU use so peak memory does not grow with the dataset."""
+    from ray.data import DataContext, ExecutionResources
+
+    ctx = DataContext.get_current()
+    limits = {}
+    if cfg.object_store_memory_mb:
+        limits["object_store_memory"] = cfg.object_store_memory_mb * 1024 * 1024
+    if cfg.max_cpus:
+        limits["cpu"] = cfg.max_cpus
+    if limits:
+        ctx.execution_options.resource_limits = ExecutionResources(**limits)
+    ctx.enable_progress_bars = False
+    # Transient S3 errors while reading are retried by Ray Data itself.
+    ctx.retried_io_errors = list({*ctx.retried_io_errors, "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
+                                  "AWS Error INTERNAL_FAILURE", "AWS Error SERVICE_UNAVAILABLE"})
+
+
+def task_files(split: str, data_cfg: DataConfig, storage: StorageConfig,
+               shard_report: dict | None = None) -> tuple[object, list[str]]:
+    """(filesystem, readable shard paths) of a split; unreadable shards go to ``shard_report``."""
+    uri = parse_uri(data_cfg.uri)
+    fs, _ = open_filesystem(uri, storage)
+    paths = list_shards(data_cfg.uri, split, storage)
+    check = check_shards(paths, fs)
+    if shard_report is not None:
+        shard_report.update(check.bad)
+    if not check.good:
+        raise FileNotFoundError(f"no readable shards for split {split!r} under {data_cfg.uri}"
+                                + (f" (unreadable: {sorted(check.bad)})" if check.bad else ""))
+    return fs, check.good
+
+
+def build_task_dataset(task: str, split: str, data_cfg: DataConfig, model_cfg: ModelConfig, fs, files: list[str],
+                       *, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1):
+    """A streaming Ray Dataset of one task's augmented, tokenized rows for this worker and epoch."""
+    import ray.data
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    train = split == "train"
+    order = list(files)
+    if train:
+        np.random.default_rng([seed, epoch]).shuffle(order)
+    row_split = world_size > 1 and len(order) < world_size
+    mine = order if row_split or world_size == 1 else order[rank::world_size]
+    ds = ray.data.read_parquet(mine, filesystem=fs, columns=READ_COLUMNS, partitioning=None)
+    transform = TaskTransform(task, data_cfg, model_cfg, train, seed, epoch, rank, world_size, row_split)
+    return ds.map_batches(transform, batch_format="pyarrow", batch_size=16, zero_copy_batch=True)

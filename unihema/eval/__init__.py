@@ -1,0 +1,1 @@
+"""Evaluation: per-task metrics that can be accumulated across batches and ranks."""

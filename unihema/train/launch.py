@@ -1,0 +1,160 @@
+"""The driver side of a training run: storage, Ray, the TorchTrainer, and what comes after.
+
+Used by ``python -m unihema.pretrain`` and by each Ray Tune trial. It joins the Ray
+cluster it is given (``RAY_ADDRESS`` or the job's cluster under ``ray job submit``) or
+starts a local one bound to 127.0.0.1, starts the embedded S3 server when the config asks
+for S3 with no endpoint, fills an empty data URI with synthetic records, and runs the
+trainer with checkpoints, retries and resume configured from the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from unihema.config import StorageConfig, UniHemaConfig, save_config
+from unihema.config.core import dump_yaml
+from unihema.data.shards import read_manifest
+from unihema.storage import EmbeddedS3, check_access, endpoint_of, ensure_bucket, open_filesystem, parse_uri
+from unihema.train.run_files import read_json, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StorageSession:
+    """Storage settings in force for a run, and the embedded server if this process started one."""
+
+    storage: StorageConfig
+    server: EmbeddedS3 | None = None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def open_storage(cfg: UniHemaConfig) -> StorageSession:
+    """Start the embedded S3 server when needed and check that every URI is reachable."""
+    uris = [cfg.data.uri, cfg.storage.run_uri]
+    storage = cfg.storage
+    server = None
+    wants_s3 = any(parse_uri(u).is_s3 for u in uris)
+    if wants_s3 and cfg.storage.embedded and not endpoint_of(cfg.storage):
+        server = EmbeddedS3(cfg.storage.embedded_dir).start()
+        storage = server.storage_config()
+        # Local Ray workers inherit the driver's environment: that is how they get the credentials.
+        os.environ.update(server.env())
+        log.info("embedded S3 server at %s (data in %s)", server.endpoint_url, server.data_dir)
+    session = StorageSession(storage, server)
+    try:
+        for uri in uris:
+            if parse_uri(uri).is_s3:
+                ensure_bucket(uri, storage)
+            check_access(uri, storage)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def ensure_dataset(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
+    """The manifest of cfg.data.uri, generating synthetic records first when it is empty."""
+    manifest = read_manifest(cfg.data.uri, storage)
+    if manifest is not None:
+        return manifest
+    if not cfg.data.synthetic_records:
+        raise FileNotFoundError(f"no dataset at {cfg.data.uri} (no manifest.json): convert data there with "
+                                f"`python -m data_prep convert ...`, or set data.synthetic_records > 0")
+    from unihema.data.synthetic import generate_dataset
+
+    start = time.perf_counter()
+    manifest = generate_dataset(cfg.data.synthetic_records, cfg.data.uri, storage, seed=cfg.data.synthetic_seed,
+                                image_size=cfg.data.synthetic_image_size)
+    log.info("generated %d synthetic records into %s in %.1fs", manifest["records"], cfg.data.uri,
+             time.perf_counter() - start)
+    return manifest
+
+
+def init_ray(cfg: UniHemaConfig) -> None:
+    """Join the given cluster, or start a local one that keeps all traffic on 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # Training workers reserve their CPUs for the whole run; Ray Data's decode tasks need
+    # CPUs of their own, so a local cluster advertises both.
+    reserved = math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker)
+    ray.init(num_cpus=(os.cpu_count() or 1) + reserved, include_dashboard=False,
+             runtime_env={"env_vars": {k: v for k, v in os.environ.items()
+                                       if k.startswith(("AWS_", "GLOO_", "TORCH_EXTENSIONS_DIR"))}})
+
+
+def worker_config(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
+    """The config the workers get: the storage endpoint in force, never the secrets (they travel in the env)."""
+    resolved = dataclasses.replace(cfg, storage=dataclasses.replace(
+        cfg.storage, endpoint_url=storage.endpoint_url, access_key_id="", secret_access_key="", embedded=False))
+    return resolved.to_dict()
+
+
+def run_name_of(cfg: UniHemaConfig) -> str:
+    return cfg.run_name or f"unihema-{cfg.preset or 'custom'}"
+
+
+def build_trainer(cfg: UniHemaConfig, storage: StorageConfig, run_name: str):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from unihema.train.worker import train_loop_per_worker
+
+    run_root = parse_uri(cfg.storage.run_uri)
+    fs, root_path = open_filesystem(run_root, storage)
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.use_gpu:
+        resources["GPU"] = cfg.train.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": worker_config(cfg, storage), "run_uri": str(run_root.join(run_name))},
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_name, storage_path=root_path, storage_filesystem=fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
+        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+    )
+
+
+@dataclass
+class RunOutcome:
+    run_uri: str
+    status: dict
+    checkpoint_path: str | None
+    checkpoint_filesystem: object | None
+    metrics: dict
+
+
+def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
+    """Fit, then read back the run's status; resumes automatically from the run's latest checkpoint."""
+    run_name = run_name_of(cfg)
+    run_uri = str(parse_uri(cfg.storage.run_uri).join(run_name))
+    write_text(run_uri, "config.yaml", dump_yaml(cfg, redact=True), storage)
+    trainer = build_trainer(cfg, storage, run_name)
+    result = trainer.fit()
+    status = read_json(run_uri, "status.json", storage) or {"status": "unknown: the workers wrote no status"}
+    checkpoint = result.checkpoint
+    return RunOutcome(run_uri, status, checkpoint.path if checkpoint else None,
+                      checkpoint.filesystem if checkpoint else None, dict(result.metrics or {}))
+
+
+__all__ = ["RunOutcome", "StorageSession", "build_trainer", "ensure_dataset", "init_ray", "open_storage",
+           "run_training", "save_config", "write_json", "worker_config"]

@@ -1,0 +1,58 @@
+"""The run folder on storage: config, status, metrics summary, TensorBoard events.
+
+Ray Train owns ``<run>/checkpoint_*``; everything else a person looks for after a run is
+written here, through the same storage layer as the data, so local folders and S3 behave
+the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from unihema.config import StorageConfig
+from unihema.storage import describe_failure, open_filesystem, parse_uri
+
+
+def write_text(run_uri: str, name: str, text: str, storage: StorageConfig) -> str:
+    target = parse_uri(run_uri)
+    fs, root = open_filesystem(target, storage)
+    path = f"{root}/{name}"
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as out:
+            out.write(text.encode())
+    except OSError as err:
+        raise describe_failure(target, storage, err) from None
+    return str(target.join(name))
+
+
+def write_json(run_uri: str, name: str, data: dict, storage: StorageConfig) -> str:
+    return write_text(run_uri, name, json.dumps(data, indent=1, default=float), storage)
+
+
+def read_json(run_uri: str, name: str, storage: StorageConfig) -> dict | None:
+    target = parse_uri(run_uri)
+    fs, root = open_filesystem(target, storage)
+    info = fs.get_file_info(f"{root}/{name}")
+    if info.type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(f"{root}/{name}") as f:
+        return json.loads(f.read())
+
+
+def upload_dir(local_dir: str | Path, run_uri: str, name: str, storage: StorageConfig) -> None:
+    """Copy a local folder (TensorBoard events, an export) into the run folder."""
+    local_dir = Path(local_dir)
+    if not local_dir.is_dir():
+        return
+    target = parse_uri(run_uri)
+    fs, root = open_filesystem(target, storage)
+    try:
+        pafs.copy_files(str(local_dir), f"{root}/{name}", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+    except OSError as err:
+        raise describe_failure(target, storage, err) from None

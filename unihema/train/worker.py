@@ -1,0 +1,240 @@
+"""``train_loop_per_worker``: what each Ray Train worker runs.
+
+model -> DeepSpeed engine -> multi-task loop (one task per step, the same on every rank)
+-> periodic validation -> DeepSpeed checkpoints reported through ``ray.train.report``.
+Everything comes from the ``loop_config`` argument (no module globals), so the same
+function serves pretraining, tests and every Ray Tune trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from unihema.config import UniHemaConfig
+from unihema.config.core import build
+from unihema.data.collate import move_to
+from unihema.data.stream import MultiTaskStream, TaskStream
+from unihema.eval.metrics import CHANCE, HEADLINE
+from unihema.eval.runner import evaluate_batches
+from unihema.train.deepspeed_config import deepspeed_config, resolve_precision
+from unihema.train.optim import build_optimizer
+from unihema.train.run_files import upload_dir, write_json
+from unihema.train.telemetry import ProgressWriter, StepTimer, count_flops, device_peak_tflops, peak_memory_mb
+
+log = logging.getLogger(__name__)
+CHECKPOINT_TAG = "checkpoint"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps with a NaN/inf loss; the run stops, keeping its last good checkpoint."""
+
+
+def _all_reduce(value: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value, op=op)
+    return value
+
+
+def _gather_objects(obj) -> list:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return _all_reduce(values.clone()) / world
+
+
+def _main_lr(engine) -> float:
+    """The learning rate of the main parameter group (the backbone's is 10x smaller)."""
+    groups = engine.optimizer.param_groups
+    return float(next((g["lr"] for g in groups if g.get("name") == "main"), groups[-1]["lr"]))
+
+
+def _batch_tokens(batch: dict) -> int:
+    tokens = int(batch["prompt_mask"].sum())
+    if "text_labels" in batch:
+        tokens += int((batch["text_labels"] != -100).sum())
+    return tokens
+
+
+def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: int, device) -> dict:
+    """Per-task validation metrics on the held-out split, merged across ranks."""
+    results = {}
+    for task in (t for t in HEADLINE if getattr(cfg.data.mix, t) > 0):
+        metric = state = None
+        try:
+            stream = TaskStream(task, "val", cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
+                                endless=False)
+            batches = (move_to(b, device) for b in stream)
+            metric = evaluate_batches(model, task, batches, tokenizer, max_batches=cfg.train.val_batches)
+            state = metric.state()
+        except (FileNotFoundError, RuntimeError) as err:  # no val shards, or none for this rank
+            log.warning("rank %d: no validation data for %s: %s", rank, task, err)
+        states = _gather_objects(state)
+        if rank == 0 and metric is not None:
+            for other in states[1:]:
+                if other is not None:
+                    metric.merge(other)
+            results[task] = metric.compute()
+    return results
+
+
+def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, rank: int) -> None:
+    """DeepSpeed checkpoint of every rank plus each rank's data position, reported to Ray Train."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory(prefix="unihema-ckpt-") as tmp:
+        engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": step})
+        Path(tmp, f"data_state_rank{rank}.json").write_text(json.dumps(
+            {"step": step, "positions": stream.positions()}))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _resume(engine, rank: int) -> tuple[int, dict]:
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, {}
+    with checkpoint.as_directory() as ckpt_dir:
+        _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
+        state_file = Path(ckpt_dir, f"data_state_rank{rank}.json")
+        if not state_file.exists():  # resumed with more workers than saved: start these streams afresh
+            state_file = Path(ckpt_dir, "data_state_rank0.json")
+        state = json.loads(state_file.read_text())
+    step = int((client_state or {}).get("step", state["step"]))
+    log.info("rank %d resumed at step %d from %s", rank, step, checkpoint.path)
+    return step, state["positions"]
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import deepspeed
+    import ray.train
+
+    from unihema.losses import UniHemaCriterion
+    from unihema.model import build_model
+    from unihema.model.tokenizer import build_tokenizer
+
+    cfg: UniHemaConfig = build(UniHemaConfig, loop_config["config"])
+    run_uri: str = loop_config["run_uri"]
+    storage = cfg.storage
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    on_gpu = cfg.train.use_gpu and torch.cuda.is_available()
+    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
+    precision = resolve_precision(cfg.train, on_gpu)
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    model = build_model(cfg).to(device)
+    if cfg.train.activation_checkpointing and hasattr(model, "set_activation_checkpointing"):
+        model.set_activation_checkpointing(True)
+    tokenizer = build_tokenizer(cfg.model)
+    criterion = UniHemaCriterion(cfg.loss, num_boxes_reducer=_mean_over_ranks)
+    optimizer, scheduler = build_optimizer(model, cfg.train)
+    ds_config = deepspeed_config(cfg.train, cfg.data.batch_size, world, on_gpu)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=ds_config, dist_init_required=False)
+    start_step, positions = _resume(engine, rank)
+    stream = MultiTaskStream(cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
+                             positions=positions, start_step=start_step * cfg.train.grad_accum_steps)
+
+    tb_dir = tempfile.mkdtemp(prefix="unihema-tb-") if rank == 0 else None
+    progress = ProgressWriter(tb_dir, enabled=rank == 0)
+    timer = StepTimer()
+    peak_tflops = device_peak_tflops(device)
+    flops_per_task: dict[str, int] = {}
+    nonfinite_total = consecutive_nonfinite = 0
+    step = start_step
+    last_val: dict = {}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" and not on_gpu \
+        else torch.autocast(device.type, enabled=False)
+    progress.line(f"[unihema] rank0: {world} workers, ZeRO-{cfg.train.zero_stage}, {precision}, "
+                  f"steps {start_step}->{cfg.train.max_steps}, tasks {list(stream.weights)}")
+    status = "completed"
+    try:
+        while step < cfg.train.max_steps:
+            for _ in range(cfg.train.grad_accum_steps):
+                wait_before = stream.stats.wait_s
+                task, batch = next(stream)
+                data_s = stream.stats.wait_s - wait_before
+                batch = move_to(batch, device)
+                if peak_tflops and task not in flops_per_task:
+                    with torch.no_grad():
+                        flops_per_task[task] = 3 * count_flops(lambda: model(batch))  # fwd + bwd ~ 3x fwd
+                with autocast:
+                    outputs = engine(batch)
+                    losses = criterion(outputs, batch)
+                loss = losses["loss"]
+                finite = _all_reduce(torch.tensor([float(torch.isfinite(loss.detach()).all())]), dist.ReduceOp.MIN)
+                if finite.item() < 1:
+                    nonfinite_total += 1
+                    consecutive_nonfinite += 1
+                    log.warning("rank %d: non-finite loss at step %d (task %s); step skipped", rank, step, task)
+                    if consecutive_nonfinite >= cfg.train.max_consecutive_nonfinite:
+                        raise NonFiniteLossError(
+                            f"{consecutive_nonfinite} consecutive steps had a non-finite loss (last task {task!r}, "
+                            f"step {step}); stopping with the last good checkpoint kept")
+                    continue
+                consecutive_nonfinite = 0
+                engine.backward(loss)
+                engine.step()
+                timer.add(data_s, len(batch["ids"]), _batch_tokens(batch), flops_per_task.get(task, 0),
+                          {f"loss_{task}": float(losses[f"loss_{task}"]), "loss": float(loss)})
+            step += 1
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                summary = timer.summary()
+                totals = _all_reduce(torch.tensor([summary["images_per_s"], summary["tokens_per_s"]]))
+                summary.update(images_per_s=float(totals[0]), tokens_per_s=float(totals[1]),
+                               lr=_main_lr(engine),
+                               peak_memory_mb=peak_memory_mb(device), nonfinite_steps=nonfinite_total,
+                               data_errors=sum(stream.stats.errors.values()))
+                if peak_tflops:
+                    summary["mfu"] = summary["achieved_tflops"] / peak_tflops
+                progress.scalars("train", summary, step)
+                loss_text = " ".join(f"{k[5:]}={v:.3f}" for k, v in sorted(summary.items())
+                                     if k.startswith("loss_"))
+                progress.line(f"[unihema] step {step}/{cfg.train.max_steps} loss={summary.get('loss', 0):.3f} "
+                              f"{loss_text} | {summary['images_per_s']:.1f} img/s, data wait "
+                              f"{summary['data_wait_fraction']:.0%}, lr {summary['lr']:.2e}, "
+                              f"peak {summary['peak_memory_mb']:.0f} MB")
+                timer.reset()
+            is_last = step == cfg.train.max_steps
+            if step % cfg.train.val_every == 0 or is_last:
+                last_val = validate(engine.module, cfg, storage, tokenizer, rank, world, device)
+                if rank == 0:
+                    for task, values in last_val.items():
+                        progress.scalars(f"val/{task}", values, step)
+                    progress.line("[unihema] validation " + ", ".join(
+                        f"{t}: {HEADLINE[t]}={v.get(HEADLINE[t], float('nan')):.3f} (chance {v.get(CHANCE[t], 0):.3f})"
+                        for t, v in last_val.items()))
+            if step % cfg.train.checkpoint_every == 0 or is_last:
+                metrics = {"step": step, "nonfinite_steps": nonfinite_total,
+                           "data_errors": dict(stream.stats.errors), "bad_shards": dict(stream.stats.bad_shards)}
+                metrics.update({f"val_{t}_{k}": v for t, vals in last_val.items() for k, v in vals.items()})
+                _save_checkpoint(engine, stream, step, metrics, rank)
+                if rank == 0 and tb_dir:
+                    upload_dir(tb_dir, run_uri, "tensorboard", storage)
+    except NonFiniteLossError as err:
+        status = f"stopped: {err}"
+        progress.line(f"[unihema] {status}")
+    finally:
+        progress.close()
+    if rank == 0:
+        if tb_dir:
+            upload_dir(tb_dir, run_uri, "tensorboard", storage)
+        write_json(run_uri, "status.json", {
+            "status": status, "step": step, "nonfinite_steps": nonfinite_total,
+            "data_errors": dict(stream.stats.errors), "bad_shards": dict(stream.stats.bad_shards),
+            "validation": last_val, "world_size": world, "zero_stage": cfg.train.zero_stage,
+            "precision": precision, "pid": os.getpid()}, storage)
