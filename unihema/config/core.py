@@ -9,6 +9,7 @@ allowed, instead of deep inside a Ray worker an hour later.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -104,13 +105,15 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{path}: invalid value {value!r}; expected a number")
-        if isinstance(value, (int, float)):
-            return float(value)
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
+        if isinstance(value, (int, float)):
+            if not math.isfinite(value):
+                raise ConfigError(f"{path}: invalid value {value!r}; expected a finite number")
+            return float(value)
         raise ConfigError(f"{path}: invalid value {value!r}; expected a number")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

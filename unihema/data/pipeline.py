@@ -190,6 +190,8 @@ def configure_data_context(cfg: DataConfig) -> None:
     if limits:
         ctx.execution_options.resource_limits = ExecutionResources(**limits)
     ctx.enable_progress_bars = False
+    # Same seed and epoch -> same batches: blocks leave the executor in input order.
+    ctx.execution_options.preserve_order = True
     # Transient S3 errors while reading are retried by Ray Data itself.
     ctx.retried_io_errors = list({*ctx.retried_io_errors, "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
                                   "AWS Error INTERNAL_FAILURE", "AWS Error SERVICE_UNAVAILABLE"})
@@ -226,3 +228,34 @@ def build_task_dataset(task: str, split: str, data_cfg: DataConfig, model_cfg: M
     ds = ray.data.read_parquet(mine, filesystem=fs, columns=READ_COLUMNS, partitioning=None)
     transform = TaskTransform(task, data_cfg, model_cfg, train, seed, epoch, rank, world_size, row_split)
     return ds.map_batches(transform, batch_format="pyarrow", batch_size=16, zero_copy_batch=True)
+
+
+def iter_local_batches(task: str, split: str, data_cfg: DataConfig, model_cfg: ModelConfig, fs, files: list[str],
+                       *, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                       max_batches: int | None = None):
+    """The same rows as ``build_task_dataset`` for one pass, decoded in this process.
+
+    Validation reads a bounded number of batches; starting a Ray Data execution per task
+    and per validation would cost more than the decoding itself at that size.
+    """
+    row_split = world_size > 1 and len(files) < world_size
+    mine = files if row_split or world_size == 1 else files[rank::world_size]
+    transform = TaskTransform(task, data_cfg, model_cfg, split == "train", seed, 0, rank, world_size, row_split)
+    produced = 0
+    chunk: list[dict] = []
+    for path in mine:
+        with fs.open_input_file(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=256, columns=READ_COLUMNS):
+                for row in batch.to_pylist():
+                    if task not in (row.get("tasks") or []):
+                        continue
+                    if row_split and owner_rank(str(row.get("id")), world_size) != rank:
+                        continue
+                    chunk.append(row)
+                    if len(chunk) == batch_size:
+                        yield transform(pa.Table.from_pylist(chunk, schema=batch.schema))
+                        produced, chunk = produced + 1, []
+                        if max_batches is not None and produced >= max_batches:
+                            return
+    if chunk:
+        yield transform(pa.Table.from_pylist(chunk, schema=batch.schema))

@@ -18,7 +18,7 @@ import numpy as np
 
 from unihema.config import TASKS, UniHemaConfig
 from unihema.data.collate import collate
-from unihema.data.pipeline import build_task_dataset, configure_data_context, task_files
+from unihema.data.pipeline import build_task_dataset, configure_data_context, iter_local_batches, task_files
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,15 @@ class TaskStream:
                 return
 
     def __iter__(self):
+        self.close()
         self._iter = self._raw_batches()
         return self
+
+    def close(self) -> None:
+        """Stop this stream's Ray Data execution (also done when the stream is collected)."""
+        if self._iter is not None:
+            self._iter.close()
+            self._iter = None
 
     def __next__(self) -> dict:
         if self._iter is None:
@@ -96,6 +103,18 @@ class TaskStream:
             if batch is not None:
                 self.stats.images += len(batch["ids"])
                 return batch
+
+
+def local_task_batches(task: str, split: str, cfg: UniHemaConfig, storage, *, rank: int = 0, world_size: int = 1,
+                       max_batches: int | None = None, stats: DataStats | None = None):
+    """One pass of collated batches decoded in this process (validation and evaluation)."""
+    stats = stats if stats is not None else DataStats()
+    fs, files = task_files(split, cfg.data, storage, stats.bad_shards)
+    for raw in iter_local_batches(task, split, cfg.data, cfg.model, fs, files, batch_size=cfg.data.batch_size,
+                                  seed=cfg.train.seed, rank=rank, world_size=world_size, max_batches=max_batches):
+        batch = collate(raw, task, stats.errors)
+        if batch is not None:
+            yield batch
 
 
 def task_weights(cfg: UniHemaConfig) -> dict[str, float]:
@@ -132,6 +151,10 @@ class MultiTaskStream:
         task = self.task_for_step(self.step)
         self.step += 1
         return task, next(self.streams[task])
+
+    def close(self) -> None:
+        for stream in self.streams.values():
+            stream.close()
 
     def positions(self) -> dict[str, dict]:
         return {t: {"epoch": s.position.epoch, "batches": s.position.batches} for t, s in self.streams.items()}

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from unihema.config import UniHemaConfig
 from unihema.config.core import build
 from unihema.data.collate import move_to
-from unihema.data.stream import MultiTaskStream, TaskStream
+from unihema.data.stream import MultiTaskStream, local_task_batches
 from unihema.eval.metrics import CHANCE, HEADLINE
 from unihema.eval.runner import evaluate_batches
 from unihema.train.deepspeed_config import deepspeed_config, resolve_precision
@@ -74,9 +74,8 @@ def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: in
     for task in (t for t in HEADLINE if getattr(cfg.data.mix, t) > 0):
         metric = state = None
         try:
-            stream = TaskStream(task, "val", cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
-                                endless=False)
-            batches = (move_to(b, device) for b in stream)
+            batches = (move_to(b, device) for b in local_task_batches(
+                task, "val", cfg, storage, rank=rank, world_size=world, max_batches=cfg.train.val_batches))
             metric = evaluate_batches(model, task, batches, tokenizer, max_batches=cfg.train.val_batches)
             state = metric.state()
         except (FileNotFoundError, RuntimeError) as err:  # no val shards, or none for this rank
