@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m unihema.demo
+	$(PY) -m unihema.pretrain
 
 test: $(STAMP)
 	$(PY) -m pytest
