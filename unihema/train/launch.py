@@ -74,7 +74,7 @@ def ensure_dataset(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
 
     start = time.perf_counter()
     manifest = generate_dataset(cfg.data.synthetic_records, cfg.data.uri, storage, seed=cfg.data.synthetic_seed,
-                                image_size=cfg.data.synthetic_image_size)
+                                image_size=cfg.data.synthetic_image_size, progress=False)
     log.info("generated %d synthetic records into %s in %.1fs", manifest["records"], cfg.data.uri,
              time.perf_counter() - start)
     return manifest

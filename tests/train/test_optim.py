@@ -1,0 +1,61 @@
+"""Optimizer groups, learning-rate schedule and the DeepSpeed configuration."""
+
+import pytest
+import torch
+
+from unihema.config import load_config
+from unihema.train.deepspeed_config import deepspeed_config, resolve_precision
+from unihema.train.optim import build_optimizer, lr_factor, param_groups
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Linear(2, 2)
+        self.encoder = torch.nn.ModuleDict({"sampling_offsets": torch.nn.Linear(2, 2)})
+        self.reference_points = torch.nn.Linear(2, 2)
+        self.head = torch.nn.Linear(2, 2)
+        self.frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+
+
+def test_official_parameter_groups():
+    """Backbone at lr_backbone, offsets/reference points at lr x 0.1, the rest at lr; frozen left out."""
+    cfg = load_config("paper").train
+    groups = {g["name"]: g for g in param_groups(_Toy(), cfg)}
+    assert groups["backbone"]["lr"] == 1e-5 and len(groups["backbone"]["params"]) == 2
+    assert groups["linear_proj"]["lr"] == pytest.approx(1e-5) and len(groups["linear_proj"]["params"]) == 4
+    assert groups["main"]["lr"] == 1e-4 and len(groups["main"]["params"]) == 2
+    assert all(g["weight_decay"] == 0.01 for g in groups.values())
+
+
+def test_schedules():
+    """Linear warm-up, then step drops or a cosine to zero."""
+    cfg = load_config("tiny", overrides=["train.warmup_steps=4", "train.max_steps=14", "train.schedule=step",
+                                         "train.lr_drop_steps=[10]"]).train
+    assert [lr_factor(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(9, cfg) == 1.0 and lr_factor(10, cfg) == pytest.approx(0.1)
+    cos = load_config("tiny", overrides=["train.warmup_steps=0", "train.max_steps=10", "train.schedule=cosine"]).train
+    assert lr_factor(0, cos) == 1.0 and lr_factor(5, cos) == pytest.approx(0.5) and lr_factor(10, cos) == pytest.approx(0)
+
+
+def test_scheduler_drives_every_group():
+    """The LambdaLR scales each group's own base rate."""
+    cfg = load_config("tiny", overrides=["train.warmup_steps=2"]).train
+    optimizer, scheduler = build_optimizer(_Toy(), cfg)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([cfg.lr_backbone / 2, cfg.lr * 0.1 / 2, cfg.lr / 2])
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([cfg.lr_backbone, cfg.lr * 0.1, cfg.lr])
+
+
+def test_deepspeed_config_from_train_config():
+    """ZeRO stage, clipping, accumulation and precision map into DeepSpeed's config."""
+    cfg = load_config("tiny", overrides=["train.zero_stage=3", "train.grad_accum_steps=2", "train.clip_max_norm=0.1",
+                                         "train.offload_optimizer=true"]).train
+    ds = deepspeed_config(cfg, micro_batch_size=4, world_size=2, on_gpu=False)
+    assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["gradient_clipping"] == 0.1 and ds["train_batch_size"] == 16
+    assert not ds["bf16"]["enabled"] and resolve_precision(cfg, on_gpu=True) == "bf16"
+    with pytest.raises(ValueError, match="zero_stage >= 1"):
+        deepspeed_config(load_config("tiny", overrides=["train.zero_stage=0", "train.offload_optimizer=true"]).train,
+                         4, 1, False)
