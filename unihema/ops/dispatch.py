@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 import logging
 import os
-from typing import Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 AUTO = "auto"
 
@@ -53,11 +53,12 @@ class BackendSetting:
     config that names a backend is not silently overridden by a stale shell variable.
     """
 
-    def __init__(self, kind: str, env_var: str, names: Sequence[str]):
+    def __init__(self, kind: str, env_var: str, names: Sequence[str], logger: logging.Logger):
         self.kind = kind
         self.env_var = env_var
         self.names = tuple(names)
         self._value = AUTO
+        self._log_once = LogOnce(logger)
 
     def validate(self, name: str, source: str) -> str:
         name = name.strip().lower()
@@ -84,6 +85,39 @@ class BackendSetting:
         if env:
             return Requested(self.validate(env, f"env {self.env_var}"), f"env {self.env_var}")
         return Requested(AUTO, "default")
+
+
+    def choose(
+        self,
+        argument: str | None,
+        checks: Sequence[BackendCheck],
+        auto_pick: Callable[[Sequence[BackendCheck]], str],
+        key: Hashable,
+        described: str,
+    ) -> str:
+        """Resolve the request, verify a forced backend can run, log the choice once per key.
+
+        ``checks`` covers every backend for this call; ``auto_pick`` chooses among them when
+        nothing is forced; ``key`` is the shape class (logging happens once per key and request).
+        """
+        requested = self.resolve(argument)
+        if requested.name == AUTO:
+            chosen = auto_pick(checks)
+        else:
+            chosen = requested.name
+            if not next(c for c in checks if c.name == chosen).ok:
+                raise unavailable_error(self.kind, requested, checks)
+        self._log_once(
+            (key, requested),
+            "%s backend %r for %s (requested %r by %s; cannot run: %s)",
+            self.kind,
+            chosen,
+            described,
+            requested.name,
+            requested.source,
+            "; ".join(str(c) for c in checks if not c.ok) or "none",
+        )
+        return chosen
 
 
 def unavailable_error(kind: str, requested: Requested, checks: Iterable[BackendCheck]) -> BackendUnavailableError:
