@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -97,11 +97,16 @@ def _write_bytes(fs: pafs.FileSystem, path: str, payload: bytes, target: Storage
 
 
 class ShardWriter:
-    """Validate records and stream them into Parquet shards, one buffer per split."""
+    """Validate records and stream them into Parquet shards, one buffer per split.
+
+    ``uploader(name, payload)``, when given, stores each finished shard instead of the pyarrow
+    write (``name`` is relative to the URI): data prep uses it for multipart uploads with
+    checksums and to skip shards already present.
+    """
 
     def __init__(self, uri: str, storage: StorageConfig | None = None, *, tag: str = "part",
                  target_shard_bytes: int = 64 << 20, max_records_per_shard: int = 10_000,
-                 check_images: bool = True):
+                 check_images: bool = True, uploader: Callable[[str, bytes], None] | None = None):
         self.uri = parse_uri(uri)
         self.storage = storage or StorageConfig()
         self.fs, self.root = open_filesystem(self.uri, self.storage)
@@ -109,6 +114,7 @@ class ShardWriter:
         self.target_shard_bytes = target_shard_bytes
         self.max_records_per_shard = max_records_per_shard
         self.check_images = check_images
+        self.uploader = uploader
         self.stats = ShardStats()
         self._buffers: dict[str, list[dict]] = {}
         self._buffer_bytes: Counter = Counter()
@@ -146,7 +152,10 @@ class ShardWriter:
         payload = sink.getvalue().to_pybytes()
         name = f"split={split}/{self.tag}-{self._shard_index[split]:05d}.parquet"
         self._shard_index[split] += 1
-        _write_bytes(self.fs, f"{self.root}/{name}", payload, self.uri, self.storage)
+        if self.uploader is not None:
+            self.uploader(name, payload)
+        else:
+            _write_bytes(self.fs, f"{self.root}/{name}", payload, self.uri, self.storage)
         self.stats.files.append({"path": name, "split": split, "records": len(records), "bytes": len(payload),
                                  "sha256": hashlib.sha256(payload).hexdigest()})
 

@@ -1,0 +1,59 @@
+"""Source class names into the label spaces of unihema.labels.
+
+Upstream names are messy ("Platelets", " RBC ", "NEUTROPHIL", folder abbreviations like
+"NGS"): names are compared after collapsing whitespace and case. A registry entry maps each
+source name to a label-space name, or to None to leave that class out on purpose (counted
+and listed, never silently). A name equal to a label-space name needs no entry. Anything
+else is an unknown class: a problem the converter reports.
+"""
+
+from __future__ import annotations
+
+from unihema.labels import CELL_CLASSES, DETECTION_CLASSES, SEGMENTATION_CLASSES
+
+from data_prep.problems import SourceProblem
+
+SPACES = {"detection": DETECTION_CLASSES, "cell": CELL_CLASSES, "segmentation": SEGMENTATION_CLASSES}
+
+
+def normalize(name: object) -> str:
+    return " ".join(str(name).split()).casefold()
+
+
+class Ignored(Exception):
+    """The registry maps this class to None: leave the annotation out, and list it."""
+
+
+class LabelMap:
+    """Map raw class names of one dataset into one label space."""
+
+    def __init__(self, mapping: dict[str, str | None] | None, space: str):
+        if space not in SPACES:
+            raise ValueError(f"unknown label space {space!r}; known: {', '.join(SPACES)}")
+        self.space = space
+        names = SPACES[space]
+        self._known = {normalize(n): n for n in names}
+        self._map: dict[str, str | None] = {}
+        for raw, target in (mapping or {}).items():
+            if target is not None and target not in names:
+                raise ValueError(f"label map sends {raw!r} to {target!r}, which is not a {space} class")
+            self._map[normalize(raw)] = target
+
+    def __call__(self, raw: object) -> str:
+        """The label-space name of ``raw``; raises Ignored or SourceProblem(unknown_class)."""
+        key = normalize(raw)
+        if key in self._map:
+            target = self._map[key]
+            if target is None:
+                raise Ignored(str(raw))
+            return target
+        if key in self._known:
+            return self._known[key]
+        raise SourceProblem("unknown_class", f"{self.space} class {str(raw)!r} is not in the dataset's label map "
+                                             f"or the {self.space} label space")
+
+    def targets(self) -> set[str]:
+        return {t for t in self._map.values() if t is not None}
+
+
+__all__ = ["Ignored", "LabelMap", "SPACES", "normalize"]

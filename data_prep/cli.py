@@ -1,0 +1,189 @@
+"""The data_prep command line: list, info, convert, validate, stats, dedup.
+
+S3 settings: ``--endpoint-url`` (else AWS_ENDPOINT_URL), credentials from the standard AWS
+chain (environment, ~/.aws, instance roles); they are never printed. Exit codes: 0 done,
+1 a check failed or the conversion passed its error threshold, 2 bad usage or missing data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import yaml
+
+from unihema.config import StorageConfig
+from unihema.storage import StorageAccessError
+
+from data_prep import audit, registry
+from data_prep.pipeline import ConversionFailed, ConvertSettings, DatasetNotFound, convert
+from data_prep.upload import UploadError
+
+
+def _storage(args) -> StorageConfig:
+    region = getattr(args, "region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return StorageConfig(endpoint_url=getattr(args, "endpoint_url", None) or "", region=region or "us-east-1",
+                         embedded=False)
+
+
+def _options(pairs: list[str]) -> dict:
+    """--option key=value (value read as YAML: numbers, lists, mappings)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--option wants key=value, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_list(args) -> int:
+    specs = list(registry.registry().values())
+    if args.task:
+        specs = [s for s in specs if args.task in s.tasks]
+    if args.json:
+        print(json.dumps([{"name": s.name, "title": s.title, "tasks": s.tasks, "converter": s.converter,
+                           "license": s.license, "upstream": s.upstream, "verified": s.verified} for s in specs],
+                         indent=1))
+        return 0
+    print(f"{'name':<26} {'format':<15} {'tasks':<44} license")
+    for s in specs:
+        mark = "*" if s.verified else " "
+        print(f"{s.name:<25}{mark} {s.converter:<15} {','.join(s.tasks):<44} {s.license}")
+    print(f"\n{len(specs)} datasets; * = converted here from the real files. "
+          "`python -m data_prep info NAME` says where to get one and where to put it.")
+    return 0
+
+
+def cmd_info(args) -> int:
+    spec = registry.get(args.dataset)
+    print(spec.where_to_get(args.src))
+    print(f"  tasks: {', '.join(spec.tasks)} | diseases: {', '.join(spec.diseases) or '-'}")
+    print(f"  annotation: {spec.annotation}\n  converter: {spec.converter} {json.dumps(spec.options)}")
+    print(f"  splits: {spec.split}")
+    if spec.labels:
+        print(f"  label map: {json.dumps(spec.labels)}")
+    if spec.notes:
+        print(f"  notes: {spec.notes}")
+    print(f"  convert: python -m data_prep convert {spec.name} --src {args.src or spec.default_src()} --out URI")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    spec = registry.get(args.dataset)
+    settings = ConvertSettings(
+        workers=args.workers, target_shard_bytes=int(args.shard_mb * (1 << 20)),
+        max_records_per_shard=args.max_records_per_shard, max_error_rate=args.max_error_rate, seed=args.seed,
+        split_salt=args.split_salt, skip_existing=not args.no_skip_existing, progress=not args.no_progress,
+        options=_options(args.option),
+        split_ratios=tuple(float(x) for x in args.split_ratios.split(",")) if args.split_ratios else None)
+    result = convert(spec, args.src or spec.default_src(), args.out, _storage(args), settings)
+    prep = result.manifest["prep"]
+    print(f"{spec.name}: {prep['written']} of {prep['source_records']} source records written to {args.out} "
+          f"({result.manifest['counts']['split']}); {prep['rejected_records']} rejected, "
+          f"{prep['dropped_annotations']} annotations dropped, {prep['error_entries']} entries in errors.jsonl; "
+          f"{prep['images_per_s']} images/s; shards uploaded {len(result.uploaded)}, "
+          f"skipped (already there) {len(result.skipped)}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    report = audit.validate(args.uri, _storage(args), progress=not args.no_progress)
+    for problem in report.problems[:200]:
+        print(f"PROBLEM {problem}")
+    if len(report.problems) > 200:
+        print(f"... and {len(report.problems) - 200} more")
+    status = "OK" if report.ok else "FAILED"
+    print(f"{status}: {args.uri}: {report.records} records {dict(report.splits)}, {len(report.problems)} problems")
+    return 0 if report.ok else 1
+
+
+def cmd_stats(args) -> int:
+    text, manifest = audit.stats(args.uri, _storage(args))
+    if args.json:
+        print(json.dumps({k: manifest.get(k) for k in ("records", "counts", "rejected", "prep", "dataset")}, indent=1))
+    else:
+        print(text)
+    return 0
+
+
+def cmd_dedup(args) -> int:
+    report = audit.dedup(args.uris, _storage(args))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def storage_args(q):
+        q.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS)")
+        q.add_argument("--region", help="S3 region (default: AWS_REGION, else us-east-1)")
+
+    q = sub.add_parser("list", help="the registered datasets")
+    q.add_argument("--task", help="only datasets serving this task")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_list)
+
+    q = sub.add_parser("info", help="where to get a dataset, where to put it, how it converts")
+    q.add_argument("dataset")
+    q.add_argument("--src")
+    q.set_defaults(func=cmd_info)
+
+    q = sub.add_parser("convert", help="convert a dataset into shards + manifest + errors.jsonl")
+    q.add_argument("dataset")
+    q.add_argument("--src", help="the downloaded dataset (default: $UNIHEMA_RAW_DATA/<name> or data/raw/<name>)")
+    q.add_argument("--out", required=True, help="local folder or s3://bucket/prefix")
+    q.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
+    q.add_argument("--shard-mb", type=float, default=64, help="target shard size in MiB")
+    q.add_argument("--max-records-per-shard", type=int, default=10_000)
+    q.add_argument("--max-error-rate", type=float, default=0.05,
+                   help="fail when more than this fraction of records (or annotations) is lost")
+    q.add_argument("--seed", type=int, default=0, help="seed of the template text phrasings")
+    q.add_argument("--split-ratios", help="train,val,test for hash splits (default 0.8,0.1,0.1)")
+    q.add_argument("--split-salt", default="", help="change to draw different hash splits")
+    q.add_argument("--option", action="append", default=[], help="converter option override key=value")
+    q.add_argument("--no-skip-existing", action="store_true", help="upload shards even when already present")
+    q.add_argument("--no-progress", action="store_true")
+    storage_args(q)
+    q.set_defaults(func=cmd_convert)
+
+    q = sub.add_parser("validate", help="re-read and check every shard of a converted dataset")
+    q.add_argument("uri")
+    q.add_argument("--no-progress", action="store_true")
+    storage_args(q)
+    q.set_defaults(func=cmd_validate)
+
+    q = sub.add_parser("stats", help="counts from a converted dataset's manifest")
+    q.add_argument("uri")
+    q.add_argument("--json", action="store_true")
+    storage_args(q)
+    q.set_defaults(func=cmd_stats)
+
+    q = sub.add_parser("dedup", help="identical images across converted datasets")
+    q.add_argument("uris", nargs="+")
+    storage_args(q)
+    q.set_defaults(func=cmd_dedup)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (KeyError, DatasetNotFound, FileNotFoundError, ValueError) as err:
+        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+    except (ConversionFailed, StorageAccessError, UploadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["main", "parser"]

@@ -1,0 +1,67 @@
+"""Hash and upstream splits, and the dataset registry as users see it (list, info, missing data)."""
+
+from pathlib import Path
+
+import pytest
+
+from data_prep import cli, registry
+from data_prep.converters import CONVERTERS
+from data_prep.pipeline import ConvertSettings, DatasetNotFound, _build, convert
+from data_prep.splits import hash_split, read_split_lists, split_name
+
+NAMED = ["malaria_detection_2019", "nuclick", "krd_wbc_seg", "wbc_image_dataset", "raabin_wbc_seg", "erythrocytesidb",
+         "anerbc_ii", "mp_idb", "elsafty_rbc", "bbbc041_seg", "ssl_seg", "leukemiaattri", "m5_malaria", "txl_pbc",
+         "bccd", "sickle_cell_tushabe", "plasmodium", "plasmodium_phone", "tuberculosis_phone", "bbbc041",
+         "nih_nlm_thick_pf", "nih_nlm_thick_pv", "parasite", "acevedo_det", "bio_net", "raabin_m1", "raabin_m2",
+         "bmc_matek", "aml_matek", "raabin_wbc", "warty_pig", "lisc", "krd_wbc_cls", "bccd_cls", "hrls", "apl_aml",
+         "white_blood_cell_dataset", "pbc", "rv_pbs", "pbc_8_da", "c_nmc_2019", "bloodmnist", "aml_hehr",
+         "pbc_wbcatt", "wbcatt", "custom_vqa"]
+
+
+def test_hash_split_deterministic_with_ratios():
+    """The split depends only on the identity (and salt), and follows the ratios."""
+    splits = [hash_split(f"img{i}") for i in range(4000)]
+    assert splits == [hash_split(f"img{i}") for i in range(4000)]
+    share = {s: splits.count(s) / 4000 for s in ("train", "val", "test")}
+    assert abs(share["train"] - 0.8) < 0.03 and abs(share["test"] - 0.1) < 0.02
+    assert hash_split("x", (0, 0, 1)) == "test" and [hash_split(f"img{i}", salt="b") for i in range(50)] != splits[:50]
+    assert (split_name("TestA"), split_name("Training"), split_name("valid"), split_name("basophil")) == \
+        ("test", "train", "val", None)
+
+
+def test_split_lists_conflicts_go_to_the_held_out_split(tmp_path):
+    """An id in two upstream lists lands in the more held-out split, and the conflict is reported."""
+    (tmp_path / "train.txt").write_text("a\nb\n")
+    (tmp_path / "val.txt").write_text("b\nc\n")
+    (tmp_path / "trainval.txt").write_text("a\nb\nc\n")
+    table, conflicts = read_split_lists(tmp_path)
+    assert table == {"a": "train", "b": "val", "c": "val"} and len(conflicts) == 1
+
+
+def test_registry_covers_the_release_with_valid_entries():
+    """Every named dataset is registered; options, label maps and layouts are usable as written."""
+    specs = registry.registry()
+    assert set(NAMED) <= set(specs) and len(specs) >= 46
+    for spec in specs.values():
+        converter, ctx = _build(spec, "/nonexistent", ConvertSettings())  # checks option names and label targets
+        assert spec.converter in CONVERTERS and spec.upstream and spec.layout and spec.license
+        if spec.converter == "masks" and ctx.options["instance_label"]:
+            ctx.labels(ctx.options["instance_label"])
+    assert specs["bccd"].verified and specs["pbc_wbcatt"].verified
+
+
+def test_cli_list_info_and_missing_dataset(tmp_path, capsys):
+    """`list` and `info` say where to get data; converting from a missing folder says where to put it."""
+    assert cli.main(["list", "--task", "segmentation"]) == 0
+    out = capsys.readouterr().out
+    assert "mp_idb" in out and "bccd " not in out
+    assert cli.main(["info", "bccd"]) == 0
+    assert "github.com/Shenggan/BCCD_Dataset" in capsys.readouterr().out
+    assert cli.main(["convert", "bccd", "--src", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Annotations/*.xml" in err
+    with pytest.raises(DatasetNotFound, match="JPEGImages"):
+        (tmp_path / "empty").mkdir()
+        convert(registry.get("bccd"), tmp_path / "empty", str(tmp_path / "o"))
+    assert cli.main(["info", "no-such-set"]) == 2
+    assert Path(registry.get("pbc").default_src()).name == "pbc"
