@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from unihema.config import DataConfig
 from unihema.data.images import decode_mask, decode_rgb
@@ -130,14 +130,14 @@ def random_size_crop(s: Sample, min_size: int, max_size: int, rng: np.random.Gen
 # ---- photometric ----
 
 def jitter(s: Sample, rng: np.random.Generator, strength: float = 0.2) -> None:
-    """Brightness, contrast and saturation jitter (stain and illumination vary between labs)."""
-    arr = np.asarray(s.image, dtype=np.float32)
+    """Brightness, contrast and saturation jitter (stain and illumination vary between labs).
+
+    PIL's enhancers run in C; applied before the final resize they also touch fewer pixels.
+    """
     b, c, sat = 1 + rng.uniform(-strength, strength, size=3)
-    gray = arr.mean(axis=2, keepdims=True)
-    arr = gray + (arr - gray) * sat
-    arr = (arr - arr.mean()) * c + arr.mean()
-    arr = arr * b
-    s.image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    img = ImageEnhance.Brightness(s.image).enhance(b)
+    img = ImageEnhance.Contrast(img).enhance(c)
+    s.image = ImageEnhance.Color(img).enhance(sat)
 
 
 # ---- recipes ----
@@ -158,9 +158,9 @@ def augment(s: Sample, task: str, cfg: DataConfig, rng: np.random.Generator, tra
         return
     size = {"segmentation": cfg.segmentation_size, "classification": cfg.classification_size,
             "morphology": cfg.classification_size}.get(task, cfg.text_image_size)
-    resize(s, size, size)
     if train and task != "segmentation":
         jitter(s, rng)
+    resize(s, size, size)
 
 
 def finish(s: Sample, rec: dict) -> dict:
