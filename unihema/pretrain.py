@@ -54,6 +54,9 @@ def main(argv=None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
 
+    from unihema.train.launch import keep_local_ray_on_loopback
+
+    keep_local_ray_on_loopback()  # before anything below imports ray
     from unihema.train.export import export_run
     from unihema.train.launch import ensure_dataset, init_ray, open_storage, run_training
     from unihema.train.run_files import write_json

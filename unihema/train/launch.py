@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -80,8 +81,26 @@ def ensure_dataset(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
     return manifest
 
 
+def keep_local_ray_on_loopback() -> None:
+    """Make a Ray cluster started by this process bind and advertise 127.0.0.1 only.
+
+    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is first imported, so entry points
+    call this before anything imports ray. Joining an existing cluster is left alone.
+    """
+    if "ray" in sys.modules and not os.environ.get("RAY_ADDRESS"):
+        from ray._private import ray_constants
+
+        if ray_constants.ENABLE_RAY_CLUSTER:
+            log.warning("ray was imported before the loopback setting; a local cluster may advertise "
+                        "this machine's address (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)")
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+
+
 def init_ray(cfg: UniHemaConfig) -> None:
     """Join the given cluster, or start a local one that keeps all traffic on 127.0.0.1."""
+    keep_local_ray_on_loopback()
     import ray
 
     if ray.is_initialized():
@@ -89,8 +108,6 @@ def init_ray(cfg: UniHemaConfig) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     # Training workers reserve their CPUs for the whole run; Ray Data's decode tasks need
     # CPUs of their own, so a local cluster advertises both.
     reserved = math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker)

@@ -158,6 +158,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     last_val: dict = {}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" and not on_gpu \
         else torch.autocast(device.type, enabled=False)
+    if start_step:
+        progress.line(f"[unihema] resumed from the checkpoint at step {start_step}")
     progress.line(f"[unihema] rank0: {world} workers, ZeRO-{cfg.train.zero_stage}, {precision}, "
                   f"steps {start_step}->{cfg.train.max_steps}, tasks {list(stream.weights)}")
     status = "completed"
