@@ -81,8 +81,6 @@ class HemaFormerConfig:
     qformer_ffn_mult: int = field(default=4, metadata=POSITIVE)
     # Refine the top-K object queries with the prompt whenever a prompt is given.
     text_refinement: bool = True
-    # Stride-8 masks are upsampled this many times by the learnable upsampler (4 -> stride 2).
-    mask_upsample: int = field(default=4, metadata={"min": 1})
 
 
 @dataclass

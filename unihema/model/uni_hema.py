@@ -1,0 +1,296 @@
+"""UniHema: one model, six tasks, wired from the parts in this package.
+
+    images ─ backbone (C3-C5) ─ input_proj (+ stride-2 level) ─ deformable encoder ─ memory
+      memory ─ cell feature (class token + pooling) ─ cell classifier / image morphology
+      memory ─ two-stage proposals ─ [text-guided refinement of top-K] ─ decoder (+ DN) ─ boxes,
+               classes, per-query morphology ─ mask former (instance + semantic masks)
+    prompt ─ T5 encoder ─┬─ refinement (above)
+                         └─ Q-Former(image, prompt) ⧺ prompt states ─ T5 decoder ─ text logits
+
+Batch contract (shared with the data and losses code; see README.md in this folder):
+
+Input ``batch`` dict: ``images`` (B,3,H,W) float, ImageNet-normalised; ``pixel_mask`` (B,H,W)
+bool, True = padding; ``tasks`` list[str] (subset of detection, classification,
+segmentation, morphology, vqa, mlm; only the needed parts run); ``targets`` list of B dicts
+{labels (n,) 0-based DETECTION_CLASSES, boxes (n,4) normalised cxcywh, masks (n,H,W) bool
+optional, morphology (n,6)} (read here only for DN queries); ``prompt_ids`` / ``prompt_mask``
+(B,T) long / bool (True = real token); ``text_labels`` (B,T') long, -100 on padding.
+``cell_labels``, ``morphology``, ``semantic_masks`` are for the losses only.
+
+Output dict: ``pred_logits`` (B,Q,C_det), ``pred_boxes`` (B,Q,4) cxcywh in [0,1],
+``pred_morphology`` (B,Q,6), ``aux_outputs`` (one dict per earlier decoder layer),
+``interm_outputs`` {pred_logits, pred_boxes} of the encoder proposals; in training with DN:
+``dn_outputs`` {pred_logits, pred_boxes, pred_morphology, aux_outputs} and ``dn_meta``
+{positive_idx, target_idx: lists of B LongTensors, num_groups, pad_size, single_pad};
+segmentation: ``pred_masks`` (B,Q,H/8,W/8), ``semantic_logits`` (B,C_seg,H/2,W/2),
+``mask_class_logits`` (B,Q,C_seg+1); classification/morphology: ``cell_logits`` (B,C_cell),
+``cell_morphology`` (B,6), ``cell_feature`` (B,hidden_dim); text: ``text_logits`` (B,T',vocab)
+(decoder inputs = T5 shift-right of text_labels).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unihema import labels
+from unihema.config import ModelConfig
+
+from .backbone import build_backbone, build_input_proj, project_levels
+from .decoder import ImageDecoder
+from .denoising import DenoisingQueries
+from .encoder import ImageEncoder
+from .heads import CellHeads
+from .hemaformer import QFormer, TextGuidedRefinement
+from .maskformer import MaskFormer
+from .position import PositionEmbeddingSine
+from .proposals import TwoStageProposals
+from .text import TextModel
+
+TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
+DETECTOR_TASKS = {"detection", "segmentation"}
+CELL_TASKS = {"classification", "morphology"}
+TEXT_TASKS = {"vqa", "mlm"}
+
+
+class HemaFormer(nn.Module):
+    """Container for the cross-modal parts (the single-cell extractor sits in the encoder)."""
+
+    def __init__(self, cfg: ModelConfig, text_dim: int) -> None:
+        super().__init__()
+        d, h = cfg.hidden_dim, cfg.nheads
+        self.qformer = QFormer(d, text_dim, h, cfg.hema.qformer_queries, cfg.hema.qformer_layers,
+                               cfg.hema.qformer_ffn_mult, cfg.dropout)
+        self.refine = TextGuidedRefinement(d, text_dim, h, cfg.dropout)
+        self.mask_former = MaskFormer(d, len(labels.SEGMENTATION_CLASSES), cfg.norm_groups)
+
+
+class UniHema(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        d = cfg.hidden_dim
+        self.num_classes = len(labels.DETECTION_CLASSES)
+        self.num_cell_classes = len(labels.CELL_CLASSES)
+        self.num_attributes = len(labels.MORPHOLOGY_ATTRIBUTES)
+        self.num_queries = cfg.decoder.num_queries
+        levels = cfg.num_feature_levels
+
+        self.backbone = build_backbone(cfg)
+        self.input_proj = build_input_proj(self.backbone.channels, levels, d, cfg.norm_groups)
+        self.position = PositionEmbeddingSine(d // 2, cfg.position_temperature)
+        self.level_embed = nn.Parameter(torch.empty(levels, d))
+        nn.init.normal_(self.level_embed)
+        self.encoder = ImageEncoder(d, cfg.nheads, cfg.encoder.layers, cfg.encoder.dim_feedforward, levels,
+                                    cfg.encoder.n_points, cfg.dropout)
+        self.proposals = TwoStageProposals(d, self.num_classes, self.num_queries)
+        self.decoder = ImageDecoder(d, cfg.nheads, cfg.decoder.layers, cfg.decoder.dim_feedforward, levels,
+                                    cfg.decoder.n_points, self.num_classes, self.num_attributes, cfg.dropout,
+                                    cfg.decoder.look_forward_twice)
+        self.denoising = None
+        if cfg.decoder.dn_enabled:
+            self.denoising = DenoisingQueries(self.num_classes, d, cfg.decoder.dn_number,
+                                              cfg.decoder.dn_label_noise_ratio, cfg.decoder.dn_box_noise_scale)
+        self.text = TextModel(cfg.text)
+        self.hema = HemaFormer(cfg, self.text.d_model)
+        self.heads = CellHeads(d, self.num_cell_classes, self.num_attributes, cfg.dropout)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, cfg) -> "UniHema":
+        """Build from a UniHemaConfig or ModelConfig and apply its attention backends."""
+        model = cls(getattr(cfg, "model", cfg))
+        model.set_attention_backend()
+        return model
+
+    def set_attention_backend(self, attention: str | None = None, msda: str | None = None) -> None:
+        """Select the process-wide dense and deformable attention backends (default: from the config)."""
+        from unihema.ops import set_attention_backend, set_ms_deform_attn_backend
+
+        set_attention_backend(attention or self.cfg.attention_backend)
+        set_ms_deform_attn_backend(msda or self.cfg.msda_backend)
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute encoder/decoder layers and T5 blocks in backward (memory for compute)."""
+        self.encoder.checkpointing = enabled
+        self.decoder.checkpointing = enabled
+        t5 = self.text.t5
+        kwargs = {"use_reentrant": False}
+        if enabled and hasattr(t5, "activation_checkpointing_enable"):  # transformers >= 5
+            t5.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        elif enabled:
+            t5.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            getattr(t5, "activation_checkpointing_disable", t5.gradient_checkpointing_disable)()
+
+    # ------------------------------------------------------------------ image side
+
+    def encode_image(self, images: torch.Tensor, pixel_mask: torch.Tensor | None) -> dict:
+        """Backbone + projections + deformable encoder; everything later stages read."""
+        if pixel_mask is None:
+            pixel_mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        srcs, masks = project_levels(self.input_proj, self.backbone(images), pixel_mask)
+        flat_src, flat_pos, flat_mask, shapes, ratios = [], [], [], [], []
+        for lvl, (src, mask) in enumerate(zip(srcs, masks)):
+            shapes.append(src.shape[-2:])
+            pos = self.position(mask).to(src.dtype)
+            flat_src.append(src.flatten(2).transpose(1, 2))
+            flat_pos.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
+            flat_mask.append(mask.flatten(1))
+            valid_h = (~mask[:, :, 0]).sum(1).to(torch.float32) / mask.shape[1]
+            valid_w = (~mask[:, 0, :]).sum(1).to(torch.float32) / mask.shape[2]
+            ratios.append(torch.stack([valid_w, valid_h], -1))
+        spatial_shapes = torch.as_tensor([tuple(s) for s in shapes], dtype=torch.long, device=images.device)
+        level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        src = torch.cat(flat_src, 1)
+        pos = torch.cat(flat_pos, 1)
+        mask = torch.cat(flat_mask, 1)
+        valid_ratios = torch.stack(ratios, 1)
+        memory = self.encoder(src, pos, mask, spatial_shapes, level_start_index, valid_ratios)
+        return {
+            "memory": memory, "pos": pos, "mask": mask, "spatial_shapes": spatial_shapes,
+            "level_start_index": level_start_index, "valid_ratios": valid_ratios, "src_fine": srcs[0],
+        }
+
+    def cell_features(self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The (B, hidden_dim) single-cell feature (for linear probing)."""
+        img = self.encode_image(images, pixel_mask)
+        return self.encoder.cell_feature(img["memory"], img["pos"], img["mask"])
+
+    # ------------------------------------------------------------------ detector
+
+    def _detect(self, img: dict, targets, text_states, text_pad, with_masks: bool) -> dict:
+        memory, mask = img["memory"], img["mask"]
+        tgt, refs, interm = self.proposals(memory, mask, img["spatial_shapes"])
+        if text_states is not None and self.cfg.hema.text_refinement:
+            # Proposals are sorted by score, so the first K queries are the top-K objects.
+            k = self.cfg.hema.refine_top_k
+            tgt = torch.cat([self.hema.refine(tgt[:, :k], text_states, text_pad), tgt[:, k:]], dim=1)
+        dn = None
+        if self.training and self.denoising is not None and targets is not None:
+            dn = self.denoising(targets, self.num_queries)
+        attn_mask, pad = None, 0
+        if dn is not None:
+            content, dn_refs, attn_mask, meta = dn
+            pad = meta["pad_size"]
+            tgt = torch.cat([content.to(tgt.dtype), tgt], dim=1)
+            refs = torch.cat([dn_refs.to(refs.dtype), refs], dim=1)
+        layers = self.decoder(tgt, refs, memory, mask, img["spatial_shapes"], img["level_start_index"],
+                              img["valid_ratios"], attn_mask)
+        keys = ("pred_logits", "pred_boxes", "pred_morphology")
+        match = [{k: o[k][:, pad:] for k in keys} for o in layers]
+        out = dict(match[-1])
+        out["aux_outputs"] = match[:-1]
+        out["interm_outputs"] = interm
+        if dn is not None:
+            dn_layers = [{k: o[k][:, :pad] for k in keys} for o in layers]
+            out["dn_outputs"] = dict(dn_layers[-1], aux_outputs=dn_layers[:-1])
+            out["dn_meta"] = meta
+        if with_masks:
+            b, _, d = memory.shape
+            h0, w0 = img["src_fine"].shape[-2:]
+            level0 = memory[:, : h0 * w0].transpose(1, 2).reshape(b, d, h0, w0)
+            pixel = self.encoder.pixel_features(memory, img["spatial_shapes"], img["level_start_index"],
+                                                img["src_fine"])
+            out.update(self.hema.mask_former(layers[-1]["hs"][:, pad:], pixel, level0))
+        return out
+
+    # ------------------------------------------------------------------ text
+
+    def _text_context(self, img: dict, text_states, prompt_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """T5 decoder's encoder states: Q-Former(image, prompt) then the prompt's own states."""
+        text_pad = None if prompt_mask is None else ~prompt_mask.bool()
+        fused = self.hema.qformer(img["memory"], img["pos"], img["mask"], text_states, text_pad)
+        fused_mask = torch.ones(fused.shape[:2], dtype=torch.bool, device=fused.device)
+        if text_states is None:
+            return fused, fused_mask
+        return torch.cat([fused, text_states], 1), torch.cat([fused_mask, prompt_mask.bool()], 1)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, batch: dict) -> dict:
+        tasks = set(batch.get("tasks") or _infer_tasks(batch))
+        unknown = tasks - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown tasks {sorted(unknown)}; allowed: {', '.join(TASKS)}")
+        targets = batch.get("targets")
+        run_detector = bool(tasks & DETECTOR_TASKS) or ("morphology" in tasks and targets is not None)
+        run_cell = bool(tasks & CELL_TASKS)
+        run_text = bool(tasks & TEXT_TASKS)
+
+        img = self.encode_image(batch["images"], batch.get("pixel_mask"))
+        prompt_ids, prompt_mask = batch.get("prompt_ids"), batch.get("prompt_mask")
+        text_states = text_pad = None
+        if prompt_ids is not None and (run_text or (run_detector and self.cfg.hema.text_refinement)):
+            if prompt_mask is None:
+                prompt_mask = prompt_ids.ne(self.text.t5.config.pad_token_id)
+            text_states = self.text.encode(prompt_ids, prompt_mask)
+            text_pad = ~prompt_mask.bool()
+
+        out: dict = {}
+        if run_cell:
+            out.update(self.heads(self.encoder.cell_feature(img["memory"], img["pos"], img["mask"])))
+        if run_detector:
+            out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks))
+        if run_text and batch.get("text_labels") is not None:
+            states, states_mask = self._text_context(img, text_states, prompt_mask)
+            decoder_ids = self.text.shift_right(batch["text_labels"])
+            out["text_logits"] = self.text.decode(decoder_ids, states, states_mask)
+        return out
+
+    @torch.no_grad()
+    def generate_text(self, images, pixel_mask, prompt_ids, prompt_mask, max_new_tokens: int = 32,
+                      num_beams: int = 1, return_scores: bool = False):
+        """Answer the prompt about the image: greedy (num_beams=1) or beam search.
+
+        The T5 decoder attends to the Q-Former's image-and-prompt summary and the prompt
+        states, exactly as in training, so the answer depends on the image. Returns token ids
+        (B, T) starting with the decoder start token; with ``return_scores``, also each
+        sequence's summed token log-probabilities (B,).
+        """
+        from transformers.modeling_outputs import BaseModelOutput
+
+        # Decoding is deterministic: no dropout even when called from a training loop.
+        was_training = self.training
+        self.eval()
+        try:
+            img = self.encode_image(images, pixel_mask)
+            if prompt_mask is None:
+                prompt_mask = prompt_ids.ne(self.text.t5.config.pad_token_id)
+            text_states = self.text.encode(prompt_ids, prompt_mask)
+            states, states_mask = self._text_context(img, text_states, prompt_mask)
+            gen = self.text.t5.generate(
+                encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=states_mask.long(),
+                max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                return_dict_in_generate=True, output_scores=True,
+            )
+        finally:
+            self.train(was_training)
+        if not return_scores:
+            return gen.sequences
+        # Beam scores are already log-softmaxed; greedy scores are raw logits.
+        steps = self.text.t5.compute_transition_scores(
+            gen.sequences, gen.scores, getattr(gen, "beam_indices", None), normalize_logits=num_beams == 1
+        )
+        # Steps after </s> (padding of finished sequences) score 0 or -inf: leave them out.
+        scores = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1)
+        return gen.sequences, scores
+
+
+def _infer_tasks(batch: dict) -> set[str]:
+    """Tasks implied by the keys present, for callers that do not say."""
+    tasks = set()
+    if batch.get("targets") is not None:
+        tasks.add("detection")
+    if batch.get("cell_labels") is not None:
+        tasks.add("classification")
+    if batch.get("semantic_masks") is not None:
+        tasks.add("segmentation")
+    if batch.get("morphology") is not None:
+        tasks.add("morphology")
+    if batch.get("text_labels") is not None:
+        tasks.add("vqa")
+    return tasks
