@@ -5,9 +5,20 @@ Public API: :func:`build_model`, :class:`UniHema` (``forward(batch)``, ``generat
 :mod:`unihema.model.convert`, parameter summary in :mod:`unihema.model.summary`.
 """
 
-from .registry import MODELS, build_model, list_models, register_model
-from .tokenizer import HemaTokenizer, build_tokenizer
-from .uni_hema import TASKS, UniHema
+import importlib
+
+# Attributes resolve on first use: the Ray Data decode tasks import only the tokenizer,
+# and must not pay for importing timm and transformers in every worker process.
+_LAZY = {
+    "MODELS": "registry", "build_model": "registry", "list_models": "registry", "register_model": "registry",
+    "HemaTokenizer": "tokenizer", "build_tokenizer": "tokenizer", "TASKS": "uni_hema", "UniHema": "uni_hema",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "MODELS", "TASKS", "HemaTokenizer", "UniHema", "build_model", "build_tokenizer", "list_models",

@@ -85,8 +85,12 @@ def untie_lm_head(t5: T5ForConditionalGeneration) -> None:
     """Give the LM head its own weight if transformers tied it to ``shared``."""
     if t5.lm_head.weight is t5.shared.weight:
         weight = torch.empty_like(t5.shared.weight)
-        # T5's own init for an untied head (normal, std = initializer_factor).
-        nn.init.normal_(weight, mean=0.0, std=t5.config.initializer_factor)
+        # T5's own untied init uses std = initializer_factor, which on RMS-normalized
+        # hidden states gives logits of std ~sqrt(d_model) and a first text loss of ~4x
+        # log(vocab) when training from scratch; the tied head's d_model**-0.5 output
+        # scaling, folded into the init, starts the loss at ~log(vocab) instead.
+        std = t5.config.initializer_factor * t5.config.d_model ** -0.5
+        nn.init.normal_(weight, mean=0.0, std=std)
         t5.lm_head.weight = nn.Parameter(weight)
     t5.config.tie_word_embeddings = False
     tied = getattr(t5, "all_tied_weights_keys", None)
