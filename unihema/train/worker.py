@@ -89,6 +89,17 @@ def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: in
     return results
 
 
+def _full_parameters(engine, zero_stage: int):
+    """Under ZeRO-3 gather the partitioned weights: generation reads some outside forward hooks."""
+    import contextlib
+
+    if zero_stage < 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
+
+
 def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, rank: int) -> None:
     """DeepSpeed checkpoint of every rank plus each rank's data position, reported to Ray Train."""
     import ray.train
@@ -212,7 +223,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 timer.reset()
             is_last = step == cfg.train.max_steps
             if step % cfg.train.val_every == 0 or is_last:
-                last_val = validate(engine.module, cfg, storage, tokenizer, rank, world, device)
+                with _full_parameters(engine, cfg.train.zero_stage):
+                    last_val = validate(engine.module, cfg, storage, tokenizer, rank, world, device)
                 if rank == 0:
                     for task, values in last_val.items():
                         progress.scalars(f"val/{task}", values, step)
