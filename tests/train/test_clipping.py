@@ -23,7 +23,9 @@ def process_group():
         port = sock.getsockname()[1]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     yield
-    dist.destroy_process_group()
+    import deepspeed.comm
+
+    deepspeed.comm.destroy_process_group()  # also forgets DeepSpeed's cached groups
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])

@@ -49,6 +49,8 @@ def open_image(data: bytes) -> Image.Image:
         img.load()
     except ImageDecodeError:
         raise
+    except Image.DecompressionBombError as err:
+        raise ImageDecodeError("image_too_large", str(err)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageDecodeError("undecodable_image", str(err) or type(err).__name__) from None
     return img

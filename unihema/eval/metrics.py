@@ -193,9 +193,13 @@ class DetectionMetric:
     def merge(self, state: dict) -> None:
         self.images.extend(state["images"])
 
-    def compute(self) -> dict:
-        if not self.images or not any(len(im["gt_labels"]) for im in self.images):
-            return {}
+    def _has_ground_truth(self) -> bool:
+        return bool(self.images) and any(len(im["gt_labels"]) for im in self.images)
+
+    def coco_eval(self):
+        """The accumulated pycocotools ``COCOeval`` over the gathered images (None without ground truth)."""
+        if not self._has_ground_truth():
+            return None
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
         import contextlib
@@ -222,8 +226,38 @@ class DetectionMetric:
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
+        return evaluator
+
+    def compute(self) -> dict:
+        evaluator = self.coco_eval()
+        if evaluator is None:
+            return {}
         return {"map": max(0.0, float(evaluator.stats[0])), "map50": max(0.0, float(evaluator.stats[1])),
                 "chance_map50": 0.0, "count": len(self.images)}
+
+    def details(self, class_names=None, evaluator=None) -> dict:
+        """Per-class AP (IoU .50:.95) and AP50 of the classes with ground truth, and the
+        precision-recall curves at IoU 0.5 (COCO's 101 recall points, all areas, max detections)."""
+        evaluator = evaluator or self.coco_eval()
+        if evaluator is None:
+            return {}
+        names = list(class_names) if class_names is not None else [str(c) for c in range(self.num_classes)]
+        precision = evaluator.eval["precision"]  # (iou thresholds, recall points, classes, areas, max dets)
+        gt_counts = np.bincount(np.concatenate([np.asarray(im["gt_labels"], np.int64) for im in self.images]),
+                                minlength=self.num_classes)
+        per_class, curves = {}, {}
+        for k in range(self.num_classes):
+            if gt_counts[k] == 0:
+                continue
+            p_all = precision[:, :, k, 0, -1]
+            p50 = precision[0, :, k, 0, -1]
+            per_class[names[k]] = {"ap": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else 0.0,
+                                   "ap50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
+                                   "ground_truth": int(gt_counts[k])}
+            curves[names[k]] = np.clip(p50, 0, None).tolist()
+        stats = evaluator.stats
+        return {"map75": max(0.0, float(stats[2])), "per_class": per_class,
+                "pr_curves": {"iou": 0.5, "recall": [float(r) for r in evaluator.params.recThrs], "precision": curves}}
 
 
 def _cxcywh_to_xywh(b: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import importlib
 _LAZY = {
     "MODELS": "registry", "build_model": "registry", "list_models": "registry", "register_model": "registry",
     "HemaTokenizer": "tokenizer", "build_tokenizer": "tokenizer", "TASKS": "uni_hema", "UniHema": "uni_hema",
+    "from_pretrained": "pretrained", "load_pretrained": "pretrained", "save_pretrained": "pretrained",
 }
 
 

@@ -242,6 +242,19 @@ class UniHema(nn.Module):
         return out
 
     @torch.no_grad()
+    @classmethod
+    def from_pretrained(cls, path, **kwargs) -> "UniHema":
+        """The model saved in an export folder (see :mod:`unihema.model.pretrained`)."""
+        from .pretrained import from_pretrained
+
+        return from_pretrained(path, **kwargs)
+
+    def save_pretrained(self, out_dir, cfg=None, **kwargs):
+        """Write this model as an export folder; pass the full config so data settings travel too."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, out_dir, cfg, **kwargs)
+
     def generate_text(self, images, pixel_mask, prompt_ids, prompt_mask, max_new_tokens: int = 32,
                       num_beams: int = 1, return_scores: bool = False):
         """Answer the prompt about the image: greedy (num_beams=1) or beam search.

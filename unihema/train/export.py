@@ -1,8 +1,8 @@
 """From a DeepSpeed checkpoint of any ZeRO stage to a shareable folder.
 
-The folder holds consolidated fp32 ``model.safetensors``, the resolved ``config.yaml``
-(secrets redacted), the ``tokenizer/`` and a model card; ``unihema.model`` loads it
-without DeepSpeed or Ray.
+The folder is the one ``unihema.model.pretrained.save_pretrained`` writes (consolidated fp32
+``model.safetensors``, the resolved ``config.yaml`` with secrets redacted, ``tokenizer/``, a
+model card), so ``from_pretrained`` loads it without DeepSpeed or Ray.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import torch
 
-from unihema.config import StorageConfig, UniHemaConfig, save_config
+from unihema.config import StorageConfig, UniHemaConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT_TAG = "checkpoint"
@@ -36,40 +36,15 @@ def consolidate_checkpoint(ckpt_dir: str | Path, tag: str = CHECKPOINT_TAG) -> d
     return {k: v.float().contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
 
 
-MODEL_CARD = """# Uni-Hema checkpoint ({preset})
+def write_export_folder(state: dict, cfg: UniHemaConfig, out_dir: str | Path, status: dict | None = None,
+                        source: str | None = None) -> Path:
+    """The shareable folder (weights, config, tokenizer, model card) for a consolidated state dict."""
+    from unihema.model.pretrained import save_pretrained
 
-Trained with the UniHema pretraining stack: detection, single-cell classification,
-segmentation, morphology attributes, VQA and masked-language modelling on blood smears.
-
-- data: `{data_uri}`
-- steps: {step}, workers: {world}, ZeRO stage {zero}, precision {precision}
-- validation metrics (headline per task): {metrics}
-
-Files: `model.safetensors` (fp32), `config.yaml` (the resolved configuration), `tokenizer/`.
-
-Intended for research on hematopathology models, **not for diagnosis**. Metrics from the
-synthetic demo data say nothing about performance on real smears.
-"""
-
-
-def write_export_folder(state: dict, cfg: UniHemaConfig, out_dir: str | Path, status: dict | None = None) -> Path:
-    from safetensors.torch import save_file
-
-    from unihema.model.tokenizer import build_tokenizer
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # Tensors sharing storage (tied weights) would be refused by safetensors: store copies.
-    save_file({k: v.clone() for k, v in state.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
-    save_config(cfg, out / "config.yaml")
-    build_tokenizer(cfg.model).save(out / "tokenizer")
     status = status or {}
-    metrics = ", ".join(f"{t}: {', '.join(f'{k}={v:.3f}' for k, v in vals.items() if isinstance(v, float))}"
-                        for t, vals in (status.get("validation") or {}).items()) or "not recorded"
-    (out / "README.md").write_text(MODEL_CARD.format(
-        preset=cfg.preset, data_uri=cfg.data.uri, step=status.get("step", "?"), world=status.get("world_size", "?"),
-        zero=status.get("zero_stage", cfg.train.zero_stage), precision=status.get("precision", "?"), metrics=metrics))
-    return out
+    return save_pretrained(state, out_dir, cfg, card_info={
+        "data": cfg.data.uri, "metrics": status.get("validation") or {}, "source": source,
+        "step": status.get("step"), "metrics_source": "validation at the end of training" if status else None})
 
 
 def export_run(cfg: UniHemaConfig, outcome, storage: StorageConfig) -> str:
@@ -81,7 +56,7 @@ def export_run(cfg: UniHemaConfig, outcome, storage: StorageConfig) -> str:
         pafs.copy_files(outcome.checkpoint_path, str(local_ckpt), source_filesystem=outcome.checkpoint_filesystem,
                         destination_filesystem=pafs.LocalFileSystem())
         state = consolidate_checkpoint(local_ckpt)
-        folder = write_export_folder(state, cfg, Path(tmp, "export"), outcome.status)
+        folder = write_export_folder(state, cfg, Path(tmp, "export"), outcome.status, source=outcome.checkpoint_path)
         upload_dir(folder, outcome.run_uri, "export", storage)
     log.info("exported %d tensors to %s/export", len(state), outcome.run_uri)
     return f"{outcome.run_uri}/export"

@@ -51,6 +51,11 @@ def upload_dir(local_dir: str | Path, run_uri: str, name: str, storage: StorageC
         return
     target = parse_uri(run_uri)
     fs, root = open_filesystem(target, storage)
+    if isinstance(fs, pafs.LocalFileSystem):  # pyarrow's copy does not create local parent folders
+        import shutil
+
+        shutil.copytree(local_dir, f"{root}/{name}", dirs_exist_ok=True)
+        return
     try:
         pafs.copy_files(str(local_dir), f"{root}/{name}", source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=fs)

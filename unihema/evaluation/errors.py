@@ -1,0 +1,55 @@
+"""Errors the command-line tools turn into one line on stderr and exit code 2.
+
+Bad input (a corrupt image, a folder that is not a checkpoint, a missing optional package)
+is the user's to fix, so it gets a message naming the file or package and the reason, never
+a stack trace. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+
+class UserInputError(ValueError):
+    """Input the tools cannot use; ``str(err)`` is the whole message, one line."""
+
+
+class MissingDependencyError(UserInputError, ImportError):
+    """An optional package a metric or plot needs is not installed."""
+
+
+# Import name -> (pip package, what needs it).
+OPTIONAL_PACKAGES = {
+    "sklearn": ("scikit-learn", "classification F1, confusion matrices, the linear probe"),
+    "sacrebleu": ("sacrebleu", "VQA BLEU-1..4"),
+    "rouge_score": ("rouge-score", "VQA ROUGE-L"),
+    "matplotlib": ("matplotlib", "the evaluation plots"),
+}
+
+
+def require(module: str, purpose: str | None = None):
+    """Import ``module`` or raise MissingDependencyError naming its pip package and what needs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.split(".")[0]
+        package, default_purpose = OPTIONAL_PACKAGES.get(top, (top, "this feature"))
+        raise MissingDependencyError(
+            f"{purpose or default_purpose} needs the '{package}' package: pip install {package}") from None
+
+
+def missing_packages(modules) -> list[str]:
+    """The pip names of those ``modules`` that cannot be imported."""
+    out = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            top = module.split(".")[0]
+            out.append(OPTIONAL_PACKAGES.get(top, (top,))[0])
+    return out
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
