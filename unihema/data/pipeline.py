@@ -192,6 +192,10 @@ def configure_data_context(cfg: DataConfig) -> None:
     ctx.enable_progress_bars = False
     # Same seed and epoch -> same batches: blocks leave the executor in input order.
     ctx.execution_options.preserve_order = True
+    # The v2 datasource adds a ListFiles operator whose task holds a whole CPU for the life of
+    # an execution; with one execution per task stream per worker that starved the decode
+    # tasks of CPUs (a hang on 2 cores). The classic ReadParquet operator honours read_cpus.
+    ctx.use_datasource_v2 = False
     # Transient S3 errors while reading are retried by Ray Data itself.
     ctx.retried_io_errors = list({*ctx.retried_io_errors, "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
                                   "AWS Error INTERNAL_FAILURE", "AWS Error SERVICE_UNAVAILABLE"})
@@ -225,9 +229,11 @@ def build_task_dataset(task: str, split: str, data_cfg: DataConfig, model_cfg: M
         np.random.default_rng([seed, epoch]).shuffle(order)
     row_split = world_size > 1 and len(order) < world_size
     mine = order if row_split or world_size == 1 else order[rank::world_size]
-    ds = ray.data.read_parquet(mine, filesystem=fs, columns=READ_COLUMNS, partitioning=None)
+    ds = ray.data.read_parquet(mine, filesystem=fs, columns=READ_COLUMNS, partitioning=None,
+                               num_cpus=data_cfg.read_cpus)
     transform = TaskTransform(task, data_cfg, model_cfg, train, seed, epoch, rank, world_size, row_split)
-    return ds.map_batches(transform, batch_format="pyarrow", batch_size=16, zero_copy_batch=True)
+    return ds.map_batches(transform, batch_format="pyarrow", batch_size=16, zero_copy_batch=True,
+                          num_cpus=data_cfg.decode_cpus)
 
 
 def iter_local_batches(task: str, split: str, data_cfg: DataConfig, model_cfg: ModelConfig, fs, files: list[str],
