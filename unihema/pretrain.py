@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     try:
         manifest = ensure_dataset(cfg, session.storage)
         print(f"dataset {cfg.data.uri}: {manifest['records']} records {manifest['counts']['split']}")
-        init_ray(cfg)
+        init_ray(cfg, embedded_env=session.server is not None)
         outcome = run_training(cfg, session.storage)
         export_uri = None
         if outcome.checkpoint_path and not args.no_export:

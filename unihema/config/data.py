@@ -51,3 +51,11 @@ class DataConfig:
     # every training worker share the data CPUs instead of waiting on whole-CPU slots.
     read_cpus: float = field(default=0.25, metadata={"min": 0.0})
     decode_cpus: float = field(default=0.5, metadata={"min": 0.0})
+    # Extra Ray resources per read/decode task, e.g. {unihema_data: 0.01}, so decoding runs on
+    # the CPU data nodes (cluster/paper-cluster.yaml); empty: anywhere.
+    task_resources: dict[str, float] = field(default_factory=dict, metadata={"min": 0.0})
+
+    def validate(self) -> None:
+        reserved = {"CPU", "GPU", "memory"} & set(self.task_resources)
+        if reserved:
+            raise ValueError(f"task_resources must not set {sorted(reserved)}: use read_cpus / decode_cpus")

@@ -14,6 +14,9 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float = field(default=1.0, metadata={"min": 0.0})
     gpus_per_worker: float = field(default=1.0, metadata={"min": 0.0})
+    # Extra Ray resources per training worker, e.g. {unihema_trainer: 1}, so workers land on
+    # the nodes that advertise them (cluster/paper-cluster.yaml); empty: anywhere.
+    worker_resources: dict[str, float] = field(default_factory=dict, metadata={"min": 0.0})
     zero_stage: int = field(default=2, metadata={"min": 0, "max": 3})
     offload_optimizer: bool = False
     # "auto": bf16 on GPU, fp32 on CPU.
@@ -38,3 +41,8 @@ class TrainConfig:
     max_failures: int = field(default=3, metadata=NON_NEGATIVE)
     activation_checkpointing: bool = False
     seed: int = 42
+
+    def validate(self) -> None:
+        reserved = {"CPU", "GPU", "memory"} & set(self.worker_resources)
+        if reserved:
+            raise ValueError(f"worker_resources must not set {sorted(reserved)}: use cpus_per_worker / gpus_per_worker")

@@ -229,11 +229,12 @@ def build_task_dataset(task: str, split: str, data_cfg: DataConfig, model_cfg: M
         np.random.default_rng([seed, epoch]).shuffle(order)
     row_split = world_size > 1 and len(order) < world_size
     mine = order if row_split or world_size == 1 else order[rank::world_size]
+    placement = {"resources": dict(data_cfg.task_resources)} if data_cfg.task_resources else {}
     ds = ray.data.read_parquet(mine, filesystem=fs, columns=READ_COLUMNS, partitioning=None,
-                               num_cpus=data_cfg.read_cpus)
+                               num_cpus=data_cfg.read_cpus, ray_remote_args=placement)
     transform = TaskTransform(task, data_cfg, model_cfg, train, seed, epoch, rank, world_size, row_split)
     return ds.map_batches(transform, batch_format="pyarrow", batch_size=16, zero_copy_batch=True,
-                          num_cpus=data_cfg.decode_cpus)
+                          num_cpus=data_cfg.decode_cpus, **placement)
 
 
 def iter_local_batches(task: str, split: str, data_cfg: DataConfig, model_cfg: ModelConfig, fs, files: list[str],

@@ -138,8 +138,10 @@ class EmbeddedS3:
 
     def env(self) -> dict[str, str]:
         """Environment variables that point standard AWS clients (and Ray workers) here."""
+        # No instance-metadata lookups: a client without credentials must fail, not ask 169.254.169.254.
         return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true"}
 
     def client(self):
         from unihema.storage.uri import boto3_client

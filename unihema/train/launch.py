@@ -98,7 +98,7 @@ def keep_local_ray_on_loopback() -> None:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
-def init_ray(cfg: UniHemaConfig) -> None:
+def init_ray(cfg: UniHemaConfig, embedded_env: bool = False) -> None:
     """Join the given cluster, or start a local one that keeps all traffic on 127.0.0.1."""
     keep_local_ray_on_loopback()
     import ray
@@ -106,7 +106,11 @@ def init_ray(cfg: UniHemaConfig) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        # Joining a cluster (e.g. under `ray job submit`): the embedded server's credentials,
+        # when this process started one, reach the workers only through the runtime env.
+        env_vars = {k: v for k, v in os.environ.items() if k.startswith("AWS_")} if embedded_env else {}
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True,
+                 runtime_env={"env_vars": env_vars} if env_vars else None)
         return
     # Training workers reserve their CPUs for the whole run; Ray Data's decode tasks need
     # CPUs of their own, so a local cluster advertises both.
@@ -135,7 +139,7 @@ def build_trainer(cfg: UniHemaConfig, storage: StorageConfig, run_name: str):
 
     run_root = parse_uri(cfg.storage.run_uri)
     fs, root_path = open_filesystem(run_root, storage)
-    resources = {"CPU": cfg.train.cpus_per_worker}
+    resources = {"CPU": cfg.train.cpus_per_worker, **cfg.train.worker_resources}
     if cfg.train.use_gpu:
         resources["GPU"] = cfg.train.gpus_per_worker
     return TorchTrainer(
