@@ -176,6 +176,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     status = "completed"
     try:
         while step < cfg.train.max_steps:
+            step_ok = True
             for _ in range(cfg.train.grad_accum_steps):
                 wait_before = stream.stats.wait_s
                 task, batch = next(stream)
@@ -190,19 +191,25 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 loss = losses["loss"]
                 finite = _all_reduce(torch.tensor([float(torch.isfinite(loss.detach()).all())]), dist.ReduceOp.MIN)
                 if finite.item() < 1:
-                    nonfinite_total += 1
-                    consecutive_nonfinite += 1
-                    log.warning("rank %d: non-finite loss at step %d (task %s); step skipped", rank, step, task)
-                    if consecutive_nonfinite >= cfg.train.max_consecutive_nonfinite:
-                        raise NonFiniteLossError(
-                            f"{consecutive_nonfinite} consecutive steps had a non-finite loss (last task {task!r}, "
-                            f"step {step}); stopping with the last good checkpoint kept")
-                    continue
-                consecutive_nonfinite = 0
+                    step_ok = False
+                    break
                 engine.backward(loss)
                 engine.step()
                 timer.add(data_s, len(batch["ids"]), _batch_tokens(batch), flops_per_task.get(task, 0),
                           {f"loss_{task}": float(losses[f"loss_{task}"]), "loss": float(loss)})
+            # DeepSpeed itself skips an update whose gradients overflowed: that is a lost step too.
+            if not step_ok or not engine.was_step_applied():
+                nonfinite_total += 1
+                consecutive_nonfinite += 1
+                log.warning("rank %d: non-finite loss or gradients at step %d (task %s); step skipped",
+                            rank, step, task)
+                if consecutive_nonfinite >= cfg.train.max_consecutive_nonfinite:
+                    raise NonFiniteLossError(
+                        f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradients (last task "
+                        f"{task!r}, step {step}); stopping with the last good checkpoint kept")
+                engine.zero_grad()  # drop what earlier micro-batches of this step accumulated
+                continue
+            consecutive_nonfinite = 0
             step += 1
             if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
                 summary = timer.summary()
