@@ -34,7 +34,7 @@ from unihema.data.schema import from_arrow_row, reason_code, validate_record
 from unihema.data.shards import list_shards
 from unihema.data.text import prompt_and_target
 from unihema.data.transforms import transform_record
-from unihema.storage import describe_failure, open_filesystem, parse_uri
+from unihema.storage import open_filesystem, parse_uri
 
 log = logging.getLogger(__name__)
 
