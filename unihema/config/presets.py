@@ -57,9 +57,9 @@ PRESETS: dict[str, dict] = {
         "train": {
             # Sized for about ten minutes end to end on 2 cores; from scratch, so the backbone
             # trains at the full rate.
-            "num_workers": 2, "cpus_per_worker": 1.0, "max_steps": 100, "warmup_steps": 10,
+            "num_workers": 2, "cpus_per_worker": 1.0, "max_steps": 60, "warmup_steps": 6,
             "lr": 1e-3, "lr_backbone": 1e-3, "clip_max_norm": 1.0, "schedule": "cosine",
-            "checkpoint_every": 50, "keep_checkpoints": 2, "val_every": 100, "val_batches": 8, "log_every": 10,
+            "checkpoint_every": 30, "keep_checkpoints": 2, "val_every": 60, "val_batches": 8, "log_every": 10,
         },
         "storage": {"run_uri": "s3://unihema/runs"},
     },
