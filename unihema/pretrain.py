@@ -35,7 +35,10 @@ def print_summary(outcome, export_uri: str | None, elapsed: float) -> None:
     if status.get("nonfinite_steps"):
         print(f"  steps skipped for a non-finite loss: {status['nonfinite_steps']}")
     print(f"  run folder:   {outcome.run_uri}")
-    print(f"  checkpoint:   {outcome.checkpoint_path}")
+    checkpoint = outcome.checkpoint_path
+    if checkpoint and outcome.run_uri.startswith("s3://") and not checkpoint.startswith("s3://"):
+        checkpoint = f"s3://{checkpoint}"  # Ray reports the filesystem path, without the scheme
+    print(f"  checkpoint:   {checkpoint}")
     print(f"  tensorboard:  {outcome.run_uri}/tensorboard")
     print(f"  metrics:      {outcome.run_uri}/metrics_summary.json")
     if export_uri:
