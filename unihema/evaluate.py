@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from unihema.config import TASKS, ConfigError, add_config_arguments, load_config
-from unihema.evaluation.errors import UserInputError, missing_packages, one_line
+from unihema.evaluation.errors import UserInputError, missing_packages, report_cli_error
 
 log = logging.getLogger("unihema.evaluate")
 
@@ -113,15 +113,8 @@ def main(argv=None) -> int:
         print(f"[evaluate] wrote {written['metrics']}, {written['report']} and {len(written['plots'])} plots "
               f"in {time.perf_counter() - start:.1f}s")
         return 0 if metrics["tasks"] else 1
-    except ConfigError as err:
-        print(f"error: config: {one_line(err)}", file=sys.stderr)
-        return 2
-    except UserInputError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except StorageAccessError as err:
-        print(f"storage error: {one_line(err)}", file=sys.stderr)
-        return 1
+    except (ConfigError, UserInputError, StorageAccessError) as err:
+        return report_cli_error(err)
     finally:
         if session is not None:
             session.close()

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from unihema.config import ConfigError, add_config_arguments, load_config
-from unihema.evaluation.errors import UserInputError, one_line
+from unihema.evaluation.errors import UserInputError, one_line, report_cli_error
 
 log = logging.getLogger("unihema.export")
 
@@ -165,18 +165,8 @@ def main(argv=None) -> int:
         print(f"exported {report['kind']} checkpoint {report['checkpoint']} -> {report['out']} "
               f"({report['parameters']:,} parameters){verified}")
         return 0
-    except ConfigError as err:
-        print(f"error: config: {one_line(err)}", file=sys.stderr)
-        return 2
-    except UserInputError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except StorageAccessError as err:
-        print(f"storage error: {one_line(err)}", file=sys.stderr)
-        return 1
-    except ExportMismatchError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
+    except (ConfigError, UserInputError, StorageAccessError, ExportMismatchError) as err:
+        return report_cli_error(err)
     finally:
         if session is not None:
             session.close()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from unihema.config import ConfigError, add_config_arguments, load_config
 from unihema.data.images import MAX_PIXELS
-from unihema.evaluation.errors import UserInputError, one_line
+from unihema.evaluation.errors import UserInputError, one_line, report_cli_error
 
 TASK_CHOICES = ("detection", "segmentation", "classification", "morphology", "vqa", "mlm")
 DEFAULT_TASKS = ("detection", "segmentation", "classification")
@@ -231,15 +231,8 @@ def main(argv=None) -> int:
             payload = write_outputs(result, image.image, out_dir, stem)
             print(summary_line(payload, out_dir))
         return 2 if bad and not args.skip_bad else 0
-    except ConfigError as err:
-        print(f"error: config: {one_line(err)}", file=sys.stderr)
-        return 2
-    except UserInputError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except StorageAccessError as err:
-        print(f"storage error: {one_line(err)}", file=sys.stderr)
-        return 1
+    except (ConfigError, UserInputError, StorageAccessError) as err:
+        return report_cli_error(err)
     finally:
         if session is not None:
             session.close()

@@ -8,6 +8,7 @@ a stack trace. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import importlib
+import sys
 
 
 class UserInputError(ValueError):
@@ -53,3 +54,22 @@ def missing_packages(modules) -> list[str]:
 def one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__
+
+
+def report_cli_error(err: BaseException) -> int:
+    """Print one line for an expected failure of a CLI and return its exit code.
+
+    2 for what the user can fix in the command (config, input files), 1 for storage refusals
+    and everything else the command could not complete.
+    """
+    from unihema.config import ConfigError
+
+    if isinstance(err, ConfigError):
+        print(f"error: config: {one_line(err)}", file=sys.stderr)
+        return 2
+    if isinstance(err, UserInputError):
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    kind = "storage error" if type(err).__name__ == "StorageAccessError" else "error"
+    print(f"{kind}: {one_line(err)}", file=sys.stderr)
+    return 1
