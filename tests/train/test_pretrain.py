@@ -21,18 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = ["--preset", "tiny", "train.log_every=1"]
 
 
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", GLOO_SOCKET_IFNAME="lo", RAY_USAGE_STATS_ENABLED="0",
-               TORCH_EXTENSIONS_DIR=str(REPO / ".cache" / "torch_extensions"), PYTHONUNBUFFERED="1")
-    return env
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "unihema.pretrain", *args], cwd=REPO, env=_env(),
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def _finish(proc: subprocess.Popen, log: Path, timeout: float = 480) -> str:
     try:
         proc.wait(timeout=timeout)
@@ -72,13 +60,13 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("pretrain")
 
 
-def test_killed_worker_resumes_and_run_completes(workdir):
+def test_killed_worker_resumes_and_run_completes(workdir, start_cli):
     """A training worker killed mid-run restarts from the last checkpoint; the run finishes and exports."""
     runs = workdir / "runs"
     log = workdir / "run1.log"
     args = [*TINY, f"storage.embedded_dir={workdir / 's3'}", f"storage.run_uri={runs}", "run_name=faults",
             "train.max_steps=9", "train.checkpoint_every=3", "train.val_every=9", "train.max_failures=2"]
-    proc = _start(args, log)
+    proc = start_cli("unihema.pretrain", args, log)
     run_dir = runs / "faults"
     deadline = time.monotonic() + 420
     while time.monotonic() < deadline and proc.poll() is None:
@@ -106,7 +94,7 @@ def test_killed_worker_resumes_and_run_completes(workdir):
     assert "secret_access_key: '***redacted***'" not in (run_dir / "config.yaml").read_text() or True
 
 
-def test_nonfinite_losses_stop_the_run_keeping_the_last_checkpoint(workdir):
+def test_nonfinite_losses_stop_the_run_keeping_the_last_checkpoint(workdir, start_cli):
     """Resuming the finished run with a loss weight that overflows skips NaN steps, then stops cleanly."""
     runs = workdir / "runs"
     run_dir = runs / "faults"
@@ -118,7 +106,7 @@ def test_nonfinite_losses_stop_the_run_keeping_the_last_checkpoint(workdir):
     args = [*TINY, f"storage.embedded_dir={workdir / 's3'}", f"storage.run_uri={runs}", "run_name=faults",
             "train.max_steps=20", "train.checkpoint_every=3", "train.max_consecutive_nonfinite=3",
             "loss.detection=1e38", *mix_off, "--no-export"]
-    output = _finish(_start(args, log), log)
+    output = _finish(start_cli("unihema.pretrain", args, log), log)
     assert proc_failed(output)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"].startswith("stopped: 3 consecutive steps had a non-finite loss")
@@ -130,10 +118,10 @@ def proc_failed(output: str) -> bool:
     return "pretraining: stopped" in output
 
 
-def test_wrong_credentials_fail_at_startup_without_secret(embedded_s3, tmp_path):
+def test_wrong_credentials_fail_at_startup_without_secret(embedded_s3, subprocess_env):
     """S3 refusing the credentials stops the job before Ray starts, naming endpoint and bucket."""
     secret = "wrong-secret-value-0xdeadbeef"
-    env = _env()
+    env = dict(subprocess_env)
     env.update(AWS_ACCESS_KEY_ID=embedded_s3.access_key, AWS_SECRET_ACCESS_KEY=secret)
     proc = subprocess.run([sys.executable, "-m", "unihema.pretrain", *TINY,
                            f"storage.endpoint_url={embedded_s3.endpoint_url}"],

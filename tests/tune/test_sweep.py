@@ -9,7 +9,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,20 +19,8 @@ from unihema.tune.search import preview
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 SEARCH = ("loss.detection", "loss.classification", "loss.segmentation", "loss.morphology", "loss.vqa", "loss.mlm")
 
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", GLOO_SOCKET_IFNAME="lo", RAY_USAGE_STATS_ENABLED="0",
-               TORCH_EXTENSIONS_DIR=str(REPO / ".cache" / "torch_extensions"), PYTHONUNBUFFERED="1")
-    return env
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "unihema.tune", *args], cwd=REPO, env=_env(),
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
@@ -50,7 +37,7 @@ def _checkpoints(trials_dir: Path) -> list[Path]:
     return sorted(trials_dir.glob("*/checkpoint_*")) if trials_dir.is_dir() else []
 
 
-def test_interrupted_sweep_resumes_and_writes_table_preset_and_plot(tmp_path):
+def test_interrupted_sweep_resumes_and_writes_table_preset_and_plot(tmp_path, start_cli):
     """Two trials: Ctrl+C after the first checkpoint, --resume finishes both; every report reached Tune."""
     overrides = [f"data.uri={tmp_path / 'data'}", f"storage.run_uri={tmp_path / 'runs'}", "run_name=sweep",
                  "tune.num_samples=2", "tune.max_steps_per_trial=3", "train.val_every=1", "train.val_batches=1",
@@ -59,7 +46,7 @@ def test_interrupted_sweep_resumes_and_writes_table_preset_and_plot(tmp_path):
     sweep_dir = tmp_path / "runs" / "sweep"
     start = time.monotonic()
 
-    first = _start(args, tmp_path / "first.log")
+    first = start_cli("unihema.tune", args, tmp_path / "first.log")
     deadline = time.monotonic() + 420
     while time.monotonic() < deadline and first.poll() is None and not _checkpoints(sweep_dir / "trials"):
         time.sleep(0.2)
@@ -71,7 +58,7 @@ def test_interrupted_sweep_resumes_and_writes_table_preset_and_plot(tmp_path):
     interrupted = [d for d in (sweep_dir / "trials").iterdir()
                    if list(d.glob("checkpoint_*")) and not (d / "status.json").exists()]
 
-    again = _start([*args, "--resume"], tmp_path / "resume.log")
+    again = start_cli("unihema.tune", [*args, "--resume"], tmp_path / "resume.log")
     output = _finish(again, tmp_path / "resume.log", timeout=480)
     elapsed = time.monotonic() - start
     assert again.returncode == 0, output[-4000:]
