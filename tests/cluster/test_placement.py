@@ -30,7 +30,7 @@ DATA_RESOURCE = "unihema_data"
 # a token amount of the data resource (CPUs, data.read_cpus / data.decode_cpus, stay the limit).
 WORKER_RESOURCES = {TRAINER_RESOURCE: 1}
 TASK_RESOURCES = {DATA_RESOURCE: 0.01}
-READ_CPUS, DECODE_CPUS = 0.25, 0.5  # the DataConfig defaults
+READ_CPUS, DECODE_CPUS = 0.5, 0.5  # the DataConfig defaults
 
 
 def _free_ports(count: int) -> list[int]:

@@ -101,14 +101,18 @@ def test_short_side_rule():
 
 @pytest.mark.parametrize("task, side", [("classification", 64), ("segmentation", 64), ("vqa", 64)])
 def test_square_tasks_output(task, side):
-    """Single-cell and text tasks give square images, normalized cxcywh boxes and aligned masks."""
+    """Single-cell and text tasks give square images and normalized cxcywh boxes; segmentation also aligned masks."""
     cfg = load_config("tiny").data
     row = transform_record(_record(), task, cfg, np.random.default_rng(1), train=True)
     assert row["image"].shape == (side, side, 3) and row["image"].dtype == np.uint8
-    assert row["masks"].shape == (2, side, side)
     assert (row["boxes"] >= 0).all() and (row["boxes"] <= 1).all()
-    assert row["semantic"].shape == (side, side) and set(np.unique(row["semantic"])) <= {0, 1}
     assert row["box_morphology"][0, 1] == 1 and row["box_morphology"][1, 1] == 4
+    if task == "segmentation":
+        assert row["masks"].shape == (2, side, side)
+        assert row["semantic"].shape == (side, side) and set(np.unique(row["semantic"])) <= {0, 1}
+    else:  # masks are neither decoded nor shipped for tasks that do not read them
+        assert row["masks"].shape[0] == 0
+        assert row["semantic"].shape == (1, 1) and row["semantic"][0, 0] == IGNORE_INDEX
 
 
 def test_semantic_mask_absent_is_ignored():

@@ -48,8 +48,9 @@ class DataConfig:
     object_store_memory_mb: int = field(default=1024, metadata=NON_NEGATIVE)
     max_cpus: float = field(default=0.0, metadata=NON_NEGATIVE)
     # CPUs each Ray Data read / decode task reserves. Fractions let the six task streams of
-    # every training worker share the data CPUs instead of waiting on whole-CPU slots.
-    read_cpus: float = field(default=0.25, metadata={"min": 0.0})
+    # every training worker share the data CPUs instead of waiting on whole-CPU slots. Equal
+    # values let Ray Data fuse reading and decoding into one task (no object-store hop).
+    read_cpus: float = field(default=0.5, metadata={"min": 0.0})
     decode_cpus: float = field(default=0.5, metadata={"min": 0.0})
     # Extra Ray resources per read/decode task, e.g. {unihema_data: 0.01}, so decoding runs on
     # the CPU data nodes (cluster/paper-cluster.yaml); empty: anywhere.

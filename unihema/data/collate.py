@@ -18,8 +18,8 @@ from unihema.data.schema import reason_code
 from unihema.data.transforms import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from unihema.labels import MORPHOLOGY_NOT_ANNOTATED
 
-_MEAN = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1)
+_MEAN_255 = torch.from_numpy(IMAGENET_MEAN * 255).view(1, 3, 1, 1)
+_INV_STD_255 = torch.from_numpy(1 / (IMAGENET_STD * 255)).view(1, 3, 1, 1)
 
 
 def _rows(column) -> list[np.ndarray]:
@@ -42,18 +42,25 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
     if size_divisibility > 1:
         max_h = -(-max_h // size_divisibility) * size_divisibility
         max_w = -(-max_w // size_divisibility) * size_divisibility
-    pixels = np.zeros((n, max_h, max_w, 3), np.uint8)
     pixel_mask = np.ones((n, max_h, max_w), bool)
-    semantic = np.full((n, max_h, max_w), IGNORE_INDEX, np.int64)
+    if all(im.shape[:2] == (max_h, max_w) for im in images):  # square tasks: nothing to pad
+        pixels = np.stack(images)
+        pixel_mask[:] = False
+    else:
+        pixels = np.zeros((n, max_h, max_w, 3), np.uint8)
+        for j, im in enumerate(images):
+            pixels[j, :im.shape[0], :im.shape[1]] = im
+            pixel_mask[j, :im.shape[0], :im.shape[1]] = False
+    # Only segmentation reads a per-pixel target; other tasks skip building one.
+    semantic = np.full((n, max_h, max_w), IGNORE_INDEX, np.int64) if task == "segmentation" else None
     sem_rows = _rows(batch["semantic"])
     mask_rows, box_rows = _rows(batch["masks"]), _rows(batch["boxes"])
     label_rows, morph_rows = _rows(batch["labels"]), _rows(batch["box_morphology"])
     targets = []
     for j, i in enumerate(keep):
         h, w = images[j].shape[:2]
-        pixels[j, :h, :w] = images[j]
-        pixel_mask[j, :h, :w] = False
-        semantic[j, :h, :w] = sem_rows[i]
+        if semantic is not None:
+            semantic[j, :h, :w] = sem_rows[i]
         target = {"labels": torch.tensor(label_rows[i], dtype=torch.long).reshape(-1),
                   "boxes": torch.tensor(box_rows[i], dtype=torch.float32).reshape(-1, 4),
                   "morphology": torch.tensor(morph_rows[i], dtype=torch.long).reshape(-1, 6),
@@ -63,9 +70,9 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
             masks[:, :h, :w] = mask_rows[i] > 0
             target["masks"] = torch.from_numpy(masks)
         targets.append(target)
-    pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-    pixel_mask, semantic = torch.from_numpy(pixel_mask), torch.from_numpy(semantic)
-    images_f = (pixels.float() / 255.0 - _MEAN) / _STD
+    # One conversion and two in-place passes: (x / 255 - mean) / std == (x - 255 mean) * 1 / (255 std).
+    images_f = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float().sub_(_MEAN_255).mul_(_INV_STD_255)
+    pixel_mask = torch.from_numpy(pixel_mask)
     morphology = torch.from_numpy(np.asarray(batch["morphology"])[keep].astype(np.int64))
     has_morph = torch.from_numpy(np.asarray(batch["has_morphology"])[keep].astype(bool))
     morphology[~has_morph] = MORPHOLOGY_NOT_ANNOTATED
@@ -73,10 +80,12 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
         "tasks": [task], "ids": [str(batch["id"][i]) for i in keep],
         "images": images_f, "pixel_mask": pixel_mask, "targets": targets,
         "cell_labels": torch.from_numpy(np.asarray(batch["cell_label"])[keep].astype(np.int64)),
-        "morphology": morphology, "semantic_masks": semantic,
+        "morphology": morphology,
         "prompt_ids": torch.from_numpy(np.asarray(batch["prompt_ids"])[keep].astype(np.int64)),
         "prompt_mask": torch.from_numpy(np.asarray(batch["prompt_mask"])[keep].astype(bool)),
     }
+    if semantic is not None:
+        out["semantic_masks"] = torch.from_numpy(semantic)
     if "text_labels" in batch:
         out["text_labels"] = torch.from_numpy(np.asarray(batch["text_labels"])[keep].astype(np.int64))
         out["text_task"] = [task] * n

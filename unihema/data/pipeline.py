@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from unihema.config import TASKS, DataConfig, ModelConfig, StorageConfig
@@ -42,6 +43,21 @@ log = logging.getLogger(__name__)
 READ_COLUMNS = ["id", "split", "tasks", "image", "image_format", "width", "height", "boxes", "box_labels",
                 "box_attributes", "masks", "semantic_mask", "cell_class", "attributes", "qa", "mlm_text",
                 "license", "source"]
+# Instance masks are most of a field of view's bytes; only segmentation reads them.
+MASK_COLUMNS = ("masks", "semantic_mask")
+
+
+def read_columns(task: str) -> list[str]:
+    """The Parquet columns a task's stream reads."""
+    return READ_COLUMNS if task == "segmentation" else [c for c in READ_COLUMNS if c not in MASK_COLUMNS]
+
+
+def rows_for_task(batch: pa.Table, task: str) -> pa.Table:
+    """The rows whose ``tasks`` list names ``task``, selected in Arrow before any Python conversion."""
+    tasks = batch.column("tasks").combine_chunks() if isinstance(batch, pa.Table) else batch.column("tasks")
+    hits = pc.equal(pc.list_flatten(tasks), task)
+    rows = np.unique(np.asarray(pc.list_parent_indices(tasks))[np.asarray(hits.fill_null(False))])
+    return batch.take(pa.array(rows, pa.int64())) if len(rows) < batch.num_rows else batch
 
 
 @dataclass
@@ -110,7 +126,8 @@ class TaskTransform:
 
     def _one(self, rec: dict) -> dict:
         rng = np.random.default_rng(record_seed(self.seed, self.epoch, rec["id"]))
-        problems = validate_record(rec, check_image=False)
+        # Checked for the task served only: the stream read just that task's columns.
+        problems = validate_record({**rec, "tasks": [self.task]}, check_image=False)
         if problems:
             raise ImageDecodeError(reason_code(problems[0]), "; ".join(problems))
         row = transform_record(rec, self.task, self.data_cfg, rng, self.train)
@@ -119,9 +136,7 @@ class TaskTransform:
 
     def __call__(self, batch: pa.Table) -> dict:
         rows, errors, ids = [], [], []
-        for raw in batch.to_pylist():
-            if self.task not in (raw.get("tasks") or []):
-                continue
+        for raw in rows_for_task(batch, self.task).to_pylist():
             if self.row_split and owner_rank(str(raw.get("id")), self.world_size) != self.rank:
                 continue
             rec = from_arrow_row(raw)
@@ -136,6 +151,16 @@ class TaskTransform:
                 errors.append(f"bad_record: {type(err).__name__}: {err}")
             ids.append(str(rec.get("id")))
         return self._columns(rows, errors, ids)
+
+    def in_chunks(self, batch: pa.Table, rows: int = 16):
+        """``self(batch)`` in slices of ``rows`` records: decoded output leaves as it is made.
+
+        Ray Data gets this generator with ``batch_size=None`` so that the read and the decode
+        fuse into one task (a ``batch_size`` stops Ray from fusing them: the raw records would
+        make an extra trip through the object store) while memory stays at one slice.
+        """
+        for start in range(0, batch.num_rows, rows):
+            yield self(batch.slice(start, rows))
 
     def _columns(self, rows: list, errors: list[str], ids: list[str]) -> dict:
         placeholder = {"image": np.zeros((1, 1, 3), np.uint8), "boxes": np.zeros((0, 4), np.float32),
@@ -153,23 +178,19 @@ class TaskTransform:
         max_len = self.model_cfg.text.max_length
         prompts = [r["prompt"] for r in rows]
         pad = self.tokenizer.pad_id
-        out["prompt_ids"], out["prompt_mask"] = _fixed_width(*self.tokenizer.encode(prompts, max_length=max_len),
-                                                             max_len, pad)
+        out["prompt_ids"], out["prompt_mask"] = _fixed_width(
+            *self.tokenizer.encode_arrays(prompts, max_length=max_len), max_len, pad)
         if self.task in ("vqa", "mlm"):
-            labels, target_mask = _fixed_width(*self.tokenizer.encode([r["target"] for r in rows],
-                                                                      max_length=max_len), max_len, pad)
+            labels, target_mask = _fixed_width(*self.tokenizer.encode_arrays(
+                [r["target"] for r in rows], max_length=max_len), max_len, pad)
             labels[~target_mask] = -100
             out["text_labels"] = labels
         return out
 
 
-def _np(x) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-
-
 def _fixed_width(ids, mask, width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Pad token rows to a fixed width so every Ray Data block has the same tensor shape."""
-    ids, mask = _np(ids).astype(np.int64), _np(mask).astype(bool)
+    ids, mask = np.asarray(ids, np.int64), np.asarray(mask, bool)
     out_ids = np.full((ids.shape[0], width), pad_id, np.int64)
     out_mask = np.zeros((ids.shape[0], width), bool)
     n = min(width, ids.shape[1]) if ids.ndim == 2 else 0
@@ -230,10 +251,13 @@ def build_task_dataset(task: str, split: str, data_cfg: DataConfig, model_cfg: M
     row_split = world_size > 1 and len(order) < world_size
     mine = order if row_split or world_size == 1 else order[rank::world_size]
     placement = {"resources": dict(data_cfg.task_resources)} if data_cfg.task_resources else {}
-    ds = ray.data.read_parquet(mine, filesystem=fs, columns=READ_COLUMNS, partitioning=None,
+    # One read task per shard: splitting each shard's output into many small blocks cost a
+    # Ray task per block downstream, and blocks Ray from fusing the read with the decode.
+    ds = ray.data.read_parquet(mine, filesystem=fs, columns=read_columns(task), partitioning=None,
+                               override_num_blocks=len(mine),
                                num_cpus=data_cfg.read_cpus, ray_remote_args=placement)
     transform = TaskTransform(task, data_cfg, model_cfg, train, seed, epoch, rank, world_size, row_split)
-    return ds.map_batches(transform, batch_format="pyarrow", batch_size=16, zero_copy_batch=True,
+    return ds.map_batches(transform.in_chunks, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
                           num_cpus=data_cfg.decode_cpus, **placement)
 
 
@@ -252,10 +276,8 @@ def iter_local_batches(task: str, split: str, data_cfg: DataConfig, model_cfg: M
     chunk: list[dict] = []
     for path in mine:
         with fs.open_input_file(path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=256, columns=READ_COLUMNS):
-                for row in batch.to_pylist():
-                    if task not in (row.get("tasks") or []):
-                        continue
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=256, columns=read_columns(task)):
+                for row in rows_for_task(pa.Table.from_batches([batch]), task).to_pylist():
                     if row_split and owner_rank(str(row.get("id")), world_size) != rank:
                         continue
                     chunk.append(row)

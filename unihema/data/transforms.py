@@ -44,6 +44,8 @@ class Sample:
     box_morphology: np.ndarray  # (n, 6) int64, 0/1 or MORPHOLOGY_NOT_ANNOTATED
     masks: list[Image.Image] = field(default_factory=list)  # per box, mode L
     semantic: Image.Image | None = None
+    # A field of view (boxes over many cells, with a semantic mask) rather than one cell's crop.
+    is_field_of_view: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -56,15 +58,16 @@ class Sample:
                 else [self.masks[i] for i in index]
 
 
-def load_sample(rec: dict) -> Sample:
+def load_sample(rec: dict, with_masks: bool = True) -> Sample:
+    """Decode a record; ``with_masks=False`` skips the instance and semantic masks (only segmentation uses them)."""
     image = decode_rgb(rec["image"])
     boxes = np.asarray(rec.get("boxes") or np.zeros((0, 4)), dtype=np.float32).reshape(-1, 4)
     labels = np.asarray([DETECTION_INDEX[n] for n in rec.get("box_labels") or []], dtype=np.int64)
     box_attrs = rec.get("box_attributes") or [{} for _ in range(len(boxes))]
     box_morph = np.asarray([morphology_targets(a) for a in box_attrs], dtype=np.int64).reshape(-1, len(MORPHOLOGY_NAMES))
-    masks = [decode_mask(m) for m in rec.get("masks") or []]
-    semantic = decode_mask(rec["semantic_mask"]) if rec.get("semantic_mask") else None
-    return Sample(image, boxes, labels, box_morph, masks, semantic)
+    masks = [decode_mask(m) for m in rec.get("masks") or []] if with_masks else []
+    semantic = decode_mask(rec["semantic_mask"]) if with_masks and rec.get("semantic_mask") else None
+    return Sample(image, boxes, labels, box_morph, masks, semantic, is_field_of_view=bool(rec.get("semantic_mask")))
 
 
 # ---- geometric steps: each moves image, boxes and masks together ----
@@ -146,7 +149,7 @@ def augment(s: Sample, task: str, cfg: DataConfig, rng: np.random.Generator, tra
     if train and rng.random() < 0.5:
         hflip(s)
     # Fields of view keep the detection geometry in every task that uses them (boxes stay legible).
-    if task == "detection" or (task in ("morphology", "vqa") and len(s.boxes) and s.semantic is not None):
+    if task == "detection" or (task in ("morphology", "vqa") and len(s.boxes) and s.is_field_of_view):
         if not train:
             resize(s, *size_for_short_side(*s.size, max(cfg.detection_scales), cfg.detection_max_size))
         elif rng.random() < 0.5:
@@ -163,8 +166,13 @@ def augment(s: Sample, task: str, cfg: DataConfig, rng: np.random.Generator, tra
     resize(s, size, size)
 
 
-def finish(s: Sample, rec: dict) -> dict:
-    """Arrays for the object store: uint8 image, normalized cxcywh boxes, stacked masks."""
+def finish(s: Sample, rec: dict, with_masks: bool = True) -> dict:
+    """Arrays for the object store: uint8 image, normalized cxcywh boxes, stacked masks.
+
+    Without masks (every task but segmentation) the semantic target is a 1x1 IGNORE_INDEX
+    placeholder that collate broadcasts: a full-size one would add a quarter to every
+    image's bytes in the object store for a target nothing reads.
+    """
     w, h = s.size
     image = np.asarray(s.image, dtype=np.uint8)
     boxes = s.boxes.reshape(-1, 4)
@@ -177,7 +185,7 @@ def finish(s: Sample, rec: dict) -> dict:
     elif s.masks:
         semantic = masks.max(axis=0)
     else:
-        semantic = np.full((h, w), IGNORE_INDEX, np.uint8)
+        semantic = np.full((h, w) if with_masks else (1, 1), IGNORE_INDEX, np.uint8)
     cell = rec.get("cell_class")
     attrs = rec.get("attributes") or {}
     return {
@@ -191,6 +199,8 @@ def finish(s: Sample, rec: dict) -> dict:
 
 def transform_record(rec: dict, task: str, cfg: DataConfig, rng: np.random.Generator, train: bool = True) -> dict:
     """Decode and augment one record for ``task``; raises ImageDecodeError on unusable bytes."""
-    sample = load_sample(rec)
+    # Decoding an 80-cell field of view's masks costs more than its image: only segmentation reads them.
+    with_masks = task == "segmentation"
+    sample = load_sample(rec, with_masks=with_masks)
     augment(sample, task, cfg, rng, train)
-    return finish(sample, rec)
+    return finish(sample, rec, with_masks)

@@ -19,11 +19,15 @@ import functools
 import json
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from unihema import labels
+
+if TYPE_CHECKING:
+    import torch
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 NUM_SENTINELS = 100
@@ -142,7 +146,12 @@ class HemaTokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
-    def encode(self, texts: str | list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_arrays(self, texts: str | list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (B, T) int64 and mask (B, T) bool as numpy arrays.
+
+        The Ray Data decode tasks tokenize through this: it needs no torch, whose import
+        would cost each data worker process ~0.5 GB and seconds of CPU.
+        """
         if isinstance(texts, str):
             texts = [texts]
         encs = self.tokenizer.encode_batch(list(texts))
@@ -154,16 +163,23 @@ class HemaTokenizer:
                 ids = ids[: max_length - 1] + [self.eos_id] if max_length > 1 else ids[:max_length]
             rows.append(ids)
         width = max((len(r) for r in rows), default=0)
-        out = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        out = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=bool)
         for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            out[i, : len(r)] = r
             mask[i, : len(r)] = True
         return out, mask
 
+    def encode(self, texts: str | list[str], max_length: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Token ids (B, T) long and mask (B, T) bool tensors, padded to the longest text."""
+        import torch
+
+        ids, mask = self.encode_arrays(texts, max_length)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
     def decode(self, ids) -> list[str]:
         """Token ids (B, T) or one sequence -> strings, stopping at ``</s>``; sentinels are kept."""
-        if isinstance(ids, torch.Tensor):
+        if hasattr(ids, "tolist"):  # a tensor or an array
             ids = ids.tolist()
         if ids and isinstance(ids[0], int):
             ids = [ids]
