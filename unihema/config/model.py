@@ -81,6 +81,10 @@ class HemaFormerConfig:
     qformer_ffn_mult: int = field(default=4, metadata=POSITIVE)
     # Refine the top-K object queries with the prompt whenever a prompt is given.
     text_refinement: bool = True
+    # LayerNorm on the single-cell feature before the cell heads. Not in the official model
+    # (its backbone starts pretrained); trained from scratch, the pooled feature's common part
+    # dwarfs what differs between cells and the heads stayed at the class prior without it.
+    cell_feature_norm: bool = False
 
 
 @dataclass

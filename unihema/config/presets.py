@@ -20,7 +20,7 @@ PRESETS: dict[str, dict] = {
             "encoder": {"layers": 1, "n_points": 2, "dim_feedforward": 64},
             "decoder": {"layers": 2, "n_points": 2, "dim_feedforward": 64, "num_queries": 16, "dn_number": 4},
             "text": TINY_TEXT,
-            "hema": {"qformer_queries": 8, "qformer_layers": 1, "refine_top_k": 8},
+            "hema": {"qformer_queries": 8, "qformer_layers": 1, "refine_top_k": 8, "cell_feature_norm": True},
         },
         "data": {
             "uri": "s3://unihema/synthetic-tiny", "synthetic_records": 64, "synthetic_image_size": 96,
@@ -46,7 +46,7 @@ PRESETS: dict[str, dict] = {
                 "d_model": 64, "d_kv": 16, "d_ff": 128, "num_heads": 4,
                 "encoder_layers": 2, "decoder_layers": 2, "vocab_size": 512, "max_length": 32,
             },
-            "hema": {"qformer_queries": 16, "qformer_layers": 2, "refine_top_k": 20},
+            "hema": {"qformer_queries": 16, "qformer_layers": 2, "refine_top_k": 20, "cell_feature_norm": True},
         },
         "data": {
             "uri": "s3://unihema/synthetic-demo", "synthetic_records": 2000, "synthetic_image_size": 128,

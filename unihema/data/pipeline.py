@@ -202,6 +202,9 @@ def configure_data_context(cfg: DataConfig) -> None:
     """Bound Ray Data's memory and CPU use so peak memory does not grow with the dataset."""
     from ray.data import DataContext, ExecutionResources
 
+    from unihema.data import executor_idle
+
+    executor_idle.install()
     ctx = DataContext.get_current()
     limits = {}
     if cfg.object_store_memory_mb:

@@ -63,13 +63,13 @@ def encoder_reference_points(spatial_shapes: torch.Tensor, valid_ratios: torch.T
 
 class ImageEncoder(nn.Module):
     def __init__(self, d_model: int, nheads: int, num_layers: int, dim_feedforward: int, n_levels: int,
-                 n_points: int, dropout: float = 0.0) -> None:
+                 n_points: int, dropout: float = 0.0, cell_feature_norm: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             DeformableEncoderLayer(d_model, dim_feedforward, dropout, n_levels, nheads, n_points)
             for _ in range(num_layers)
         )
-        self.cell = CellFeatureExtractor(d_model, nheads, dim_feedforward, dropout)
+        self.cell = CellFeatureExtractor(d_model, nheads, dim_feedforward, dropout, normalize=cell_feature_norm)
         self.mask_features = nn.Linear(d_model, d_model)
         self.mask_feature_proj = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU())
         self.checkpointing = False

@@ -51,8 +51,11 @@ class CrossAttentionBlock(nn.Module):
 class CellFeatureExtractor(nn.Module):
     """Class token over all image tokens + masked mean of the tokens -> one ``d_model`` vector."""
 
-    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float = 0.0,
+                 normalize: bool = False) -> None:
         super().__init__()
+        # Optional (``hema.cell_feature_norm``); absent in the official layout.
+        self.norm = nn.LayerNorm(d_model) if normalize else nn.Identity()
         self.cls_token = nn.Parameter(torch.empty(1, 1, d_model))
         self.cls_pos = nn.Parameter(torch.empty(1, 1, d_model))
         self.fusion = CrossAttentionBlock(d_model, nheads, dim_feedforward, dropout)
@@ -65,7 +68,7 @@ class CellFeatureExtractor(nn.Module):
         b = memory.shape[0]
         cls = self.fusion(self.cls_token.expand(b, -1, -1), self.cls_pos, memory, memory_pos, padding_mask)
         pooled = masked_mean(memory, padding_mask)
-        return self.fuse_proj(torch.cat([cls[:, 0], pooled], dim=-1))
+        return self.norm(self.fuse_proj(torch.cat([cls[:, 0], pooled], dim=-1)))
 
 
 class QFormerLayer(nn.Module):

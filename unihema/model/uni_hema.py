@@ -84,7 +84,7 @@ class UniHema(nn.Module):
         self.level_embed = nn.Parameter(torch.empty(levels, d))
         nn.init.normal_(self.level_embed)
         self.encoder = ImageEncoder(d, cfg.nheads, cfg.encoder.layers, cfg.encoder.dim_feedforward, levels,
-                                    cfg.encoder.n_points, cfg.dropout)
+                                    cfg.encoder.n_points, cfg.dropout, cfg.hema.cell_feature_norm)
         self.proposals = TwoStageProposals(d, self.num_classes, self.num_queries)
         self.decoder = ImageDecoder(d, cfg.nheads, cfg.decoder.layers, cfg.decoder.dim_feedforward, levels,
                                     cfg.decoder.n_points, self.num_classes, self.num_attributes, cfg.dropout,
