@@ -100,6 +100,21 @@ def test_task_mix_follows_weights_and_is_reproducible(cfg, embedded_s3, local_ra
     assert task == tasks[0] and batch["tasks"] == [task]
 
 
+def test_all_task_schedule_visits_every_task_each_step(cfg, embedded_s3, local_ray):
+    """Schedule "all": the micro-steps of one optimizer step are one batch of each task, in a fixed order."""
+    from dataclasses import replace
+
+    storage = embedded_s3.storage_config()
+    every = replace(cfg, train=replace(cfg.train, task_schedule="all"),
+                    data=replace(cfg.data, mix=replace(cfg.data.mix, detection=0.0, vqa=5.0)))
+    stream = MultiTaskStream(every, storage, seed=2)
+    names = list(stream.weights)
+    assert "detection" not in names and every.train.micro_steps(len(names)) == len(names)
+    steps = [[stream.task_for_step(step * len(names) + k) for k in range(len(names))] for step in range(5)]
+    assert all(s == names for s in steps)  # weights do not change how often a task trains
+    assert [next(stream)[0] for _ in names] == names
+
+
 def test_bad_records_and_unreadable_shards_are_counted(cfg, embedded_s3, local_ray, tmp_path):
     """A corrupt image is skipped and counted by reason; an unreadable shard is reported by name."""
     storage = embedded_s3.storage_config()

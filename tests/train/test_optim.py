@@ -56,6 +56,10 @@ def test_deepspeed_config_from_train_config():
     assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert ds["gradient_clipping"] == 0.1 and ds["train_batch_size"] == 16
     assert not ds["bf16"]["enabled"] and resolve_precision(cfg, on_gpu=True) == "bf16"
+    every = load_config("tiny", overrides=["train.task_schedule=all", "train.grad_accum_steps=2"]).train
+    ds = deepspeed_config(every, micro_batch_size=4, world_size=2, on_gpu=False, num_tasks=6)
+    # One micro-batch per task per accumulation step: 2 x 6 micro-batches of 4 on each of 2 ranks.
+    assert ds["gradient_accumulation_steps"] == 12 and ds["train_batch_size"] == 96
     with pytest.raises(ValueError, match="zero_stage >= 1"):
         deepspeed_config(load_config("tiny", overrides=["train.zero_stage=0", "train.offload_optimizer=true"]).train,
                          4, 1, False)

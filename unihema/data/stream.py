@@ -127,6 +127,7 @@ class MultiTaskStream:
     def __init__(self, cfg: UniHemaConfig, storage, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                  positions: dict[str, dict] | None = None, start_step: int = 0):
         self.weights = task_weights(cfg)
+        self.schedule = cfg.train.task_schedule
         self.seed = seed
         self.step = start_step
         self.stats = DataStats()
@@ -141,7 +142,13 @@ class MultiTaskStream:
         self._names, self._probs = names, probs / probs.sum()
 
     def task_for_step(self, step: int) -> str:
-        """The task of ``step``: identical on every rank, so all workers run the same heads each step."""
+        """The task of micro-step ``step``: identical on every rank, so all workers run the same heads.
+
+        Schedule "sampled" draws it from the weights (seeded by step); "all" cycles through
+        the tasks in a fixed order, one micro-batch of each per optimizer step.
+        """
+        if self.schedule == "all":
+            return self._names[step % len(self._names)]
         return self._names[int(np.random.default_rng([self.seed, step]).choice(len(self._names), p=self._probs))]
 
     def __iter__(self):

@@ -15,8 +15,11 @@ def resolve_precision(cfg: TrainConfig, on_gpu: bool) -> str:
     return cfg.precision
 
 
-def deepspeed_config(cfg: TrainConfig, micro_batch_size: int, world_size: int, on_gpu: bool) -> dict:
+def deepspeed_config(cfg: TrainConfig, micro_batch_size: int, world_size: int, on_gpu: bool,
+                     num_tasks: int = 1) -> dict:
+    """``num_tasks``: tasks with a positive sampling weight (each is one micro-batch under task_schedule "all")."""
     precision = resolve_precision(cfg, on_gpu)
+    accum = cfg.micro_steps(num_tasks)
     zero: dict = {"stage": cfg.zero_stage}
     if cfg.zero_stage >= 1:
         zero.update(overlap_comm=on_gpu, contiguous_gradients=True, reduce_bucket_size=5e7,
@@ -30,8 +33,8 @@ def deepspeed_config(cfg: TrainConfig, micro_batch_size: int, world_size: int, o
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
     config = {
         "train_micro_batch_size_per_gpu": micro_batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum_steps,
-        "train_batch_size": micro_batch_size * cfg.grad_accum_steps * world_size,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": micro_batch_size * accum * world_size,
         "gradient_clipping": cfg.clip_max_norm if cfg.clip_max_norm > 0 else 0.0,
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},

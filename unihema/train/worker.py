@@ -20,7 +20,7 @@ import torch.distributed as dist
 from unihema.config import UniHemaConfig
 from unihema.config.core import build
 from unihema.data.collate import move_to
-from unihema.data.stream import MultiTaskStream, local_task_batches
+from unihema.data.stream import MultiTaskStream, local_task_batches, task_weights
 from unihema.eval.metrics import CHANCE, HEADLINE
 from unihema.eval.runner import evaluate_batches
 from unihema.train.deepspeed_config import deepspeed_config, resolve_precision
@@ -156,12 +156,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tokenizer = build_tokenizer(cfg.model)
     criterion = UniHemaCriterion(cfg.loss, num_boxes_reducer=_mean_over_ranks)
     optimizer, scheduler = build_optimizer(model, cfg.train)
-    ds_config = deepspeed_config(cfg.train, cfg.data.batch_size, world, on_gpu)
+    num_tasks = len(task_weights(cfg))
+    micro_steps = cfg.train.micro_steps(num_tasks)
+    ds_config = deepspeed_config(cfg.train, cfg.data.batch_size, world, on_gpu, num_tasks)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config, dist_init_required=False)
     start_step, positions = _resume(engine, rank)
     stream = MultiTaskStream(cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
-                             positions=positions, start_step=start_step * cfg.train.grad_accum_steps)
+                             positions=positions, start_step=start_step * micro_steps)
 
     tb_dir = tempfile.mkdtemp(prefix="unihema-tb-") if rank == 0 else None
     progress = ProgressWriter(tb_dir, enabled=rank == 0)
@@ -181,7 +183,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     try:
         while step < cfg.train.max_steps:
             step_ok = True
-            for _ in range(cfg.train.grad_accum_steps):
+            for _ in range(micro_steps):
                 wait_before = stream.stats.wait_s
                 task, batch = next(stream)
                 data_s = stream.stats.wait_s - wait_before
