@@ -59,7 +59,7 @@ PRESETS: dict[str, dict] = {
                     "vqa": 1.5, "mlm": 0.5},
         },
         "train": {
-            # Sized for about eight minutes end to end on 2 cores (600 steps at ~0.7 s); from
+            # Sized for about 8.5 minutes end to end on 2 cores (600 steps at ~0.75 s); from
             # scratch, so the backbone trains at the full rate. One task per step: measured against
             # task_schedule "all" (every task every step; 130 steps took 9.6 min), this left
             # more tasks above chance (4 of 6 against 3 of 6; see docs/TUNING.md).
