@@ -53,7 +53,7 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
             pixel_mask[j, :im.shape[0], :im.shape[1]] = False
     # Only segmentation reads a per-pixel target; other tasks skip building one.
     semantic = np.full((n, max_h, max_w), IGNORE_INDEX, np.int64) if task == "segmentation" else None
-    sem_rows = _rows(batch["semantic"])
+    sem_rows = _rows(batch["semantic"]) if semantic is not None else None
     mask_rows, box_rows = _rows(batch["masks"]), _rows(batch["boxes"])
     label_rows, morph_rows = _rows(batch["labels"]), _rows(batch["box_morphology"])
     targets = []

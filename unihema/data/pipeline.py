@@ -54,7 +54,7 @@ def read_columns(task: str) -> list[str]:
 
 def rows_for_task(batch: pa.Table, task: str) -> pa.Table:
     """The rows whose ``tasks`` list names ``task``, selected in Arrow before any Python conversion."""
-    tasks = batch.column("tasks").combine_chunks() if isinstance(batch, pa.Table) else batch.column("tasks")
+    tasks = batch.column("tasks").combine_chunks()
     hits = pc.equal(pc.list_flatten(tasks), task)
     rows = np.unique(np.asarray(pc.list_parent_indices(tasks))[np.asarray(hits.fill_null(False))])
     return batch.take(pa.array(rows, pa.int64())) if len(rows) < batch.num_rows else batch
