@@ -24,11 +24,13 @@ class TrainConfig:
     grad_accum_steps: int = field(default=1, metadata=POSITIVE)
     # "sampled": each optimizer step trains one task, drawn by data.mix weights.
     # "all": each optimizer step accumulates one micro-batch of every task with a positive
-    # data.mix weight (the loss.<task> weights weigh them). Under DeepSpeed a head whose task
-    # was not in the step gets a zero gradient, not none: AdamW's momentum keeps moving it and
-    # weight decay shrinks it on every step it does not train (measured on the demo: the
-    # segmentation head, trained one step in eleven, ended predicting no foreground).
+    # data.mix weight (the loss.<task> weights weigh them).
     task_schedule: Literal["sampled", "all"] = "sampled"
+    # "masked_adamw": AdamW that leaves parameters a step did not use (exactly zero gradient)
+    # untouched. DeepSpeed hands the heads of tasks not in a step zero gradients, not None, and
+    # plain "adamw" then moves them on momentum and decays them every step they do not train
+    # (measured on the demo: the segmentation head ended predicting no foreground).
+    optimizer: Literal["adamw", "masked_adamw"] = "masked_adamw"
     clip_max_norm: float = field(default=0.1, metadata=NON_NEGATIVE)
     lr: float = field(default=1e-4, metadata={"min": 0.0})
     lr_backbone: float = field(default=1e-5, metadata={"min": 0.0})
