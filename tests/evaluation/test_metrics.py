@@ -56,6 +56,32 @@ def test_detection_map_and_per_class_ap_hand_computed():
     assert len(details["pr_curves"]["recall"]) == 101
 
 
+def _perfect_detections(metric, boxes, size):
+    """Each image's ground truth predicted exactly, as class 0."""
+    logits = torch.full((1, len(boxes), N_DET), -10.0)
+    logits[0, :, 0] = 5.0
+    gt = torch.tensor(boxes)
+    metric.update({"pred_logits": logits, "pred_boxes": gt[None]},
+                  [{"boxes": gt, "labels": torch.zeros(len(boxes), dtype=torch.long), "size": torch.tensor(size)}])
+
+
+def test_detection_chance_is_the_image_blind_pairing():
+    """Detections scored against the next image's ground truth: a layout that differs between
+    the images earns nothing, the same layout (at another image size) earns everything."""
+    differing = DetectionMetric(N_DET)
+    _perfect_detections(differing, [_box(0.2, 0.2, 0.1, 0.1)], (100, 100))
+    _perfect_detections(differing, [_box(0.8, 0.8, 0.1, 0.1)], (100, 100))
+    values = differing.compute()
+    assert values["map50"] == pytest.approx(1.0) and values["chance_map50"] == 0.0
+    same = DetectionMetric(N_DET)
+    _perfect_detections(same, [_box(0.5, 0.5, 0.2, 0.2)], (100, 100))
+    _perfect_detections(same, [_box(0.5, 0.5, 0.2, 0.2)], (60, 200))
+    assert same.compute()["chance_map50"] == pytest.approx(1.0)
+    single = DetectionMetric(N_DET)
+    _perfect_detections(single, [_box(0.5, 0.5, 0.2, 0.2)], (100, 100))
+    assert single.compute()["chance_map50"] == 0.0  # nothing to pair with
+
+
 def test_segmentation_scores_from_confusion():
     """Foreground Dice 2*3/(6+2+1), IoU 3/6; background Dice 12/15; mean IoU over both classes."""
     out = scores.segmentation_scores(np.array([[6, 2], [1, 3]]), labels.SEGMENTATION_CLASSES)

@@ -163,7 +163,13 @@ class TextMetric:
 
 
 class DetectionMetric:
-    """COCO mAP and mAP50 with pycocotools over gathered detections (boxes in pixels)."""
+    """COCO mAP and mAP50 with pycocotools over gathered detections (boxes in pixels).
+
+    Chance level (``chance_map50``): the mAP50 of the same detections scored against the
+    ground truth of the next image (boxes rescaled to its size). What the detector's class,
+    size and position priors earn without looking at the image; on dense smears that is not
+    zero, because a field full of red cells rewards any plausible red-cell-sized box.
+    """
 
     def __init__(self, num_classes: int, max_detections: int = 100):
         self.num_classes = num_classes
@@ -193,12 +199,22 @@ class DetectionMetric:
     def merge(self, state: dict) -> None:
         self.images.extend(state["images"])
 
-    def _has_ground_truth(self) -> bool:
-        return bool(self.images) and any(len(im["gt_labels"]) for im in self.images)
+    def image_blind(self) -> list[dict]:
+        """Each image's detections paired with the next image's ground truth and size."""
+        paired = []
+        for i, own in enumerate(self.images):
+            other = self.images[(i + 1) % len(self.images)]
+            (h, w), (oh, ow) = own["size"], other["size"]
+            scale = np.array([ow / w, oh / h, ow / w, oh / h], np.float32)
+            paired.append(dict(other, pred_boxes=np.asarray(own["pred_boxes"]) * scale,
+                               pred_scores=own["pred_scores"], pred_labels=own["pred_labels"]))
+        return paired
 
-    def coco_eval(self):
-        """The accumulated pycocotools ``COCOeval`` over the gathered images (None without ground truth)."""
-        if not self._has_ground_truth():
+    def coco_eval(self, images: list[dict] | None = None):
+        """The accumulated pycocotools ``COCOeval`` over the gathered images, or over ``images``
+        (None without ground truth)."""
+        images = self.images if images is None else images
+        if not images or not any(len(im["gt_labels"]) for im in images):
             return None
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -207,7 +223,7 @@ class DetectionMetric:
 
         gt = {"images": [], "annotations": [], "categories": [{"id": c + 1} for c in range(self.num_classes)]}
         dets = []
-        for i, im in enumerate(self.images):
+        for i, im in enumerate(images):
             gt["images"].append({"id": i, "height": im["size"][0], "width": im["size"][1]})
             for box, label in zip(im["gt_boxes"], im["gt_labels"]):
                 gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i,
@@ -233,7 +249,14 @@ class DetectionMetric:
         if evaluator is None:
             return {}
         return {"map": max(0.0, float(evaluator.stats[0])), "map50": max(0.0, float(evaluator.stats[1])),
-                "chance_map50": 0.0, "count": len(self.images)}
+                "chance_map50": self.chance_map50(), "count": len(self.images)}
+
+    def chance_map50(self) -> float:
+        """mAP50 of the image-blind pairing (see the class); 0 with fewer than two images."""
+        if len(self.images) < 2:
+            return 0.0
+        blind = self.coco_eval(self.image_blind())
+        return 0.0 if blind is None else max(0.0, float(blind.stats[1]))
 
     def details(self, class_names=None, evaluator=None) -> dict:
         """Per-class AP (IoU .50:.95) and AP50 of the classes with ground truth, and the

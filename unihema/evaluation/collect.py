@@ -39,6 +39,7 @@ class DetectionCollector:
         details = self.metric.details(labels.DETECTION_CLASSES, evaluator)
         self._details = details
         return {"map": max(0.0, float(evaluator.stats[0])), "map50": max(0.0, float(evaluator.stats[1])),
+                "chance_map50": self.metric.chance_map50(),
                 "map75": details["map75"], "count": len(self.metric.images),
                 "boxes": int(sum(len(im["gt_labels"]) for im in self.metric.images)),
                 "per_class": details["per_class"]}
@@ -235,7 +236,7 @@ def new_collector(task: str, cfg=None):
 
 
 # The number the report leads with for each task, and its chance level.
-HEADLINE = {"detection": ("map50", None), "classification": ("accuracy", "chance_accuracy"),
+HEADLINE = {"detection": ("map50", "chance_map50"), "classification": ("accuracy", "chance_accuracy"),
             "segmentation": ("dice", "chance_dice"), "morphology": ("macro_f1", "chance_macro_f1"),
             "vqa": ("exact_match", "chance_exact_match"), "mlm": ("token_accuracy", "chance_token_accuracy"),
             "linear_probe": ("accuracy", "chance_accuracy")}
