@@ -55,18 +55,20 @@ PRESETS: dict[str, dict] = {
             "shuffle_buffer": 128, "object_store_memory_mb": 512,
             # The cell-feature tasks learn slowest from scratch and their steps are the cheapest;
             # MLM learns fastest. Segmentation steps cost the most, but at 0.75 (~58 of 600
-            # steps) its loss stalled just short of where Dice leaves zero (0.10); at 1.5, 0.78.
+            # steps) its loss stalled just short of where Dice leaves zero (0.10); at 1.5, 0.78
+            # (measured at 600 steps).
             "mix": {"detection": 1.0, "classification": 2.0, "segmentation": 1.5, "morphology": 2.0,
                     "vqa": 1.5, "mlm": 0.5},
         },
         "train": {
-            # Sized for about 10 minutes end to end on 2 cores (600 steps at ~0.8 s); from
+            # Sized for under 10 minutes end to end on 2 cores (550 steps at ~0.85 s; 600 took
+            # 10 min 26 s from a fresh clone); from
             # scratch, so the backbone trains at the full rate. One task per step: measured against
             # task_schedule "all" (every task every step; 130 steps took 9.6 min), this left
             # more tasks above chance (see docs/TUNING.md).
-            "num_workers": 2, "cpus_per_worker": 1.0, "max_steps": 600, "warmup_steps": 30,
+            "num_workers": 2, "cpus_per_worker": 1.0, "max_steps": 550, "warmup_steps": 30,
             "lr": 1e-3, "lr_backbone": 1e-3, "clip_max_norm": 1.0, "schedule": "cosine",
-            "checkpoint_every": 300, "keep_checkpoints": 2, "val_every": 600, "val_batches": 8, "log_every": 50,
+            "checkpoint_every": 275, "keep_checkpoints": 2, "val_every": 550, "val_batches": 8, "log_every": 50,
         },
         "storage": {"run_uri": "s3://unihema/runs"},
     },
