@@ -21,14 +21,14 @@ six tasks, so only the execution layer differs:
 Throughput is samples/s over the timed steps after warm-up (workers start each timed
 window at a barrier); per core = samples/s / cores used. Memory per rank is the bytes of
 the distinct tensor storages a rank holds for parameters and optimizer state: module
-parameters (ZeRO-3: the rank's partitions), the optimizer's state (exp_avg, exp_avg_sq)
+parameters (ZeRO-3: the rank's partitions), the optimizer's state (every state tensor)
 and DeepSpeed's fp32 master partitions. Gradients and activations are not counted. Data
 loading is not part of it (``benchmarks/data_bench.py`` measures that).
 
     python benchmarks/train_bench.py                     # tiny, global batch 8, 30 timed steps
     python benchmarks/train_bench.py --preset demo --global-batch 16 --steps 12
 
-Writes ``benchmarks/results/train-<cpus>cpu-<torch version>-<preset>.json`` and prints a table.
+Writes ``benchmarks/results/train-<cpus>cpu-<torch version>-<preset>-<train.optimizer>.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     path = REPO / "benchmarks" / "results" / (f"train-{os.cpu_count()}cpu-{torch.__version__.split('+')[0]}"
-                                              f"-{args.preset}.json")
+                                              f"-{args.preset}-{cfg.train.optimizer}.json")
     path.write_text(json.dumps(out, indent=1))
     print("\n| config | workers | samples/s | samples/s/core | per-rank params MB | per-rank optimizer MB |\n"
           "|---|---:|---:|---:|---:|---:|")

@@ -62,10 +62,9 @@ PRESETS: dict[str, dict] = {
         },
         "train": {
             # Sized for under 10 minutes end to end on 2 cores (550 steps at ~0.85 s; 600 took
-            # 10 min 26 s from a fresh clone); from
-            # scratch, so the backbone trains at the full rate. One task per step: measured against
-            # task_schedule "all" (every task every step; 130 steps took 9.6 min), this left
-            # more tasks above chance (see docs/TUNING.md).
+            # 10 min 26 s from a fresh clone); from scratch, so the backbone trains at the full
+            # rate. One task per step: measured against task_schedule "all" (every task every
+            # step; 130 steps took 9.6 min), this left more tasks above chance (docs/TUNING.md).
             "num_workers": 2, "cpus_per_worker": 1.0, "max_steps": 550, "warmup_steps": 30,
             "lr": 1e-3, "lr_backbone": 1e-3, "clip_max_norm": 1.0, "schedule": "cosine",
             "checkpoint_every": 275, "keep_checkpoints": 2, "val_every": 550, "val_batches": 8, "log_every": 50,
