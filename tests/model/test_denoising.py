@@ -40,6 +40,25 @@ def test_dn_off_in_eval_without_targets_and_when_disabled(tokenizer):
     assert off.denoising is None and "dn_outputs" not in off(batch)
 
 
+def test_a_batch_without_boxes_still_reaches_the_dn_embedding(tiny_model, tokenizer):
+    """No boxes on this rank: no DN queries, but the DN embedding gets an exactly zero gradient.
+
+    Under ZeRO-2 every rank must reduce gradients of the same parameters; a rank whose batch
+    has no boxes while another's has some would otherwise leave the embedding out (a
+    collective size mismatch that killed the demo's workers).
+    """
+    batch = make_batch(tokenizer, ["detection"])
+    for target in batch["targets"]:
+        target["labels"], target["boxes"] = target["labels"][:0], target["boxes"][:0]
+        target["morphology"] = target["morphology"][:0]
+    tiny_model.zero_grad()
+    out = tiny_model(batch)
+    assert "dn_outputs" not in out
+    surrogate_loss(out).backward()
+    grad = tiny_model.denoising.label_enc.weight.grad
+    assert grad is not None and torch.count_nonzero(grad) == 0
+
+
 def test_matching_queries_cannot_see_dn_queries(tokenizer):
     """The attention mask isolates the matching queries: their outputs are the same with or without DN."""
     torch.manual_seed(0)

@@ -172,6 +172,12 @@ class UniHema(nn.Module):
         dn = None
         if self.training and self.denoising is not None and targets is not None:
             dn = self.denoising(targets, self.num_queries)
+            if dn is None:
+                # No boxes to denoise in this batch. Keep the DN embedding in the graph with a
+                # zero contribution: under ZeRO-2 the gradient buckets must hold the same
+                # parameters on every rank, and another rank's batch may have boxes (a crash
+                # "Received data size doesn't match expected size" in gloo otherwise).
+                tgt = tgt + 0.0 * self.denoising.label_enc.weight.sum().to(tgt.dtype)
         attn_mask, pad = None, 0
         if dn is not None:
             content, dn_refs, attn_mask, meta = dn
