@@ -101,6 +101,20 @@ def test_fov_contents_and_answers_match_the_boxes(records):
         assert ("morphology" in rec["tasks"]) == any(lb in wbc for lb in labels)
 
 
+def test_a_narrower_field_of_view_shows_fewer_larger_cells():
+    """fov_width_um zooms the field: at half the width, about a quarter of the cells, each ~4x the area."""
+    def stats(width):
+        recs = [generate_record(i, 5, 128, kind="fov", fov_width_um=width) for i in range(12)]
+        areas = [(x1 - x0) * (y1 - y0) for rec in recs for x0, y0, x1, y1 in rec["boxes"]]
+        return np.mean([len(rec["boxes"]) for rec in recs]), np.median(areas)
+
+    (wide_n, wide_area), (narrow_n, narrow_area) = stats(75.3), stats(37.6)
+    assert 2.0 < wide_n / narrow_n < 6.0 and 2.5 < narrow_area / wide_area < 6.0
+    assert generate_record(3, 5, 128, kind="crop", fov_width_um=37.6) == generate_record(3, 5, 128, kind="crop")
+    with pytest.raises(ValueError, match="fov_width_um"):
+        generate_record(0, 0, fov_width_um=2.0)
+
+
 def test_crop_text_is_derived_from_the_truth(records):
     """Crop VQA answers and the MLM sentence state the record's own class and attributes."""
     for rec in (r for r in records if r["cell_class"]):
@@ -214,8 +228,10 @@ def test_generate_dataset_to_a_local_folder_reads_back(tmp_path):
     out = str(tmp_path / "syn")
     sheet = tmp_path / "sheet.png"
     assert cli_main(["--n", "16", "--out", out, "--seed", "4", "--image-size", "96", "--workers", "1",
-                     "--val-fraction", "0.25", "--no-progress", "--check-images", "--sheet", str(sheet)]) == 0
+                     "--val-fraction", "0.25", "--no-progress", "--check-images", "--sheet", str(sheet),
+                     "--fov-width-um", "50"]) == 0
     manifest = read_manifest(out)
+    assert manifest["generator"]["fov_width_um"] == 50
     recs, reader = _read_all(out)
     assert len(recs) == manifest["records"] == 16 and not manifest["rejected"] and not reader.stats.errors
     assert reader.stats.counts["split"] == manifest["counts"]["split"]

@@ -31,6 +31,9 @@ class DataConfig:
     synthetic_records: int = field(default=2000, metadata=NON_NEGATIVE)
     synthetic_seed: int = 0
     synthetic_image_size: int = field(default=256, metadata={"min": 64})
+    # How much of the smear a synthetic field of view shows (the generator's FOV_WIDTH_UM,
+    # ~75 um); a narrower field shows fewer, larger cells at the same image size.
+    synthetic_fov_width_um: float = field(default=256 / 3.4, metadata={"min": 10.0})
     mix: TaskMix = field(default_factory=TaskMix)
     batch_size: int = field(default=12, metadata=POSITIVE)
     # Official augmentation recipes (short side scales, max size, crops).

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from unihema.config import StorageConfig
+from unihema.data.synthetic.scenes import FOV_WIDTH_UM
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.0)
     p.add_argument("--fov-fraction", type=float, default=0.5, help="share of field-of-view records vs cell crops")
+    p.add_argument("--fov-width-um", type=float, default=FOV_WIDTH_UM,
+                   help=f"width of a field of view in micrometres (default {FOV_WIDTH_UM:.1f}; less: fewer, larger cells)")
     p.add_argument("--chunk-size", type=int, default=None, help="records per worker task (default: automatic)")
     p.add_argument("--endpoint-url", default="", help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
     p.add_argument("--region", default="us-east-1")
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = generate_dataset(args.n, args.out, storage, seed=args.seed, image_size=args.image_size,
                                 workers=args.workers, val_fraction=args.val_fraction,
                                 test_fraction=args.test_fraction, fov_fraction=args.fov_fraction,
+                                fov_width_um=args.fov_width_um,
                                 chunk_size=args.chunk_size, overwrite=args.overwrite, check_images=args.check_images,
                                 progress=not args.no_progress)
     t = manifest["throughput"]

@@ -21,6 +21,7 @@ from unihema.config import StorageConfig
 from unihema.data.schema import validate_record
 from unihema.data.shards import ShardStats, ShardWriter, list_shards, write_manifest
 from unihema.data.synthetic.record import generate_record
+from unihema.data.synthetic.scenes import FOV_WIDTH_UM
 from unihema.storage import ensure_bucket, open_filesystem, parse_uri
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class ChunkJob:
     seed: int
     image_size: int
     fov_fraction: float
+    fov_width_um: float
     val_fraction: float
     test_fraction: float
     check_images: bool
@@ -62,7 +64,8 @@ def write_chunk(job: ChunkJob) -> tuple[ShardStats, float]:
                          check_images=job.check_images)
     for index in range(job.start, job.stop):
         rec = generate_record(index, job.seed, job.image_size, fov_fraction=job.fov_fraction,
-                              val_fraction=job.val_fraction, test_fraction=job.test_fraction)
+                              val_fraction=job.val_fraction, test_fraction=job.test_fraction,
+                              fov_width_um=job.fov_width_um)
         if index == job.start and not job.check_images:
             # A canary: the first record of every chunk gets the full check, decoding every PNG.
             problems = validate_record(rec, check_image=True)
@@ -95,8 +98,8 @@ def _clear_existing(uri: str, storage: StorageConfig, overwrite: bool) -> None:
 
 def generate_dataset(n: int, uri: str, storage: StorageConfig | None = None, seed: int = 0, image_size: int = 256,
                      workers: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.0,
-                     fov_fraction: float = 0.5, chunk_size: int | None = None, overwrite: bool = False,
-                     check_images: bool = False, progress: bool = True) -> dict:
+                     fov_fraction: float = 0.5, fov_width_um: float = FOV_WIDTH_UM, chunk_size: int | None = None,
+                     overwrite: bool = False, check_images: bool = False, progress: bool = True) -> dict:
     """Write ``n`` synthetic records as validated Parquet shards plus a manifest under ``uri``; returns the manifest.
 
     ``workers`` processes (default: all cores) share the work; ``storage`` defaults to
@@ -116,8 +119,8 @@ def generate_dataset(n: int, uri: str, storage: StorageConfig | None = None, see
     size = _chunk_size(n, workers, chunk_size)
     ensure_bucket(uri, storage)
     _clear_existing(uri, storage, overwrite)
-    jobs = [ChunkJob(uri, storage, c, start, min(start + size, n), seed, image_size, fov_fraction, val_fraction,
-                     test_fraction, check_images) for c, start in enumerate(range(0, n, size))]
+    jobs = [ChunkJob(uri, storage, c, start, min(start + size, n), seed, image_size, fov_fraction, fov_width_um,
+                     val_fraction, test_fraction, check_images) for c, start in enumerate(range(0, n, size))]
     log.info("generating %d synthetic records (seed %d, %d px) into %s: %d chunks on %d workers",
              n, seed, image_size, uri, len(jobs), workers)
 
@@ -150,7 +153,8 @@ def generate_dataset(n: int, uri: str, storage: StorageConfig | None = None, see
     log.info("wrote %d records in %.1f s: %.1f records/s on %d workers; %.1f records per CPU-second",
              stats.records, elapsed, rate, workers, per_cpu)
     params = {"name": GENERATOR, "version": GENERATOR_VERSION, "n": n, "seed": seed, "image_size": image_size,
-              "fov_fraction": fov_fraction, "val_fraction": val_fraction, "test_fraction": test_fraction}
+              "fov_fraction": fov_fraction, "fov_width_um": fov_width_um, "val_fraction": val_fraction,
+              "test_fraction": test_fraction}
     throughput = {"seconds": round(elapsed, 3), "records_per_s": round(rate, 1), "workers": workers,
                   "cpu_seconds": round(cpu, 3), "records_per_cpu_s": round(per_cpu, 1)}
     return write_manifest(uri, stats, storage, generator=params, throughput=throughput)

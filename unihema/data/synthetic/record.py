@@ -12,7 +12,7 @@ import hashlib
 import numpy as np
 
 from unihema.data.synthetic.png import encode_png, encode_sparse_mask_png
-from unihema.data.synthetic.scenes import compose_crop, compose_fov
+from unihema.data.synthetic.scenes import FOV_WIDTH_UM, compose_crop, compose_fov
 from unihema.data.synthetic.text import crop_qa, fov_qa, mlm_sentence
 
 KINDS = ("fov", "crop")
@@ -38,7 +38,10 @@ def split_of(seed: int, index: int, val_fraction: float = 0.1, test_fraction: fl
     return "train"
 
 
-def _check(index: int, seed: int, image_size: int) -> None:
+def _check(index: int, seed: int, image_size: int, fov_width_um: float = FOV_WIDTH_UM) -> None:
+    if not 10 <= fov_width_um <= 1000:
+        raise ValueError(f"fov_width_um must be between 10 and 1000 micrometres (a few red cells to a "
+                         f"whole low-power field), got {fov_width_um}")
     if index < 0 or seed < 0:
         raise ValueError(f"seed and index must be non-negative, got seed={seed} index={index}")
     if image_size < 32:
@@ -46,12 +49,14 @@ def _check(index: int, seed: int, image_size: int) -> None:
 
 
 def generate_record(index: int, seed: int, image_size: int = 256, kind: str | None = None, *,
-                    fov_fraction: float = 0.5, val_fraction: float = 0.1, test_fraction: float = 0.0) -> dict:
+                    fov_fraction: float = 0.5, val_fraction: float = 0.1, test_fraction: float = 0.0,
+                    fov_width_um: float = FOV_WIDTH_UM) -> dict:
     """Record ``index`` of the dataset ``seed``: a field of view (``kind="fov"``) or a cell crop ("crop").
 
-    ``kind`` None picks one at random with probability ``fov_fraction`` for a field of view.
+    ``kind`` None picks one at random with probability ``fov_fraction`` for a field of view;
+    ``fov_width_um`` is how much of the smear a field of view shows (less: fewer, larger cells).
     """
-    _check(index, seed, image_size)
+    _check(index, seed, image_size, fov_width_um)
     rng = np.random.default_rng([seed, index, _IMAGE_STREAM])
     text_rng = np.random.default_rng([seed, index, _TEXT_STREAM])
     drawn = "fov" if rng.random() < fov_fraction else "crop"  # always drawn, so forcing kind keeps the rest
@@ -67,7 +72,7 @@ def generate_record(index: int, seed: int, image_size: int = 256, kind: str | No
         "license": LICENSE, "origin": f"synthetic seed={seed} index={index}",
     }
     if kind == "fov":
-        image, instances, truth = compose_fov(rng, image_size)
+        image, instances, truth = compose_fov(rng, image_size, width_um=fov_width_um)
         semantic = np.zeros((image_size, image_size), np.uint8)
         for inst in instances:
             p = inst.patch

@@ -20,7 +20,7 @@ from unihema.data.synthetic.shapes import Canvas, Instance
 from unihema.data.synthetic.stains import develop, sample_stain
 from unihema.data.synthetic.wbc import WBC, DrawnWBC, draw_wbc, sample_wbc
 
-FOV_PX_PER_UM = 3.4 / 256    # per pixel of image size: a 256 px field is ~75 um wide
+FOV_WIDTH_UM = 256 / 3.4     # a field of view is ~75 um wide at any image size
 CROP_PX_PER_UM = 8.0 / 256   # a 256 px crop is ~32 um wide
 
 
@@ -93,10 +93,15 @@ def _place_wbcs(rng: np.random.Generator, wbcs: list[WBC], size: int, px: float)
     return placed
 
 
-def compose_fov(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[Instance], FovTruth]:
-    """A smear field of view: uint8 RGB image, its annotated instances and a summary."""
+def compose_fov(rng: np.random.Generator, size: int, rbc_coverage: tuple[float, float] = (0.3, 0.6),
+                width_um: float = FOV_WIDTH_UM) -> tuple[np.ndarray, list[Instance], FovTruth]:
+    """A smear field of view: uint8 RGB image, its annotated instances and a summary.
+
+    ``rbc_coverage``: the range the red cells' share of the image area is drawn from;
+    ``width_um``: how wide the field is (a narrower field shows fewer, larger cells).
+    """
     stain = sample_stain(rng)
-    px = size * FOV_PX_PER_UM * rng.uniform(0.88, 1.12)
+    px = size / width_um * rng.uniform(0.88, 1.12)
     canvas = Canvas(size, size)
     truth = FovTruth()
     n_wbc = int(rng.choice(4, p=[0.15, 0.45, 0.28, 0.12]))
@@ -104,7 +109,7 @@ def compose_fov(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[I
     blockers = [(x, y, w.diameter_um / 2 * px) for w, x, y in placed]
 
     rbc_r = rng.uniform(*RBC_RADIUS_UM) * px
-    target = int(rng.uniform(0.3, 0.6) * size * size / (math.pi * rbc_r * rbc_r))
+    target = int(rng.uniform(*rbc_coverage) * size * size / (math.pi * rbc_r * rbc_r))
     cells = scatter(rng, target, rbc_r, size, blockers, clump=rng.uniform(0.05, 0.3))
     roles = np.zeros(len(cells), np.int64)  # 0 normal, 1 sickle, 2 infected
     order = rng.permutation(len(cells))
