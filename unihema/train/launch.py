@@ -21,7 +21,7 @@ from unihema.config import StorageConfig, UniHemaConfig, save_config
 from unihema.config.core import dump_yaml
 from unihema.data.shards import read_manifest
 from unihema.storage import EmbeddedS3, check_access, endpoint_of, ensure_bucket, open_filesystem, parse_uri
-from unihema.train.run_files import read_json, write_json, write_text
+from unihema.train.run_files import has_checkpoints, read_json, read_text, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,15 @@ def open_storage(cfg: UniHemaConfig) -> StorageSession:
     return session
 
 
+class IncompatibleStateError(ValueError):
+    """What is already in storage (a dataset, a run's checkpoints) was made with other settings."""
+
+
 def ensure_dataset(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
     """The manifest of cfg.data.uri, generating synthetic records first when it is empty."""
     manifest = read_manifest(cfg.data.uri, storage)
     if manifest is not None:
+        check_synthetic_manifest(manifest, cfg)
         return manifest
     if not cfg.data.synthetic_records:
         raise FileNotFoundError(f"no dataset at {cfg.data.uri} (no manifest.json): convert data there with "
@@ -75,10 +80,40 @@ def ensure_dataset(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
 
     start = time.perf_counter()
     manifest = generate_dataset(cfg.data.synthetic_records, cfg.data.uri, storage, seed=cfg.data.synthetic_seed,
-                                image_size=cfg.data.synthetic_image_size, progress=False)
+                                image_size=cfg.data.synthetic_image_size,
+                                fov_width_um=cfg.data.synthetic_fov_width_um, progress=False)
     log.info("generated %d synthetic records into %s in %.1fs", manifest["records"], cfg.data.uri,
              time.perf_counter() - start)
     return manifest
+
+
+def check_synthetic_manifest(manifest: dict, cfg: UniHemaConfig) -> None:
+    """Refuse synthetic data made with other generator settings than the config asks for.
+
+    Without this, a bucket filled by an earlier version of a preset (say, wider fields of
+    view) would be trained on silently. Converted real data (no synthetic generator in its
+    manifest) and ``data.synthetic_records=0`` are left alone.
+    """
+    generator = manifest.get("generator") or {}
+    if generator.get("name") != "unihema.data.synthetic" or not cfg.data.synthetic_records:
+        return
+    from unihema.data.synthetic.scenes import FOV_WIDTH_UM
+
+    wanted = {"n": cfg.data.synthetic_records, "seed": cfg.data.synthetic_seed,
+              "image_size": cfg.data.synthetic_image_size, "fov_width_um": cfg.data.synthetic_fov_width_um}
+    # Manifests written before the field width was a setting were all made at the default.
+    found = dict(generator, fov_width_um=generator.get("fov_width_um", FOV_WIDTH_UM))
+    differ = {k: (found.get(k), v) for k, v in wanted.items() if not _same(found.get(k), v)}
+    if differ:
+        said = ", ".join(f"{k}: {old} there, {new} asked" for k, (old, new) in differ.items())
+        raise IncompatibleStateError(f"the synthetic dataset at {cfg.data.uri} was generated with other settings ({said}); "
+                         f"point data.uri at a new location, or delete that dataset to have it regenerated")
+
+
+def _same(found, wanted) -> bool:
+    if isinstance(wanted, float) and isinstance(found, (int, float)):
+        return math.isclose(found, wanted, rel_tol=1e-9)
+    return found == wanted
 
 
 def keep_local_ray_on_loopback() -> None:
@@ -164,10 +199,42 @@ class RunOutcome:
     metrics: dict
 
 
+def check_resumable(run_uri: str, cfg: UniHemaConfig, storage: StorageConfig) -> None:
+    """Refuse to resume a run whose checkpoints hold another model than the config builds.
+
+    Ray Train resumes a run name from its latest checkpoint; with a changed model section
+    (say, more decoder queries) DeepSpeed would fail on every retry with a raw state-dict
+    size mismatch. Training settings may change between resumes (more steps, another lr).
+    """
+    import yaml
+
+    old_text = read_text(run_uri, "config.yaml", storage)
+    if old_text is None or not has_checkpoints(run_uri, storage):
+        return
+    old = (yaml.safe_load(old_text) or {}).get("model", {})
+    new = yaml.safe_load(dump_yaml(cfg, redact=True)).get("model", {})
+    differ = _differences(old, new, "model")
+    if differ:
+        shown = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differ[:5])
+        more = f" (and {len(differ) - 5} more)" if len(differ) > 5 else ""
+        raise IncompatibleStateError(f"run {run_uri} has checkpoints of a model built with other settings ({shown}{more}); "
+                         f"start a new run with run_name=<name>, or delete that run to start it afresh")
+
+
+def _differences(old, new, prefix: str) -> list[tuple[str, object, object]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in list(old) + [k for k in new if k not in old]:
+            found += _differences(old.get(key), new.get(key), f"{prefix}.{key}")
+        return found
+    return [] if old == new else [(prefix, old, new)]
+
+
 def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
     """Fit, then read back the run's status; resumes automatically from the run's latest checkpoint."""
     run_name = run_name_of(cfg)
     run_uri = str(parse_uri(cfg.storage.run_uri).join(run_name))
+    check_resumable(run_uri, cfg, storage)
     write_text(run_uri, "config.yaml", dump_yaml(cfg, redact=True), storage)
     trainer = build_trainer(cfg, storage, run_name)
     result = trainer.fit()
@@ -177,5 +244,5 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
                       checkpoint.filesystem if checkpoint else None, dict(result.metrics or {}))
 
 
-__all__ = ["RunOutcome", "StorageSession", "build_trainer", "ensure_dataset", "init_ray", "open_storage",
+__all__ = ["IncompatibleStateError", "RunOutcome", "StorageSession", "build_trainer", "ensure_dataset", "init_ray", "open_storage",
            "run_training", "save_config", "write_json", "worker_config"]

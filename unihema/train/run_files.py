@@ -34,14 +34,28 @@ def write_json(run_uri: str, name: str, data: dict, storage: StorageConfig) -> s
     return write_text(run_uri, name, json.dumps(data, indent=1, default=float), storage)
 
 
-def read_json(run_uri: str, name: str, storage: StorageConfig) -> dict | None:
+def read_text(run_uri: str, name: str, storage: StorageConfig) -> str | None:
+    """The run file's text, or None when it does not exist."""
     target = parse_uri(run_uri)
     fs, root = open_filesystem(target, storage)
     info = fs.get_file_info(f"{root}/{name}")
     if info.type != pafs.FileType.File:
         return None
     with fs.open_input_stream(f"{root}/{name}") as f:
-        return json.loads(f.read())
+        return f.read().decode()
+
+
+def read_json(run_uri: str, name: str, storage: StorageConfig) -> dict | None:
+    text = read_text(run_uri, name, storage)
+    return None if text is None else json.loads(text)
+
+
+def has_checkpoints(run_uri: str, storage: StorageConfig) -> bool:
+    """Whether Ray Train has left a ``checkpoint_*`` folder in the run (it resumes from the latest)."""
+    target = parse_uri(run_uri)
+    fs, root = open_filesystem(target, storage)
+    entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return any(e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_") for e in entries)
 
 
 def upload_dir(local_dir: str | Path, run_uri: str, name: str, storage: StorageConfig) -> None:

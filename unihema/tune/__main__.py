@@ -48,7 +48,7 @@ def print_preview(cfg) -> None:
 
 
 def run(cfg, args) -> int:
-    from unihema.train.launch import ensure_dataset, init_ray, open_storage
+    from unihema.train.launch import IncompatibleStateError, ensure_dataset, init_ray, open_storage
     from unihema.train.run_files import upload_dir
     from unihema.tune.report import FAILED, UNFINISHED, best_row, build_rows, to_markdown, write_report
     from unihema.tune.sweep import build_tuner, can_resume, restore_tuner, sweep_name, sweep_uri
@@ -89,7 +89,7 @@ def run(cfg, args) -> int:
             print("\nThe sweep was interrupted: continue it with the same arguments and --resume.")
             return 1
         return 0 if best is not None else 1
-    except (StorageAccessError, FileNotFoundError) as err:
+    except (StorageAccessError, FileNotFoundError, IncompatibleStateError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
