@@ -73,6 +73,24 @@ def test_all_tasks_sum_with_config_weights():
     assert all(torch.isfinite(v).all() for v in losses.values())
 
 
+def test_segmentation_can_also_train_detection():
+    """With segmentation_trains_detection a segmentation batch pays both losses, weighted; without, only its own."""
+    alone, _ = run(["segmentation"])
+    assert "loss_detection" not in alone
+    cfg = loss_cfg("loss.segmentation_trains_detection=true", "loss.detection=0.5", "loss.segmentation=2")
+    outputs = make_outputs()
+    batch = make_batch(["segmentation"])
+    joint, _ = run(["segmentation"], cfg, outputs=outputs, batch=batch)
+    assert set(joint) == TASK_TERMS["segmentation"] | TASK_TERMS["detection"] | {
+        "loss_segmentation", "loss_detection", "loss"}
+    reference, _ = run(["segmentation", "detection"], cfg, outputs=outputs,
+                       batch=dict(batch, tasks=["segmentation", "detection"]))
+    torch.testing.assert_close(joint["loss"], reference["loss"])
+    torch.testing.assert_close(joint["loss"], 2 * joint["loss_segmentation"] + 0.5 * joint["loss_detection"])
+    assert batch["tasks"] == ["segmentation"]  # the caller's batch is left as it was
+    assert set(run(["classification"], cfg)[0]) == {"loss_cell_ce", "loss_classification", "loss"}
+
+
 def test_task_losses_are_weighted_sums_of_terms():
     """Detection/segmentation/morphology task losses weight their terms with the flat config scalars."""
     cfg = loss_cfg("loss.det_cls=0.5", "loss.det_bbox=3", "loss.det_giou=1.5", "loss.seg_dice=2",

@@ -4,7 +4,9 @@ It decides, from ``batch["tasks"]``, which task losses a batch pays for, compute
 from its own module, and weights them with the flat LossConfig scalars so a Ray Tune sweep
 can move any one of them. Rules it keeps:
 
-- a task absent from the batch adds no key and no gradient, whatever the model returned;
+- a task absent from the batch adds no key and no gradient, whatever the model returned
+  (one exception, opt-in: ``segmentation_trains_detection`` adds detection to segmentation
+  batches, whose targets carry the classes and boxes it needs);
 - a present task whose labels are all ignored yields a zero that is still connected to the
   task's outputs (DDP needs every parameter in the graph, and no empty mean turns to NaN);
 - a present task whose outputs or labels are missing is an error, not a silent zero;
@@ -65,6 +67,8 @@ class UniHemaCriterion(nn.Module):
 
     def forward(self, outputs: dict, batch: dict) -> dict[str, Tensor]:
         tasks = _tasks(batch)
+        if self.cfg.segmentation_trains_detection and "segmentation" in tasks and "detection" not in tasks:
+            tasks.append("detection")
         targets = batch.get("targets")
         num_boxes, num_masks = self._counts(outputs, targets)
         matches = MatchCache(self.matcher, targets) if targets is not None else None
