@@ -93,11 +93,10 @@ def _place_wbcs(rng: np.random.Generator, wbcs: list[WBC], size: int, px: float)
     return placed
 
 
-def compose_fov(rng: np.random.Generator, size: int, rbc_coverage: tuple[float, float] = (0.3, 0.6),
+def compose_fov(rng: np.random.Generator, size: int,
                 width_um: float = FOV_WIDTH_UM) -> tuple[np.ndarray, list[Instance], FovTruth]:
     """A smear field of view: uint8 RGB image, its annotated instances and a summary.
 
-    ``rbc_coverage``: the range the red cells' share of the image area is drawn from;
     ``width_um``: how wide the field is (a narrower field shows fewer, larger cells).
     """
     stain = sample_stain(rng)
@@ -109,7 +108,7 @@ def compose_fov(rng: np.random.Generator, size: int, rbc_coverage: tuple[float, 
     blockers = [(x, y, w.diameter_um / 2 * px) for w, x, y in placed]
 
     rbc_r = rng.uniform(*RBC_RADIUS_UM) * px
-    target = int(rng.uniform(*rbc_coverage) * size * size / (math.pi * rbc_r * rbc_r))
+    target = int(rng.uniform(0.3, 0.6) * size * size / (math.pi * rbc_r * rbc_r))
     cells = scatter(rng, target, rbc_r, size, blockers, clump=rng.uniform(0.05, 0.3))
     roles = np.zeros(len(cells), np.int64)  # 0 normal, 1 sickle, 2 infected
     order = rng.permutation(len(cells))
