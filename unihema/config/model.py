@@ -152,6 +152,7 @@ class LossConfig:
     mask_focal: float = field(default=1.0, metadata=NON_NEGATIVE)
     # Segmentation batches also pay the detection loss: their instances carry classes and
     # boxes, and the detector runs on them anyway (for the instance masks), so the detection
-    # heads train on every field of view at the cost of the loss alone. Off in the official
-    # recipe; on in ``demo``, where it lifted detection mAP50 from ~0.01 to ~0.13.
+    # heads train on every field of view at the cost of the loss alone. Off by default (each
+    # batch pays for its own task); on in ``demo``, where it lifted detection mAP50 from
+    # ~0.01 to 0.05-0.09 (docs/TUNING.md).
     segmentation_trains_detection: bool = False

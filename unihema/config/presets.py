@@ -62,7 +62,7 @@ PRESETS: dict[str, dict] = {
             # Classification learns slowest from scratch and its steps are the cheapest; it
             # shares the cell feature with morphology, which learns fast with BCE (below) and
             # pulled classification to 0.28-0.29 at mix 3 / 3.5 with morphology 2 / 1.5; at
-            # 4 / 1, 0.435 (real demo runs). MLM learns fastest. Segmentation steps cost the
+            # 4 / 1, 0.35-0.44 (real demo runs). MLM learns fastest. Segmentation steps cost the
             # most, and below ~90 of 600 steps its loss stalls under chance (68: Dice 0.50).
             "mix": {"detection": 1.0, "classification": 4.0, "segmentation": 1.5, "morphology": 1.0,
                     "vqa": 1.25, "mlm": 0.5},
@@ -75,8 +75,8 @@ PRESETS: dict[str, dict] = {
             "segmentation_trains_detection": True,
         },
         "train": {
-            # Sized for under 10 minutes end to end on 2 cores (600 steps at ~0.8 s: 8.6 min in
-            # the working copy); from scratch, so the backbone trains at the full
+            # Sized for under 10 minutes end to end on 2 cores (600 steps at ~0.8 s: 8 min 52 s
+            # from a fresh clone); from scratch, so the backbone trains at the full
             # rate. One task per step: measured against task_schedule "all" (every task every
             # step; 130 steps took 9.6 min), this left more tasks above chance (docs/TUNING.md).
             "num_workers": 2, "cpus_per_worker": 1.0, "max_steps": 600, "warmup_steps": 30,
