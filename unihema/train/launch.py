@@ -103,17 +103,11 @@ def check_synthetic_manifest(manifest: dict, cfg: UniHemaConfig) -> None:
               "image_size": cfg.data.synthetic_image_size, "fov_width_um": cfg.data.synthetic_fov_width_um}
     # Manifests written before the field width was a setting were all made at the default.
     found = dict(generator, fov_width_um=generator.get("fov_width_um", FOV_WIDTH_UM))
-    differ = {k: (found.get(k), v) for k, v in wanted.items() if not _same(found.get(k), v)}
+    differ = _differences({k: found.get(k) for k in wanted}, wanted)
     if differ:
-        said = ", ".join(f"{k}: {old} there, {new} asked" for k, (old, new) in differ.items())
+        said = ", ".join(f"{key}: {old} there, {new} asked" for key, old, new in differ)
         raise IncompatibleStateError(f"the synthetic dataset at {cfg.data.uri} was generated with other settings ({said}); "
                          f"point data.uri at a new location, or delete that dataset to have it regenerated")
-
-
-def _same(found, wanted) -> bool:
-    if isinstance(wanted, float) and isinstance(found, (int, float)):
-        return math.isclose(found, wanted, rel_tol=1e-9)
-    return found == wanted
 
 
 def keep_local_ray_on_loopback() -> None:
@@ -213,7 +207,7 @@ def check_resumable(run_uri: str, cfg: UniHemaConfig, storage: StorageConfig) ->
         return
     old = (yaml.safe_load(old_text) or {}).get("model", {})
     new = yaml.safe_load(dump_yaml(cfg, redact=True)).get("model", {})
-    differ = _differences(old, new, "model")
+    differ = _differences({"model": old}, {"model": new})
     if differ:
         shown = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differ[:5])
         more = f" (and {len(differ) - 5} more)" if len(differ) > 5 else ""
@@ -221,11 +215,12 @@ def check_resumable(run_uri: str, cfg: UniHemaConfig, storage: StorageConfig) ->
                          f"start a new run with run_name=<name>, or delete that run to start it afresh")
 
 
-def _differences(old, new, prefix: str) -> list[tuple[str, object, object]]:
+def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) of every leaf where two nested dicts differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         found = []
         for key in list(old) + [k for k in new if k not in old]:
-            found += _differences(old.get(key), new.get(key), f"{prefix}.{key}")
+            found += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
         return found
     return [] if old == new else [(prefix, old, new)]
 
