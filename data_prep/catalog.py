@@ -340,7 +340,9 @@ TEXT_SOURCES = [
         layout="images/<class>/*.jpg, wbcatt/pbc_attr_v1_{train,val}.csv", converter="class_folders",
         options={"root": "images", "tables": {"train": "wbcatt/pbc_attr_v1_train.csv",
                                               "val": "wbcatt/pbc_attr_v1_val.csv"}},
-        labels=_PBC, split="upstream WBCAtt train/val where a row exists, else content hash", verified=True),
+        labels=_PBC, test_from_train=0.1, verified=True,
+        split="upstream WBCAtt train/val where a row exists (10% of its train moved to test by content hash, "
+              "so every class is in test), else content hash"),
     DatasetSpec(
         name="wbcatt", title="WBCAtt on the full PBC dataset", tasks=("classification", "morphology", "vqa", "mlm"),
         diseases=("normal",), annotation="class folders + WBCAtt CSVs (train/val/test)",

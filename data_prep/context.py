@@ -46,7 +46,8 @@ class Context:
 
     def __post_init__(self):
         self.labels = LabelMap(self.spec.labels, self.space)
-        self.splits = SplitAssigner(self.split_ratios or self.spec.split_ratios, self.split_salt)
+        self.splits = SplitAssigner(self.split_ratios or self.spec.split_ratios, self.split_salt,
+                                    self.spec.test_from_train)
 
     def path(self, option: str) -> Path:
         """An option naming a path, resolved under --src."""

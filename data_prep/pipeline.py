@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -217,6 +218,11 @@ def convert(spec: DatasetSpec, src: str | Path, out: str, storage: StorageConfig
     ledger = Ledger()
     for outcome in plan.problems:
         ledger.add(outcome)
+    # Records reach the shards in a seeded random order, not the source's (class folders, one
+    # class after another): training streams read shards sequentially with a bounded shuffle
+    # buffer, and class-sorted shards gave batches of one class (PBC classification stayed at
+    # chance on them). The order depends only on the seed and the dataset, not on the workers.
+    random.Random(f"{settings.seed}:{spec.name}").shuffle(plan.units)
     workers = settings.workers or os.cpu_count() or 1
     start = time.perf_counter()
     bar = tqdm(total=len(plan.units), unit="unit", desc=f"convert {spec.name}", disable=not settings.progress)

@@ -33,6 +33,9 @@ class DatasetSpec:
     text: dict = field(default_factory=dict)     # complete_classes: classes whose counts/absence are reliable
     split: str = "hash of image content"         # how splits are made, in words
     split_ratios: tuple[float, float, float] = DEFAULT_RATIOS
+    # Share of the upstream *train* records moved to test by content hash, for datasets whose
+    # upstream split has no test list (WBCAtt's train/val): every class then reaches test.
+    test_from_train: float = 0.0
     notes: str = ""
     verified: bool = False           # converted here from the real files (others: layout from the docs)
 

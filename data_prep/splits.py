@@ -82,16 +82,24 @@ def read_split_lists(folder: Path) -> tuple[dict[str, str], list[str]]:
 class SplitAssigner:
     """Upstream split when known, else the content hash; counts which rule decided."""
 
-    def __init__(self, ratios: tuple[float, float, float] = DEFAULT_RATIOS, salt: str = ""):
+    def __init__(self, ratios: tuple[float, float, float] = DEFAULT_RATIOS, salt: str = "",
+                 test_from_train: float = 0.0):
+        if not 0.0 <= test_from_train < 1.0:
+            raise ValueError(f"test_from_train must be in [0, 1), got {test_from_train}")
         self.ratios = tuple(ratios)
         self.salt = salt
+        self.test_from_train = test_from_train
 
     def __call__(self, content_hash: str, upstream: str | None = None) -> tuple[str, str]:
-        """(split, rule) where rule is "upstream" or "hash"."""
+        """(split, rule) where rule is "upstream", "test_from_train" or "hash"."""
         if upstream:
             split = split_name(upstream)
             if split is None:
                 raise ValueError(f"unknown upstream split name {upstream!r}")
+            if split == "train" and self.test_from_train and \
+                    hash_split(content_hash, (1 - self.test_from_train, 0.0, self.test_from_train),
+                               self.salt) == "test":
+                return "test", "test_from_train"
             return split, "upstream"
         return hash_split(content_hash, self.ratios, self.salt), "hash"
 

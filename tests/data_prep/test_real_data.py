@@ -47,9 +47,18 @@ def test_pbc_wbcatt_to_s3_through_the_cli(shared_datasets, embedded_s3, monkeypa
     assert m["records"] == 800 and m["prep"]["rejected_records"] == 0 and m["prep"]["error_entries"] == 0
     assert m["counts"]["task"] == {"classification": 800, "mlm": 800, "morphology": 500, "vqa": 800}
     assert set(m["counts"]["cell_class"].values()) == {100} and "immature granulocyte" in m["counts"]["cell_class"]
-    assert m["counts"]["split_task"]["train/morphology"] == 400 and m["counts"]["split_task"]["val/morphology"] == 100
+    # WBCAtt's 400 train rows: ~10% moved to test by content hash (WBCAtt has no test list here).
+    split_task = m["counts"]["split_task"]
+    assert split_task["train/morphology"] + split_task["test/morphology"] == 400
+    assert 20 <= split_task["test/morphology"] <= 60 and split_task["val/morphology"] == 100
+    assert m["prep"]["fixes"]["split_by_test_from_train"] == split_task["test/morphology"]
     rec = next(r for r in ShardReader(uri, "val", embedded_s3.storage_config()) if r["attributes"])
     assert len(rec["attributes"]) == 17 and rec["attributes"]["nucleolus"] == "not_annotated"
+    # Every class reaches test, and records are not in class-folder order in the shards.
+    test_classes = {r["cell_class"] for r in ShardReader(uri, "test", embedded_s3.storage_config())}
+    assert len(test_classes) == 8
+    first = [r["cell_class"] for r, _ in zip(ShardReader(uri, "train", embedded_s3.storage_config()), range(24))]
+    assert len(set(first)) >= 5, first
 
 
 

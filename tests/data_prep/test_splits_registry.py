@@ -65,3 +65,19 @@ def test_cli_list_info_and_missing_dataset(tmp_path, capsys):
         convert(registry.get("bccd"), tmp_path / "empty", str(tmp_path / "o"))
     assert cli.main(["info", "no-such-set"]) == 2
     assert Path(registry.get("pbc").default_src()).name == "pbc"
+
+
+def test_test_from_train_moves_a_share_of_upstream_train_only():
+    """test_from_train sends ~that share of upstream-train records to test; upstream val and test stay put."""
+    from data_prep.splits import SplitAssigner
+
+    assign = SplitAssigner(test_from_train=0.1)
+    hashes = [f"{i:064x}" for i in range(2000)]
+    train = [assign(h, "train") for h in hashes]
+    moved = sum(split == "test" for split, _ in train)
+    assert 140 < moved < 260 and {rule for split, rule in train if split == "test"} == {"test_from_train"}
+    assert all(assign(h, "val") == ("val", "upstream") for h in hashes[:50])
+    assert assign(hashes[0], "train") == train[0]  # deterministic
+    assert SplitAssigner()(hashes[0], "train") == ("train", "upstream")
+    with pytest.raises(ValueError, match="test_from_train"):
+        SplitAssigner(test_from_train=1.0)
