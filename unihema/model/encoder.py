@@ -63,13 +63,15 @@ def encoder_reference_points(spatial_shapes: torch.Tensor, valid_ratios: torch.T
 
 class ImageEncoder(nn.Module):
     def __init__(self, d_model: int, nheads: int, num_layers: int, dim_feedforward: int, n_levels: int,
-                 n_points: int, dropout: float = 0.0, cell_feature_norm: bool = False) -> None:
+                 n_points: int, dropout: float = 0.0, cell_feature_norm: str | bool = "none",
+                 cell_backbone_channels: list[int] | None = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             DeformableEncoderLayer(d_model, dim_feedforward, dropout, n_levels, nheads, n_points)
             for _ in range(num_layers)
         )
-        self.cell = CellFeatureExtractor(d_model, nheads, dim_feedforward, dropout, normalize=cell_feature_norm)
+        self.cell = CellFeatureExtractor(d_model, nheads, dim_feedforward, dropout, normalize=cell_feature_norm,
+                                         backbone_channels=cell_backbone_channels)
         self.mask_features = nn.Linear(d_model, d_model)
         self.mask_feature_proj = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU())
         self.checkpointing = False
@@ -87,8 +89,8 @@ class ImageEncoder(nn.Module):
                 out = layer(*args)
         return out
 
-    def cell_feature(self, memory, pos, padding_mask):
-        return self.cell(memory, pos, padding_mask)
+    def cell_feature(self, memory, pos, padding_mask, backbone_pool=None):
+        return self.cell(memory, pos, padding_mask, backbone_pool)
 
     def pixel_features(self, memory, spatial_shapes, level_start_index, src_fine):
         """Stride-8 features (B, d, h0, w0): every encoded level upsampled and summed, plus detail.

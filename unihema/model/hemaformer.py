@@ -18,6 +18,7 @@ Every attention here is :class:`unihema.ops.MultiheadAttention`, i.e. the dispat
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unihema.ops import MultiheadAttention
@@ -48,27 +49,62 @@ class CrossAttentionBlock(nn.Module):
         return self.norm2(query + self.dropout(out))
 
 
+class FeatureBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d that falls back to its running statistics on a training batch of one
+    (batch statistics of one sample are undefined; a one-image step should not crash)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def cell_feature_norm(kind: str, d_model: int) -> nn.Module:
+    """The normalisation ``hema.cell_feature_norm`` names ("none", "layer", "batch")."""
+    if kind == "batch":
+        return FeatureBatchNorm(d_model)
+    if kind == "layer":
+        return nn.LayerNorm(d_model)
+    return nn.Identity()
+
+
 class CellFeatureExtractor(nn.Module):
-    """Class token over all image tokens + masked mean of the tokens -> one ``d_model`` vector."""
+    """Class token over all image tokens + masked mean of the tokens -> one ``d_model`` vector.
+
+    With ``backbone_channels`` (``hema.cell_feature_backbone_pool``) the global pools of the
+    backbone levels are projected and added: the encoder's tokens pass through GroupNorm and
+    LayerNorm, which normalise each image on its own, while the backbone's BatchNorm keeps
+    what differs between images (measured on the demo model at init: 1.7% of the C5 pool's
+    variance differs between images vs 0.2% of the token feature's).
+    """
 
     def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float = 0.0,
-                 normalize: bool = False) -> None:
+                 normalize: str | bool = "none", backbone_channels: list[int] | None = None) -> None:
         super().__init__()
+        if isinstance(normalize, bool):
+            normalize = "layer" if normalize else "none"
         # Optional (``hema.cell_feature_norm``); absent in the official layout.
-        self.norm = nn.LayerNorm(d_model) if normalize else nn.Identity()
+        self.norm = cell_feature_norm(normalize, d_model)
         self.cls_token = nn.Parameter(torch.empty(1, 1, d_model))
         self.cls_pos = nn.Parameter(torch.empty(1, 1, d_model))
         self.fusion = CrossAttentionBlock(d_model, nheads, dim_feedforward, dropout)
         self.fuse_proj = nn.Linear(2 * d_model, d_model)
+        self.backbone_proj = nn.Linear(sum(backbone_channels), d_model) if backbone_channels else None
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.cls_pos, std=0.02)
 
-    def forward(self, memory, memory_pos, padding_mask):
-        """memory/pos (B, S, d), padding_mask (B, S) True = padded -> (B, d)."""
+    def forward(self, memory, memory_pos, padding_mask, backbone_pool: torch.Tensor | None = None):
+        """memory/pos (B, S, d), padding_mask (B, S) True = padded; backbone_pool (B, sum of the
+        backbone's channels), needed when built with ``backbone_channels`` -> (B, d)."""
         b = memory.shape[0]
         cls = self.fusion(self.cls_token.expand(b, -1, -1), self.cls_pos, memory, memory_pos, padding_mask)
         pooled = masked_mean(memory, padding_mask)
-        return self.norm(self.fuse_proj(torch.cat([cls[:, 0], pooled], dim=-1)))
+        feature = self.fuse_proj(torch.cat([cls[:, 0], pooled], dim=-1))
+        if self.backbone_proj is not None:
+            if backbone_pool is None:
+                raise ValueError("this cell feature extractor reads the backbone's pooled levels: pass backbone_pool")
+            feature = feature + self.backbone_proj(backbone_pool.to(feature.dtype))
+        return self.norm(feature)
 
 
 class QFormerLayer(nn.Module):
