@@ -43,3 +43,33 @@ def test_generation_matches_teacher_forcing(tokenizer):
         out = model({"images": images, "tasks": ["vqa"], "prompt_ids": ids, "prompt_mask": mask,
                      "text_labels": labels})
     assert torch.equal(out["text_logits"].argmax(-1), labels)
+
+
+def test_generation_never_ends_before_its_first_token(tokenizer):
+    """With the end-of-sequence logit forced highest, the first generated token is still not </s>."""
+    model = _model()
+    eos = model.text.t5.config.eos_token_id
+    with torch.no_grad():
+        model.text.t5.lm_head.bias = torch.nn.Parameter(torch.zeros(model.text.t5.lm_head.out_features))
+        model.text.t5.lm_head.bias[eos] = 1e4
+    ids, mask = tokenizer.encode(["what type of cell is this?", "is the nucleolus prominent?"], 24)
+    seq = model.generate_text(torch.randn(2, 3, 64, 64), None, ids, mask, max_new_tokens=4)
+    assert seq.shape[1] >= 2 and not seq[:, 1].eq(eos).any() and seq[:, 2].eq(eos).all()
+
+
+def test_answer_log_likelihoods_match_the_training_loss(tokenizer):
+    """Each candidate's summed log-likelihood equals minus the teacher-forced token cross-entropy sum."""
+    model = _model()
+    ids, mask = tokenizer.encode(["what type of cell is this?", "is the nucleolus prominent?"], 24)
+    images = torch.randn(2, 3, 64, 64)
+    answers = ["lymphocyte", "monocyte", "yes", "no", "not sure"]
+    owner = torch.tensor([0, 0, 1, 1, 1])
+    cand, cand_mask = tokenizer.encode(answers, 12)
+    labels = cand.masked_fill(~cand_mask, -100)
+    scores = model.answer_log_likelihoods(images, None, ids, mask, labels, owner)
+    assert scores.shape == (5,) and (scores < 0).all()
+    with torch.no_grad():
+        logits = model({"images": images[owner], "tasks": ["vqa"], "prompt_ids": ids[owner],
+                        "prompt_mask": mask[owner], "text_labels": labels})["text_logits"]
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    assert torch.allclose(scores, -ce.sum(1), atol=1e-4)

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import torch
 
+from unihema.eval.answer_ranking import RankingTally
 from unihema.labels import MORPHOLOGY_NOT_ANNOTATED
 
 
@@ -130,9 +131,12 @@ class TextMetric:
         self.correct = 0
         self.total = 0
         self.answers: Counter = Counter()
+        self.empty = 0
+        self.ranking = RankingTally()  # VQA closed-vocabulary ranking, filled by the runner
 
     def update_exact(self, predictions: list[str], references: list[str]) -> None:
         for p, r in zip(predictions, references):
+            self.empty += int(not p.strip())
             self.correct += int(p.strip().lower() == r.strip().lower())
             self.total += 1
             self.answers[r.strip().lower()] += 1
@@ -148,18 +152,26 @@ class TextMetric:
         self.answers.update(labels[valid].cpu().tolist())
 
     def state(self) -> dict:
-        return {"correct": self.correct, "total": self.total, "answers": self.answers}
+        return {"correct": self.correct, "total": self.total, "answers": self.answers, "empty": self.empty,
+                "ranking": self.ranking.state()}
 
     def merge(self, state: dict) -> None:
         self.correct += state["correct"]
         self.total += state["total"]
         self.answers.update(state["answers"])
+        self.empty += state.get("empty", 0)
+        if "ranking" in state:
+            self.ranking.merge(state["ranking"])
 
     def compute(self) -> dict:
         if not self.total:
             return {}
-        return {"accuracy": self.correct / self.total,
-                "chance_accuracy": max(self.answers.values()) / self.total, "count": self.total}
+        out = {"accuracy": self.correct / self.total,
+               "chance_accuracy": max(self.answers.values()) / self.total, "count": self.total}
+        if self.empty:
+            out["empty_answers"] = self.empty
+        out.update(self.ranking.compute())
+        return out
 
 
 class DetectionMetric:

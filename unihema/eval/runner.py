@@ -10,6 +10,7 @@ from typing import Iterable
 
 import torch
 
+from unihema.eval.answer_ranking import rank_batches
 from unihema.eval.metrics import (
     ClassificationMetric, DetectionMetric, MorphologyMetric, SegmentationMetric, TextMetric,
 )
@@ -57,15 +58,24 @@ def update_metric(metric, task: str, model, batch: dict, tokenizer=None, max_new
 
 
 def evaluate_batches(model, task: str, batches: Iterable[dict], tokenizer=None, max_batches: int | None = None):
-    """A filled metric accumulator for ``task`` over up to ``max_batches`` batches."""
+    """A filled metric accumulator for ``task`` over up to ``max_batches`` batches.
+
+    VQA also ranks each question's answer set (:mod:`unihema.eval.answer_ranking`): its
+    batches are kept until the pass ends, since the answer sets are known only then.
+    """
     metric = new_metric(task)
     was_training = model.training
     model.eval()
+    kept = []
     try:
         for i, batch in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
             update_metric(metric, task, model, batch, tokenizer)
+            if task == "vqa":
+                kept.append(batch)
+        if kept:
+            rank_batches(model, kept, tokenizer, model.cfg.text.max_length, metric.ranking)
     finally:
         model.train(was_training)
     return metric

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from unihema import labels
+from unihema.eval.answer_ranking import RankingTally, rank_batches
 from unihema.eval.metrics import DetectionMetric, TextMetric
 from unihema.evaluation import scores
 
@@ -189,6 +190,8 @@ class VQACollector:
         self.questions: list[str] = []
         self.predictions: list[str] = []
         self.references: list[str] = []
+        self.batches: list[dict] = []
+        self.ranking = RankingTally()
 
     @torch.no_grad()
     def update(self, model, batch: dict, tokenizer=None) -> None:
@@ -198,9 +201,20 @@ class VQACollector:
         self.references += tokenizer.decode([_strip(r) for r in batch["text_labels"].tolist()])
         if len(self.questions) < self.keep:
             self.questions += tokenizer.decode(batch["prompt_ids"].masked_fill(~batch["prompt_mask"], 0).tolist())
+        self.batches.append(batch)  # ranked in finish(), once every question's answer set is known
+
+    def finish(self, model, tokenizer=None) -> None:
+        """Closed-vocabulary ranking over the batches seen (see :mod:`unihema.eval.answer_ranking`)."""
+        if self.batches:
+            rank_batches(model, self.batches, tokenizer, model.cfg.text.max_length, self.ranking)
+        self.batches = []
 
     def result(self) -> dict:
-        return scores.text_scores(self.predictions, self.references)
+        out = scores.text_scores(self.predictions, self.references)
+        if out:
+            out["empty_answers"] = sum(not p.strip() for p in self.predictions)
+            out.update(self.ranking.compute())
+        return out
 
     def artifacts(self) -> dict:
         return {"examples": [{"question": q, "reference": r, "prediction": p}

@@ -164,7 +164,10 @@ def render_markdown(metrics: dict, artifacts: dict, plots: list[str]) -> str:
         lines += ["## Visual question answering", "",
                   f"exact match {vqa['exact_match']:.3f} (most frequent answer {vqa['chance_exact_match']:.3f}), "
                   + ", ".join(f"BLEU-{n} {vqa[f'bleu{n}']:.3f}" for n in range(1, 5))
-                  + f", ROUGE-L {vqa['rouge_l']:.3f} over {vqa['count']} questions.", ""]
+                  + f", ROUGE-L {vqa['rouge_l']:.3f} over {vqa['count']} questions."
+                  + (f" Closed-vocabulary accuracy (each question's answer set ranked by likelihood) "
+                     f"{vqa['closed_accuracy']:.3f} (most frequent answer per question "
+                     f"{vqa['chance_closed_accuracy']:.3f})." if "closed_accuracy" in vqa else ""), ""]
         examples = (artifacts.get("vqa") or {}).get("examples") or []
         if examples:
             lines += _table(["question", "reference", "prediction"],

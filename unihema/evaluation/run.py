@@ -69,6 +69,8 @@ def evaluate(model, cfg, tokenizer, storage, *, split: str = "val", tasks: Itera
         for batch in eval_batches(task, split, cfg, storage, max_batches=max_batches, errors=errors):
             collector.update(model, move_to(batch, device), tokenizer)
             n += len(batch["ids"])
+        if n and hasattr(collector, "finish"):
+            collector.finish(model, tokenizer)
         values = collector.result() if n else {}
         if not values:
             skipped[task] = f"no {split} records with {task} targets" if not n else "no usable targets"

@@ -43,6 +43,7 @@ from .denoising import DenoisingQueries
 from .encoder import ImageEncoder
 from .heads import CellHeads
 from .hemaformer import QFormer, TextGuidedRefinement
+from .layers import masked_mean
 from .maskformer import MaskFormer
 from .position import PositionEmbeddingSine
 from .proposals import TwoStageProposals
@@ -84,7 +85,8 @@ class UniHema(nn.Module):
         self.level_embed = nn.Parameter(torch.empty(levels, d))
         nn.init.normal_(self.level_embed)
         self.encoder = ImageEncoder(d, cfg.nheads, cfg.encoder.layers, cfg.encoder.dim_feedforward, levels,
-                                    cfg.encoder.n_points, cfg.dropout, cfg.hema.cell_feature_norm)
+                                    cfg.encoder.n_points, cfg.dropout, cfg.hema.cell_norm(),
+                                    self.backbone.channels if cfg.hema.cell_feature_backbone_pool else None)
         self.proposals = TwoStageProposals(d, self.num_classes, self.num_queries)
         self.decoder = ImageDecoder(d, cfg.nheads, cfg.decoder.layers, cfg.decoder.dim_feedforward, levels,
                                     cfg.decoder.n_points, self.num_classes, self.num_attributes, cfg.dropout,
@@ -132,7 +134,8 @@ class UniHema(nn.Module):
         """Backbone + projections + deformable encoder; everything later stages read."""
         if pixel_mask is None:
             pixel_mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
-        srcs, masks = project_levels(self.input_proj, self.backbone(images), pixel_mask)
+        features = self.backbone(images)
+        srcs, masks = project_levels(self.input_proj, features, pixel_mask)
         flat_src, flat_pos, flat_mask, shapes, ratios = [], [], [], [], []
         for lvl, (src, mask) in enumerate(zip(srcs, masks)):
             shapes.append(src.shape[-2:])
@@ -153,12 +156,15 @@ class UniHema(nn.Module):
         return {
             "memory": memory, "pos": pos, "mask": mask, "spatial_shapes": spatial_shapes,
             "level_start_index": level_start_index, "valid_ratios": valid_ratios, "src_fine": srcs[0],
+            "backbone_pool": (torch.cat([masked_mean(f.flatten(2).transpose(1, 2), m.flatten(1))
+                                         for f, m in zip(features, masks)], dim=-1)
+                              if self.cfg.hema.cell_feature_backbone_pool else None),
         }
 
     def cell_features(self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The (B, hidden_dim) single-cell feature (for linear probing)."""
         img = self.encode_image(images, pixel_mask)
-        return self.encoder.cell_feature(img["memory"], img["pos"], img["mask"])
+        return self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])
 
     # ------------------------------------------------------------------ detector
 
@@ -238,7 +244,7 @@ class UniHema(nn.Module):
 
         out: dict = {}
         if run_cell:
-            out.update(self.heads(self.encoder.cell_feature(img["memory"], img["pos"], img["mask"])))
+            out.update(self.heads(self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])))
         if run_detector:
             out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks))
         if run_text and batch.get("text_labels") is not None:
@@ -260,6 +266,26 @@ class UniHema(nn.Module):
         from .pretrained import save_pretrained
 
         return save_pretrained(self, out_dir, cfg, **kwargs)
+
+    @torch.no_grad()
+    def answer_log_likelihoods(self, images, pixel_mask, prompt_ids, prompt_mask, labels: torch.Tensor,
+                               owner: torch.Tensor) -> torch.Tensor:
+        """Summed log-likelihood (N,) of each candidate answer ``labels`` (N, T', -100 = padding)
+        given the image and prompt of batch row ``owner`` (N,): the image side runs once per row."""
+        was_training = self.training
+        self.eval()
+        try:
+            img = self.encode_image(images, pixel_mask)
+            if prompt_mask is None:
+                prompt_mask = prompt_ids.ne(self.text.t5.config.pad_token_id)
+            states, states_mask = self._text_context(img, self.text.encode(prompt_ids, prompt_mask), prompt_mask)
+            logits = self.text.decode(self.text.shift_right(labels), states[owner], states_mask[owner])
+        finally:
+            self.train(was_training)
+        logp = logits.float().log_softmax(-1)
+        valid = labels != -100
+        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (picked * valid).sum(-1)
 
     def generate_text(self, images, pixel_mask, prompt_ids, prompt_mask, max_new_tokens: int = 32,
                       num_beams: int = 1, return_scores: bool = False):
@@ -283,7 +309,9 @@ class UniHema(nn.Module):
             states, states_mask = self._text_context(img, text_states, prompt_mask)
             gen = self.text.t5.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=states_mask.long(),
-                max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                # At least one token: an untrained end-of-sequence logit otherwise ends most
+                # answers before they start (30 of 31 validation answers were empty, issue 16).
+                max_new_tokens=max_new_tokens, min_new_tokens=1, num_beams=num_beams, do_sample=False,
                 return_dict_in_generate=True, output_scores=True,
             )
         finally:
