@@ -3,7 +3,7 @@
 Why: every change to the ``demo`` recipe (task mix, loss settings, synthetic data) has to
 show learning on all six tasks within `make demo`'s 10 minutes, and one real run costs ~9
 minutes of both cores. This probe trains the same model with the same optimizer, schedule,
-clipping and one-task-per-step sampling (``data.mix``, as the Ray Train worker does), gives
+clipping and one-task-per-step schedule (``data.mix``, ``train.task_schedule``, as the Ray Train worker does), gives
 every parameter a step did not use a zero gradient (what DeepSpeed's flat buffers hand the
 optimizer), and reports each task's validation metric against its chance level. Batches
 are decoded once from a synthetic dataset generated into a temporary folder, so a step is
@@ -44,30 +44,42 @@ from unihema.config import StorageConfig, load_config  # noqa: E402
 from unihema.eval.metrics import CHANCE, HEADLINE  # noqa: E402
 
 
-def decode_batches(cfg, batches_per_task: int, val_batches: int) -> dict[tuple[str, str], list[dict]]:
-    """Generate the preset's synthetic dataset in a temporary folder and decode each task's batches once."""
+def decode_batches(cfg, batches_per_task: int, val_batches: int, data_uri: str | None = None
+                   ) -> dict[tuple[str, str], list[dict]]:
+    """Decode each task's batches once: from converted shards at ``data_uri`` (a local folder
+    written by ``python -m data_prep convert``), else from the preset's synthetic dataset
+    generated into a temporary folder. Tasks without records in a split are left out."""
     from unihema.data.stream import local_task_batches, task_weights
     from unihema.data.synthetic import generate_dataset
 
     tasks = list(task_weights(cfg))
     cache = {}
     with tempfile.TemporaryDirectory(prefix="unihema-probe-") as tmp:
-        uri = str(Path(tmp) / "data")
-        generate_dataset(cfg.data.synthetic_records, uri, seed=cfg.data.synthetic_seed,
-                         image_size=cfg.data.synthetic_image_size, fov_width_um=cfg.data.synthetic_fov_width_um,
-                         progress=False)
-        cfg.data.uri = uri
+        if data_uri:
+            cfg.data.uri = data_uri
+        else:
+            cfg.data.uri = str(Path(tmp) / "data")
+            generate_dataset(cfg.data.synthetic_records, cfg.data.uri, seed=cfg.data.synthetic_seed,
+                             image_size=cfg.data.synthetic_image_size, fov_width_um=cfg.data.synthetic_fov_width_um,
+                             progress=False)
         for split, count in (("train", batches_per_task), ("val", val_batches)):
             for task in tasks:
-                cache[(split, task)] = list(local_task_batches(task, split, cfg, StorageConfig(), max_batches=count))
-                if not cache[(split, task)]:
+                batches = list(local_task_batches(task, split, cfg, StorageConfig(), max_batches=count))
+                if batches:
+                    cache[(split, task)] = batches
+                elif split == "train" and not data_uri:
                     raise RuntimeError(f"no {split} batches for {task}: raise --records")
+    missing = [t for t in tasks if ("train", t) not in cache]
+    if missing:
+        print(f"no train records for {missing} at {cfg.data.uri}: those tasks are left out", flush=True)
+        for task in missing:
+            setattr(cfg.data.mix, task, 0.0)
     return cache
 
 
 def train(model, cfg, cache: dict, steps: int) -> dict:
     """One task per step drawn by data.mix; returns per-task step counts, seconds and losses."""
-    from unihema.data.stream import task_weights
+    from unihema.data.stream import WeightedRoundRobin, task_weights
     from unihema.losses import UniHemaCriterion
     from unihema.train.optim import build_optimizer
 
@@ -76,12 +88,13 @@ def train(model, cfg, cache: dict, steps: int) -> dict:
     mix = task_weights(cfg)
     tasks, weights = list(mix), list(mix.values())
     rng = random.Random(cfg.train.seed)
+    round_robin = WeightedRoundRobin(mix) if cfg.train.task_schedule == "round_robin" else None
     used = collections.Counter()
     seconds = collections.defaultdict(float)
     last_loss = {}
     model.train()
     for step in range(steps):
-        task = rng.choices(tasks, weights)[0]
+        task = round_robin.next() if round_robin else rng.choices(tasks, weights)[0]
         batches = cache[("train", task)]
         batch = batches[used[task] % len(batches)]
         used[task] += 1
@@ -97,7 +110,7 @@ def train(model, cfg, cache: dict, steps: int) -> dict:
         optimizer.step()
         scheduler.step()
         seconds[task] += time.perf_counter() - start
-        last_loss[task] = float(losses[f"loss_{task}"])
+        last_loss[task] = float(losses[f"loss_{task}"].detach())
         if (step + 1) % max(1, cfg.train.log_every) == 0:
             print(f"step {step + 1}/{steps} " + " ".join(f"{t}={v:.3f}" for t, v in last_loss.items()), flush=True)
     return {t: {"steps": used[t], "s_per_step": round(seconds[t] / used[t], 3), "last_loss": round(last_loss[t], 4)}
@@ -128,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="batch per step (default: the preset's data.batch_size x train.num_workers, the global batch)")
     p.add_argument("--batches-per-task", type=int, default=110, help="train batches decoded per task (then reused)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--data", default=None,
+                   help="converted shards to probe on (a local folder from `python -m data_prep convert`); "
+                        "default: the preset's synthetic dataset")
     p.add_argument("--out", default=None)
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
     args = p.parse_args(argv)
@@ -143,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from unihema.model import build_model
 
     start = time.perf_counter()
-    cache = decode_batches(cfg, args.batches_per_task, cfg.train.val_batches)
+    cache = decode_batches(cfg, args.batches_per_task, cfg.train.val_batches, args.data)
     decode_s = time.perf_counter() - start
     model = build_model(cfg)
     start = time.perf_counter()
@@ -164,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__},
-        "preset": args.preset, "overrides": args.overrides, "steps": steps, "batch_size": cfg.data.batch_size,
+        "preset": args.preset, "data": args.data or "synthetic", "overrides": args.overrides, "steps": steps, "batch_size": cfg.data.batch_size,
         "train_s": round(train_s, 1), "decode_s": round(decode_s, 1), "per_task": per_task, "validation": results,
     }, indent=1))
     print(f"wrote {out}")

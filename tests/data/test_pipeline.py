@@ -86,12 +86,13 @@ def test_local_batches_match_the_ray_stream(cfg, embedded_s3, local_ray):
 
 
 def test_task_mix_follows_weights_and_is_reproducible(cfg, embedded_s3, local_ray):
-    """Task choice per step follows the weights, identically for every rank and run."""
+    """Schedule "sampled": task choice per step follows the weights, identically for every rank and run."""
     from dataclasses import replace
 
     storage = embedded_s3.storage_config()
-    only_two = replace(cfg, data=replace(cfg.data, mix=replace(cfg.data.mix, detection=0.0, segmentation=0.0,
-                                                               morphology=0.0, vqa=0.0, mlm=3.0)))
+    only_two = replace(cfg, train=replace(cfg.train, task_schedule="sampled"),
+                       data=replace(cfg.data, mix=replace(cfg.data.mix, detection=0.0, segmentation=0.0,
+                                                          morphology=0.0, vqa=0.0, mlm=3.0)))
     stream = MultiTaskStream(only_two, storage, seed=2)
     tasks = [stream.task_for_step(s) for s in range(400)]
     assert set(tasks) == {"classification", "mlm"} and 0.65 < tasks.count("mlm") / 400 < 0.85
@@ -138,3 +139,26 @@ def test_bad_records_and_unreadable_shards_are_counted(cfg, embedded_s3, local_r
     assert rows[0]["id"] not in ids and set(ids) == {i for i, t in tasks_of.items() if task in t} - {rows[0]["id"]}
     assert stream.stats.errors == {"undecodable_image": 1}
     assert list(stream.stats.bad_shards) == [f"{root}/split=train/part-00001.parquet"]
+
+
+def test_round_robin_gives_every_task_its_exact_share_and_resumes(cfg, embedded_s3, local_ray):
+    """Schedule "round_robin": each task's step count stays within one of its share, and a
+    stream resumed at step k continues the same order with the same per-task counts."""
+    from dataclasses import replace
+
+    storage = embedded_s3.storage_config()
+    mixed = replace(cfg, train=replace(cfg.train, task_schedule="round_robin"),
+                    data=replace(cfg.data, mix=replace(cfg.data.mix, detection=1.0, classification=4.0,
+                                                       segmentation=1.5, morphology=1.0, vqa=1.25, mlm=0.5)))
+    stream = MultiTaskStream(mixed, storage, seed=2)
+    total = sum(stream.weights.values())
+    order = [stream.task_for_step(s) for s in range(250)]
+    for n in (10, 50, 250):
+        counts = {t: order[:n].count(t) for t in stream.weights}
+        for task, weight in stream.weights.items():
+            assert abs(counts[task] - n * weight / total) < 1.0 + 1e-9, (n, task, counts)
+    resumed = MultiTaskStream(mixed, storage, seed=2, start_step=100)
+    assert resumed.task_steps == {t: order[:100].count(t) for t in stream.weights if order[:100].count(t)}
+    task, batch = next(resumed)
+    assert task == order[100] and batch["tasks"] == [task] and resumed.task_steps[task] == order[:101].count(task)
+    assert [resumed.task_for_step(s) for s in range(101, 250)] == order[101:]

@@ -22,10 +22,12 @@ class TrainConfig:
     # "auto": bf16 on GPU, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     grad_accum_steps: int = field(default=1, metadata=POSITIVE)
-    # "sampled": each optimizer step trains one task, drawn by data.mix weights.
+    # "round_robin": each optimizer step trains one task, in a weighted round-robin by the
+    # data.mix weights: every task gets its share of steps, exactly, interleaved.
+    # "sampled": each optimizer step trains one task, drawn at random by the data.mix weights.
     # "all": each optimizer step accumulates one micro-batch of every task with a positive
     # data.mix weight (the loss.<task> weights weigh them).
-    task_schedule: Literal["sampled", "all"] = "sampled"
+    task_schedule: Literal["round_robin", "sampled", "all"] = "round_robin"
     # "masked_adamw": AdamW that leaves parameters a step did not use (exactly zero gradient)
     # untouched. DeepSpeed hands the heads of tasks not in a step zero gradients, not None, and
     # plain "adamw" then moves them on momentum and decays them every step they do not train
