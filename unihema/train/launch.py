@@ -231,6 +231,10 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
     run_uri = str(parse_uri(cfg.storage.run_uri).join(run_name))
     check_resumable(run_uri, cfg, storage)
     write_text(run_uri, "config.yaml", dump_yaml(cfg, redact=True), storage)
+    if cfg.model.init_from and not has_checkpoints(run_uri, storage):
+        from unihema.train.init_weights import prepare_init_weights
+
+        prepare_init_weights(cfg, storage, run_uri)
     trainer = build_trainer(cfg, storage, run_name)
     result = trainer.fit()
     status = read_json(run_uri, "status.json", storage) or {"status": "unknown: the workers wrote no status"}

@@ -16,7 +16,7 @@ from unihema.config import StorageConfig
 from unihema.storage import describe_failure, open_filesystem, parse_uri
 
 
-def write_text(run_uri: str, name: str, text: str, storage: StorageConfig) -> str:
+def write_bytes(run_uri: str, name: str, data: bytes, storage: StorageConfig) -> str:
     target = parse_uri(run_uri)
     fs, root = open_filesystem(target, storage)
     path = f"{root}/{name}"
@@ -24,10 +24,25 @@ def write_text(run_uri: str, name: str, text: str, storage: StorageConfig) -> st
         if isinstance(fs, pafs.LocalFileSystem):
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with fs.open_output_stream(path) as out:
-            out.write(text.encode())
+            out.write(data)
     except OSError as err:
         raise describe_failure(target, storage, err) from None
     return str(target.join(name))
+
+
+def write_text(run_uri: str, name: str, text: str, storage: StorageConfig) -> str:
+    return write_bytes(run_uri, name, text.encode(), storage)
+
+
+def read_bytes(run_uri: str, name: str, storage: StorageConfig) -> bytes | None:
+    """The run file's bytes, or None when it does not exist."""
+    target = parse_uri(run_uri)
+    fs, root = open_filesystem(target, storage)
+    info = fs.get_file_info(f"{root}/{name}")
+    if info.type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(f"{root}/{name}") as f:
+        return f.read()
 
 
 def write_json(run_uri: str, name: str, data: dict, storage: StorageConfig) -> str:
@@ -36,13 +51,8 @@ def write_json(run_uri: str, name: str, data: dict, storage: StorageConfig) -> s
 
 def read_text(run_uri: str, name: str, storage: StorageConfig) -> str | None:
     """The run file's text, or None when it does not exist."""
-    target = parse_uri(run_uri)
-    fs, root = open_filesystem(target, storage)
-    info = fs.get_file_info(f"{root}/{name}")
-    if info.type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(f"{root}/{name}") as f:
-        return f.read().decode()
+    data = read_bytes(run_uri, name, storage)
+    return None if data is None else data.decode()
 
 
 def read_json(run_uri: str, name: str, storage: StorageConfig) -> dict | None:

@@ -150,7 +150,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     precision = resolve_precision(cfg.train, on_gpu)
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    init_loaded = None
+    if cfg.model.init_from and ray.train.get_checkpoint() is None:  # a resumed run keeps its own weights
+        from unihema.train.init_weights import load_init_weights
+
+        init_loaded = load_init_weights(model, run_uri, storage)
+    model = model.to(device)
     if cfg.train.activation_checkpointing and hasattr(model, "set_activation_checkpointing"):
         model.set_activation_checkpointing(True)
     tokenizer = build_tokenizer(cfg.model)
@@ -177,6 +183,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         else torch.autocast(device.type, enabled=False)
     if start_step:
         progress.line(f"[unihema] resumed from the checkpoint at step {start_step}")
+    elif init_loaded is not None:
+        progress.line(f"[unihema] {init_loaded} tensors loaded from model.init_from={cfg.model.init_from} "
+                      "(the rest re-initialised: see init_from.json in the run folder)")
     progress.line(f"[unihema] rank0: {world} workers, ZeRO-{cfg.train.zero_stage}, {precision}, "
                   f"steps {start_step}->{cfg.train.max_steps}, tasks {list(stream.weights)}")
     status = "completed"
@@ -242,10 +251,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     for task, values in last_val.items():
                         progress.scalars(f"val/{task}", values, step)
                     progress.line("[unihema] validation " + ", ".join(
-                        f"{t}: {HEADLINE[t]}={v.get(HEADLINE[t], float('nan')):.3f} (chance {v.get(CHANCE[t], 0):.3f})"
+                        f"{t}: {HEADLINE[t]}={v.get(HEADLINE[t], float('nan')):.3f} (chance {v.get(CHANCE[t], 0):.3f}, "
+                        f"{stream.task_steps.get(t, 0)} steps)"
                         for t, v in last_val.items()))
             if step % cfg.train.checkpoint_every == 0 or is_last:
-                metrics = {"step": step, "nonfinite_steps": nonfinite_total,
+                metrics = {"step": step, "nonfinite_steps": nonfinite_total, "task_steps": dict(stream.task_steps),
                            "data_errors": dict(stream.stats.errors), "bad_shards": dict(stream.stats.bad_shards)}
                 metrics.update({f"val_{t}_{k}": v for t, vals in last_val.items() for k, v in vals.items()})
                 _save_checkpoint(engine, stream, step, metrics, rank)
@@ -260,7 +270,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if tb_dir:
             upload_dir(tb_dir, run_uri, "tensorboard", storage)
         write_json(run_uri, "status.json", {
-            "status": status, "step": step, "nonfinite_steps": nonfinite_total,
+            "status": status, "step": step, "nonfinite_steps": nonfinite_total, "task_steps": dict(stream.task_steps),
             "data_errors": dict(stream.stats.errors), "bad_shards": dict(stream.stats.bad_shards),
             "validation": last_val, "world_size": world, "zero_stage": cfg.train.zero_stage,
             "precision": precision, "pid": os.getpid()}, storage)
