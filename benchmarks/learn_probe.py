@@ -135,7 +135,8 @@ def evaluate(model, cfg, cache: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="demo")
+    p.add_argument("--preset", default=None, help="named preset (default: the config file's own, else demo)")
+    p.add_argument("--config", action="append", default=[], help="YAML config file(s) over the preset")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's train.max_steps)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="batch per step (default: the preset's data.batch_size x train.num_workers, the global batch)")
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
     args = p.parse_args(argv)
 
-    cfg = load_config(args.preset, overrides=args.overrides)
+    cfg = load_config(args.preset, args.config, overrides=args.overrides)
+    args.preset = cfg.preset or args.preset or "demo"
     steps = args.steps or cfg.train.max_steps
     cfg.train.max_steps = steps  # the cosine schedule spans the probe
     cfg.data.batch_size = args.batch_size or cfg.data.batch_size * cfg.train.num_workers

@@ -42,6 +42,8 @@ class StorageSession:
 def open_storage(cfg: UniHemaConfig) -> StorageSession:
     """Start the embedded S3 server when needed and check that every URI is reachable."""
     uris = [cfg.data.uri, cfg.storage.run_uri]
+    if cfg.model.init_from.startswith("s3://"):
+        uris.append(cfg.model.init_from)
     storage = cfg.storage
     server = None
     wants_s3 = any(parse_uri(u).is_s3 for u in uris)
