@@ -19,8 +19,10 @@ class TrainConfig:
     worker_resources: dict[str, float] = field(default_factory=dict, metadata={"min": 0.0})
     zero_stage: int = field(default=2, metadata={"min": 0, "max": 3})
     offload_optimizer: bool = False
-    # "auto": bf16 on GPU, fp32 on CPU.
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # "bf16": fp32 weights, bf16 autocast of the forward (unihema/train/precision.py).
+    # "auto": bf16 on GPU, fp32 on CPU. No fp16: without loss scaling it underflows, and bf16
+    # covers every GPU this stack targets.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     grad_accum_steps: int = field(default=1, metadata=POSITIVE)
     # "sampled": each optimizer step trains one task, drawn by data.mix weights.
     # "all": each optimizer step accumulates one micro-batch of every task with a positive
