@@ -51,6 +51,12 @@ class TrainConfig:
     max_consecutive_nonfinite: int = field(default=5, metadata=POSITIVE)
     max_failures: int = field(default=3, metadata=NON_NEGATIVE)
     activation_checkpointing: bool = False
+    # How long a collective may wait before the process group fails the step (NCCL/gloo
+    # timeout), in minutes. Ray's default of 30 minutes left a hung rank holding every GPU.
+    collective_timeout_min: float = field(default=10.0, metadata={"min": 0.1})
+    # When joining a cluster that cannot place the workers yet: how long to wait for the
+    # autoscaler before failing with what the cluster has. A local cluster never waits.
+    resource_wait_s: float = field(default=300.0, metadata=NON_NEGATIVE)
     seed: int = 42
 
     def micro_steps(self, num_tasks: int) -> int:
