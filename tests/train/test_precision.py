@@ -100,3 +100,14 @@ def test_fp32_precision_is_a_no_op_and_fp16_is_refused():
         assert not torch.is_autocast_enabled("cpu")
     with pytest.raises(ConfigError, match="fp16"):
         load_config("tiny", overrides=["train.precision=fp16"])
+
+
+def test_flop_count_runs_inside_no_grad_and_autocast(tiny):
+    """The loop's first-step FLOP count (GPU runs only) works under no_grad + bf16 autocast, as the worker calls it."""
+    from unihema.train.telemetry import count_flops
+
+    cfg, model, batches = tiny
+    batch = dict(batches)["classification"]
+    with torch.no_grad(), Precision("bf16", torch.device("cpu")).autocast():
+        flops = count_flops(lambda: model(batch))
+    assert flops > 1e8

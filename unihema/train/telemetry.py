@@ -36,7 +36,10 @@ def count_flops(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
+    # Grad mode on, even inside a caller's no_grad: the counter's module tracker hooks the
+    # autograd graph and fails ("Expected gradient function to be set") when a module is
+    # handed a Parameter under no_grad, as the cell-feature fusion is. The graph is dropped.
+    with counter, torch.enable_grad():
         fn()
     return counter.get_total_flops()
 
