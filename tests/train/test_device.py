@@ -1,5 +1,7 @@
 """Failing loudly: no usable GPU, a cluster too small for the workers, collective timeouts, per-rank seeds."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -93,3 +95,21 @@ def test_rank_seeds_differ_and_initial_weights_agree():
         states.append(build_model(cfg).state_dict())
         seed_everything(rank_seed(cfg.train.seed, rank))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without GPUs")
+def test_paper_preset_without_gpus_stops_at_once(tmp_path, subprocess_env):
+    """`python -m unihema.pretrain --preset paper` on a CPU machine exits 1 within a minute, naming what to change."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "unihema.pretrain", "--preset", "paper", f"data.uri={tmp_path / 'data'}",
+                           "data.synthetic_records=16", f"storage.run_uri={tmp_path / 'runs'}", "storage.embedded=false"],
+                          cwd=Path(__file__).resolve().parents[2], env=subprocess_env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "cannot hold 8 training workers" in proc.stderr and "train.use_gpu=false" in proc.stderr
+    assert time.monotonic() - start < 120
