@@ -4,7 +4,7 @@ Why: every fused kernel in ``unihema.ops`` must earn its place against the PyTor
 reference it replaces, on the shapes Uni-Hema actually runs, and the dispatcher's "auto"
 choice must never lose to the reference. This script measures, for every backend that can
 run on the current device: forward and forward+backward time (median after warm-up, CUDA
-synchronised), achieved TFLOP/s, peak extra memory, the speed-up over the reference, and
+events on GPU), achieved TFLOP/s, peak extra memory, the speed-up over the reference, and
 which backend "auto" picks; plus a matmul TFLOP/s figure to compare the kernels with.
 
     python benchmarks/kernels.py            # paper shapes (GPU; bf16)
@@ -139,19 +139,28 @@ def time_interleaved(fns, device, warmup, repeats, budget_s):
         for _ in range(warmup):
             fn()
         sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        first[name] = time.perf_counter() - t0
+        first[name] = timed_call(fn, device)
     rounds = max(2, min(repeats, int(budget_s / max(sum(first.values()), 1e-9))))
     samples = {name: [t] for name, t in first.items()}
     for _ in range(rounds - 1):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            samples[name].append(time.perf_counter() - t0)
+            samples[name].append(timed_call(fn, device))
     return samples
+
+
+def timed_call(fn, device) -> float:
+    """Seconds of one call: CUDA events on GPU (device time, no host launch jitter), else wall clock."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 def _cpu_peak_profiler(fn):

@@ -61,6 +61,7 @@ def main(argv=None) -> int:
 
     keep_local_ray_on_loopback()  # before anything below imports ray
     from unihema.train.export import export_run
+    from unihema.train.device import ClusterCapacityError
     from unihema.train.launch import IncompatibleStateError, ensure_dataset, init_ray, open_storage, run_training
     from unihema.train.run_files import write_json
 
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
             "elapsed_s": time.perf_counter() - start}, session.storage)
         print_summary(outcome, export_uri, time.perf_counter() - start)
         return 0 if outcome.status.get("status") == "completed" else 1
-    except (StorageAccessError, FileNotFoundError, IncompatibleStateError) as err:
+    except (StorageAccessError, FileNotFoundError, IncompatibleStateError, ClusterCapacityError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -49,7 +49,7 @@ def test_yaml_file_layers_over_preset_and_names_its_preset(tmp_path):
     ("model.hiden_dim=3", "unknown key 'model.hiden_dim'"),
     ("nosuch.key=1", "unknown key 'nosuch'"),
     ("train.zero_stage=4", "train.zero_stage: invalid value 4; must be <= 3"),
-    ("train.precision=fp8", "train.precision: invalid value 'fp8'; allowed: 'auto', 'fp32', 'bf16', 'fp16'"),
+    ("train.precision=fp8", "train.precision: invalid value 'fp8'; allowed: 'auto', 'fp32', 'bf16'"),
     ("train.max_steps=many", "train.max_steps: invalid value 'many'; expected an integer"),
     ("loss.detection=-1", "loss.detection: invalid value -1.0; must be >= 0"),
     ("train.use_gpu=maybe", "train.use_gpu: invalid value 'maybe'; expected true or false"),

@@ -116,3 +116,25 @@ def test_all_zero_costs_rejected():
     """A matcher with every cost weight 0 is refused."""
     with pytest.raises(ValueError):
         HungarianMatcher(0, 0, 0)
+
+
+def test_prefetch_matches_all_levels_with_one_host_copy(monkeypatch):
+    """MatchCache.prefetch gives each level the matching it would get alone, copying costs to the host once."""
+    targets = random_case(0, 6, [3, 0, 2])[1]
+    levels = [(name, random_case(seed, 6, [3, 0, 2])[0]) for seed, name in enumerate(["", "_0", "_1", "_interm"])]
+    alone = {name: HungarianMatcher()(out, targets) for name, out in levels}
+    copies = []
+    original = torch.Tensor.cpu
+
+    def counting_cpu(self, *args, **kwargs):
+        copies.append(self.shape)
+        return original(self, *args, **kwargs)
+
+    cache = MatchCache(HungarianMatcher(), targets)
+    monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+    cache.prefetch(levels)
+    monkeypatch.undo()
+    assert len(copies) == 1
+    for name, out in levels:
+        got = cache(name, out)
+        assert all(torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(got, alone[name])), name

@@ -19,8 +19,10 @@ class TrainConfig:
     worker_resources: dict[str, float] = field(default_factory=dict, metadata={"min": 0.0})
     zero_stage: int = field(default=2, metadata={"min": 0, "max": 3})
     offload_optimizer: bool = False
-    # "auto": bf16 on GPU, fp32 on CPU.
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # "bf16": fp32 weights, bf16 autocast of the forward (unihema/train/precision.py).
+    # "auto": bf16 on GPU, fp32 on CPU. No fp16: without loss scaling it underflows, and bf16
+    # covers every GPU this stack targets.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     grad_accum_steps: int = field(default=1, metadata=POSITIVE)
     # "round_robin": each optimizer step trains one task, in a weighted round-robin by the
     # data.mix weights: every task gets its share of steps, exactly, interleaved.
@@ -51,6 +53,12 @@ class TrainConfig:
     max_consecutive_nonfinite: int = field(default=5, metadata=POSITIVE)
     max_failures: int = field(default=3, metadata=NON_NEGATIVE)
     activation_checkpointing: bool = False
+    # How long a collective may wait before the process group fails the step (NCCL/gloo
+    # timeout), in minutes. Ray's default of 30 minutes left a hung rank holding every GPU.
+    collective_timeout_min: float = field(default=10.0, metadata={"min": 0.1})
+    # When joining a cluster that cannot place the workers yet: how long to wait for the
+    # autoscaler before failing with what the cluster has. A local cluster never waits.
+    resource_wait_s: float = field(default=300.0, metadata=NON_NEGATIVE)
     seed: int = 42
 
     def micro_steps(self, num_tasks: int) -> int:

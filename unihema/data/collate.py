@@ -5,10 +5,17 @@ pixel mask (True = padding) and ImageNet-normalized. Boxes stay normalized cxcyw
 to each image's own (unpadded) size, as DETR-style models expect. Rows that carry an
 error from the decode step are left out and counted by reason, so nothing disappears
 without a trace.
+
+The training worker collates inside :func:`uint8_images`: images then stay uint8 (a quarter
+of the bytes), optionally in pinned memory so the copy to the GPU is asynchronous, and
+:func:`normalize_images` finishes them on the device after ``move_to``. Everyone else gets
+normalized float images, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections import Counter
 
 import numpy as np
@@ -20,6 +27,30 @@ from unihema.labels import MORPHOLOGY_NOT_ANNOTATED
 
 _MEAN_255 = torch.from_numpy(IMAGENET_MEAN * 255).view(1, 3, 1, 1)
 _INV_STD_255 = torch.from_numpy(1 / (IMAGENET_STD * 255)).view(1, 3, 1, 1)
+# None: collate normalizes on the host. A dict {"pin_memory": bool}: leave uint8 for the device.
+# A context variable rather than a collate argument because the streams call collate for the
+# worker; it is scoped to the thread (and block) that sets it.
+_UINT8 = contextvars.ContextVar("unihema_uint8_images", default=None)
+
+
+@contextlib.contextmanager
+def uint8_images(pin_memory: bool = False):
+    """Within the block (this thread), collate returns uint8 (B,3,H,W) images, pinned if asked."""
+    token = _UINT8.set({"pin_memory": pin_memory})
+    try:
+        yield
+    finally:
+        _UINT8.reset(token)
+
+
+def normalize_images(batch: dict) -> dict:
+    """``batch`` with uint8 images ImageNet-normalized to float32 where they are (a no-op for float images)."""
+    images = batch["images"]
+    if images.dtype != torch.uint8:
+        return batch
+    mean = _MEAN_255.to(images.device, torch.float32, non_blocking=True)
+    inv_std = _INV_STD_255.to(images.device, torch.float32, non_blocking=True)
+    return {**batch, "images": images.float().sub_(mean).mul_(inv_std)}
 
 
 def _rows(column) -> list[np.ndarray]:
@@ -70,8 +101,16 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
             masks[:, :h, :w] = mask_rows[i] > 0
             target["masks"] = torch.from_numpy(masks)
         targets.append(target)
-    # One conversion and two in-place passes: (x / 255 - mean) / std == (x - 255 mean) * 1 / (255 std).
-    images_f = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float().sub_(_MEAN_255).mul_(_INV_STD_255)
+    deferred = _UINT8.get()
+    if deferred is not None:
+        images_f = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+        if deferred["pin_memory"]:
+            images_f = torch.empty(images_f.shape, dtype=torch.uint8, pin_memory=True).copy_(images_f)
+        else:
+            images_f = images_f.contiguous()
+    else:
+        # One conversion and two in-place passes: (x / 255 - mean) / std == (x - 255 mean) * 1 / (255 std).
+        images_f = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float().sub_(_MEAN_255).mul_(_INV_STD_255)
     pixel_mask = torch.from_numpy(pixel_mask)
     morphology = torch.from_numpy(np.asarray(batch["morphology"])[keep].astype(np.int64))
     has_morph = torch.from_numpy(np.asarray(batch["has_morphology"])[keep].astype(bool))

@@ -87,9 +87,10 @@ class DetectionCriterion:
         check_labels(targets, outputs["pred_logits"].shape[-1])
         terms: dict[str, Tensor] = {}
         total = 0
+        interm = outputs.get("interm_outputs")
+        matches.prefetch(decoder_levels(outputs, self.cfg.aux) + ([("_interm", interm)] if interm is not None else []))
         for suffix, out in decoder_levels(outputs, self.cfg.aux):
             total = total + self._level(out, targets, matches(suffix, out), num_boxes, suffix, terms)
-        interm = outputs.get("interm_outputs")
         if interm is not None:
             total = total + self._level(interm, targets, matches("_interm", interm), num_boxes, "_interm", terms)
         dn = outputs.get("dn_outputs")

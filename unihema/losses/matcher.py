@@ -65,32 +65,46 @@ class HungarianMatcher:
 
     @torch.no_grad()
     def __call__(self, outputs: dict, targets: Sequence[dict]) -> Indices:
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        if logits.shape[0] != len(targets):
-            raise ValueError(f"matcher: {logits.shape[0]} images of predictions for {len(targets)} targets")
-        device, num_queries = logits.device, logits.shape[1]
+        return self.match_many([outputs], targets)[0]
+
+    @torch.no_grad()
+    def match_many(self, levels: Sequence[dict], targets: Sequence[dict]) -> list[Indices]:
+        """The matching of each output level, with one device-to-host copy for all of them.
+
+        The Hungarian solve runs on the host; copying each level's costs separately made
+        every decoder layer a host sync of its own.
+        """
         sizes = [len(t["labels"]) for t in targets]
-        costs = [
-            self.cost_matrix(logits[b], boxes[b], t["labels"].to(device), t["boxes"].to(device)).flatten()
-            for b, t in enumerate(targets)
-            if sizes[b]
-        ]
-        # One device-to-host copy for the whole batch rather than one per image.
+        costs, shapes = [], []
+        for outputs in levels:
+            logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+            if logits.shape[0] != len(targets):
+                raise ValueError(f"matcher: {logits.shape[0]} images of predictions for {len(targets)} targets")
+            device = logits.device
+            costs += [
+                self.cost_matrix(logits[b], boxes[b], t["labels"].to(device), t["boxes"].to(device)).flatten()
+                for b, t in enumerate(targets)
+                if sizes[b]
+            ]
+            shapes.append((device, logits.shape[1]))
         flat = torch.cat(costs).cpu() if costs else torch.empty(0)
         flat = torch.nan_to_num(flat, nan=_INVALID_COST, posinf=_INVALID_COST, neginf=-_INVALID_COST)
-        chunks = iter(flat.split([num_queries * n for n in sizes if n]))
-        indices: Indices = []
-        for n in sizes:
-            if n == 0:
-                empty = torch.empty(0, dtype=torch.int64, device=device)
-                indices.append((empty, empty.clone()))
-                continue
-            rows, cols = linear_sum_assignment(next(chunks).view(num_queries, n).numpy())
-            indices.append((
-                torch.as_tensor(rows, dtype=torch.int64, device=device),
-                torch.as_tensor(cols, dtype=torch.int64, device=device),
-            ))
-        return indices
+        chunks = iter(flat.split([q * n for _, q in shapes for n in sizes if n]))
+        out = []
+        for device, num_queries in shapes:
+            indices: Indices = []
+            for n in sizes:
+                if n == 0:
+                    empty = torch.empty(0, dtype=torch.int64, device=device)
+                    indices.append((empty, empty.clone()))
+                    continue
+                rows, cols = linear_sum_assignment(next(chunks).view(num_queries, n).numpy())
+                indices.append((
+                    torch.as_tensor(rows, dtype=torch.int64, device=device),
+                    torch.as_tensor(cols, dtype=torch.int64, device=device),
+                ))
+            out.append(indices)
+        return out
 
 
 def query_index(indices: Indices) -> tuple[Tensor, Tensor]:
@@ -122,3 +136,16 @@ class MatchCache:
         if level not in self._cache:
             self._cache[level] = self.matcher(outputs, self.targets)
         return self._cache[level]
+
+    def prefetch(self, levels: Sequence[tuple[str, dict]]) -> None:
+        """Match every level not cached yet in one go (one host sync instead of one per level)."""
+        todo = [(name, out) for name, out in levels if name not in self._cache]
+        if not todo:
+            return
+        # A matcher with its own __call__ (another kind, or a wrapper) is asked level by level.
+        if type(self.matcher).__call__ is not HungarianMatcher.__call__:
+            for name, out in todo:
+                self(name, out)
+            return
+        for (name, _), indices in zip(todo, self.matcher.match_many([out for _, out in todo], self.targets)):
+            self._cache[name] = indices

@@ -91,7 +91,12 @@ class ImageDecoder(nn.Module):
             # Look forward twice: the incoming box keeps its graph, so this layer's box loss
             # also trains the previous layer's delta; the next layer samples around it detached.
             base = ref if self.look_forward_twice else ref.detach()
-            boxes = (self.bbox_embed(hs) + inverse_sigmoid(base)).sigmoid()
+            # Box refinement in the weights' dtype (fp32 under the training recipe), not
+            # autocast's bf16: a delta added in logit space and squashed by a sigmoid loses
+            # most of its resolution in 8 mantissa bits, and the next layer samples there.
+            with torch.autocast(hs.device.type, enabled=False):
+                delta = self.bbox_embed(hs.to(self.bbox_embed.layers[0].weight.dtype)).float()
+                boxes = (delta + inverse_sigmoid(base.float())).sigmoid()
             outputs.append({
                 "hs": hs,
                 "pred_logits": self.class_embed(hs),

@@ -71,7 +71,10 @@ class TwoStageProposals(nn.Module):
         out_memory, anchors, valid = encoder_output_proposals(memory, padding_mask, spatial_shapes)
         out_memory = self.enc_output_norm(self.enc_output(out_memory))
         logits = self.class_embed(out_memory)
-        coords = self.bbox_embed(out_memory) + anchors
+        # The proposal box (the decoder's first reference) in the weights' dtype, not
+        # autocast's bf16: see the box refinement in decoder.py.
+        with torch.autocast(out_memory.device.type, enabled=False):
+            coords = self.bbox_embed(out_memory.to(self.bbox_embed.layers[0].weight.dtype)).float() + anchors.float()
         score = logits.max(-1).values.masked_fill(~valid, torch.finfo(logits.dtype).min)
         topk = torch.topk(score, self.num_queries, dim=1).indices
         ref_undetached = torch.gather(coords, 1, topk[..., None].expand(-1, -1, 4))

@@ -65,8 +65,21 @@ class MSDeformAttn(nn.Module):
     def sampling(self, query, reference_points, input_spatial_shapes):
         """Sampling locations (N, Lq, H, L, P, 2) and softmaxed weights (N, Lq, H, L, P)."""
         n, lq, _ = query.shape
-        offsets = self.sampling_offsets(query).view(n, lq, self.n_heads, self.n_levels, self.n_points, 2)
-        weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
+        # In the weights' dtype (fp32 under the training recipe) whatever autocast the forward
+        # runs under: a location is a coordinate in [0, 1] plus a small offset, and bf16
+        # (8-bit mantissa) resolves 1/256 near 1, several pixels of the stride-8 level of an
+        # 800x1333 image. The submodules are called (not their weights read) so that ZeRO-3
+        # gathers their partitioned parameters.
+        with torch.autocast(query.device.type, enabled=False):
+            query = query.to(self.sampling_offsets.weight.dtype)
+            offsets = self.sampling_offsets(query).float()
+            weights = self.attention_weights(query).float()
+            return self._locations(offsets, weights, reference_points.float(), input_spatial_shapes)
+
+    def _locations(self, offsets, weights, reference_points, input_spatial_shapes):
+        n, lq = offsets.shape[:2]
+        offsets = offsets.view(n, lq, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = weights.view(n, lq, self.n_heads, self.n_levels * self.n_points)
         weights = F.softmax(weights, -1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
         if reference_points.shape[-1] == 2:
             # Offsets are in pixels of each level: normalise by (w, h).

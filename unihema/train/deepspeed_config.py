@@ -2,23 +2,22 @@
 
 Clipping is DeepSpeed's ``gradient_clipping``, which applies in every precision (the
 official run configured 0.1 but only clipped under AMP, which was off, so it never did).
+DeepSpeed's own ``bf16``/``fp16`` modes stay off: they cast the parameters to half
+precision, while the training recipe keeps fp32 weights and autocasts the forward
+(``unihema.train.precision``).
 """
 
 from __future__ import annotations
 
 from unihema.config import TrainConfig
+from unihema.train.precision import resolve_precision
 
-
-def resolve_precision(cfg: TrainConfig, on_gpu: bool) -> str:
-    if cfg.precision == "auto":
-        return "bf16" if on_gpu else "fp32"
-    return cfg.precision
+__all__ = ["deepspeed_config", "resolve_precision"]
 
 
 def deepspeed_config(cfg: TrainConfig, micro_batch_size: int, world_size: int, on_gpu: bool,
                      num_tasks: int = 1) -> dict:
     """``num_tasks``: tasks with a positive sampling weight (each is one micro-batch under task_schedule "all")."""
-    precision = resolve_precision(cfg, on_gpu)
     accum = cfg.micro_steps(num_tasks)
     zero: dict = {"stage": cfg.zero_stage}
     if cfg.zero_stage >= 1:
@@ -37,8 +36,9 @@ def deepspeed_config(cfg: TrainConfig, micro_batch_size: int, world_size: int, o
         "train_batch_size": micro_batch_size * accum * world_size,
         "gradient_clipping": cfg.clip_max_norm if cfg.clip_max_norm > 0 else 0.0,
         "zero_optimization": zero,
-        "bf16": {"enabled": precision == "bf16"},
-        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        # fp32 master weights whatever train.precision says: bf16 is autocast's job.
+        "bf16": {"enabled": False},
+        "fp16": {"enabled": False},
         "steps_per_print": 10 ** 9,  # progress is printed by the trainer, not by DeepSpeed
         "wall_clock_breakdown": False,
         # A torch optimizer is passed in; with CPU offload DeepSpeed would otherwise insist on its own.

@@ -166,13 +166,12 @@ def build_trainer(cfg: UniHemaConfig, storage: StorageConfig, run_name: str):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from unihema.train.device import process_group_backend, worker_bundle
     from unihema.train.worker import train_loop_per_worker
 
     run_root = parse_uri(cfg.storage.run_uri)
     fs, root_path = open_filesystem(run_root, storage)
-    resources = {"CPU": cfg.train.cpus_per_worker, **cfg.train.worker_resources}
-    if cfg.train.use_gpu:
-        resources["GPU"] = cfg.train.gpus_per_worker
+    resources = worker_bundle(cfg.train)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": worker_config(cfg, storage), "run_uri": str(run_root.join(run_name))},
@@ -182,7 +181,8 @@ def build_trainer(cfg: UniHemaConfig, storage: StorageConfig, run_name: str):
             name=run_name, storage_path=root_path, storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
-        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=process_group_backend(cfg.train.use_gpu),
+                                 timeout_s=max(1, round(cfg.train.collective_timeout_min * 60))),
     )
 
 
@@ -238,6 +238,11 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
 
         prepare_init_weights(cfg, storage, run_uri)
     trainer = build_trainer(cfg, storage, run_name)
+    from unihema.train.device import check_cluster_capacity
+
+    # Ray Train would retry starting a worker group that cannot be placed for ever; a local
+    # cluster started here cannot grow, a joined one may (autoscaler), for a while.
+    check_cluster_capacity(cfg.train, wait_s=cfg.train.resource_wait_s if os.environ.get("RAY_ADDRESS") else 0.0)
     result = trainer.fit()
     status = read_json(run_uri, "status.json", storage) or {"status": "unknown: the workers wrote no status"}
     checkpoint = result.checkpoint

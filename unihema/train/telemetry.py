@@ -36,7 +36,10 @@ def count_flops(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
+    # Grad mode on, even inside a caller's no_grad: the counter's module tracker hooks the
+    # autograd graph and fails ("Expected gradient function to be set") when a module is
+    # handed a Parameter under no_grad, as the cell-feature fusion is. The graph is dropped.
+    with counter, torch.enable_grad():
         fn()
     return counter.get_total_flops()
 
@@ -54,9 +57,10 @@ class StepTimer:
         self.images = 0
         self.tokens = 0
         self.flops = 0
-        self.losses: dict[str, list[float]] = defaultdict(list)
+        self.losses: dict[str, list] = defaultdict(list)
 
-    def add(self, data_s: float, images: int, tokens: int, flops: int, losses: dict[str, float]) -> None:
+    def add(self, data_s: float, images: int, tokens: int, flops: int, losses: dict) -> None:
+        """``losses``: floats or 0-dim tensors; tensors stay where they are until :meth:`summary`."""
         self.data_s += data_s
         self.steps += 1
         self.images += images
@@ -70,7 +74,11 @@ class StepTimer:
         out = {"images_per_s": self.images / elapsed, "tokens_per_s": self.tokens / elapsed,
                "data_wait_fraction": min(1.0, self.data_s / elapsed), "step_time_s": elapsed / max(self.steps, 1),
                "achieved_tflops": self.flops / elapsed / 1e12}
-        out.update({k: sum(v) / len(v) for k, v in self.losses.items()})
+        if self.losses:
+            # One host sync for every loss of the interval (the training step itself makes none).
+            means = torch.stack([torch.stack([torch.as_tensor(x, dtype=torch.float32).reshape(())
+                                              for x in v]).mean() for v in self.losses.values()]).tolist()
+            out.update(zip(self.losses, means))
         return out
 
 

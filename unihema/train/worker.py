@@ -8,6 +8,7 @@ function serves pretraining, tests and every Ray Tune trial.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,14 +20,18 @@ import torch.distributed as dist
 
 from unihema.config import UniHemaConfig
 from unihema.config.core import build
-from unihema.data.collate import move_to
+from unihema.data.collate import move_to, normalize_images, uint8_images
 from unihema.data.stream import MultiTaskStream, local_task_batches, task_weights
 from unihema.eval.metrics import CHANCE, HEADLINE
 from unihema.eval.runner import evaluate_batches
+from unihema.train.collectives import all_ranks_finite, maybe_check_devices, sum_over_ranks
 from unihema.train.deepspeed_config import deepspeed_config, resolve_precision
+from unihema.train.device import process_group_backend, rank_seed, seed_everything, training_device
 from unihema.train.optim import build_optimizer
+from unihema.train.precision import Precision
 from unihema.train.run_files import upload_dir, write_json
 from unihema.train.telemetry import ProgressWriter, StepTimer, count_flops, device_peak_tflops, peak_memory_mb
+from unihema.train.validation_model import validation_model
 
 log = logging.getLogger(__name__)
 CHECKPOINT_TAG = "checkpoint"
@@ -74,7 +79,7 @@ def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: in
     for task in (t for t in HEADLINE if getattr(cfg.data.mix, t) > 0):
         metric = state = None
         try:
-            batches = (move_to(b, device) for b in local_task_batches(
+            batches = (normalize_images(move_to(b, device)) for b in local_task_batches(
                 task, "val", cfg, storage, rank=rank, world_size=world, max_batches=cfg.train.val_batches))
             metric = evaluate_batches(model, task, batches, tokenizer, max_batches=cfg.train.val_batches)
             state = metric.state()
@@ -87,17 +92,6 @@ def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: in
                     metric.merge(other)
             results[task] = metric.compute()
     return results
-
-
-def _full_parameters(engine, zero_stage: int):
-    """Under ZeRO-3 gather the partitioned weights: generation reads some outside forward hooks."""
-    import contextlib
-
-    if zero_stage < 3:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
 
 
 def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, rank: int) -> None:
@@ -145,9 +139,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # per core in every worker, and on CPU the spinning pools of N workers oversubscribe the
     # cores (measured: 3x slower steps, most of it kernel time). One thread per reserved CPU.
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
-    on_gpu = cfg.train.use_gpu and torch.cuda.is_available()
-    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
+    # train.use_gpu without a usable GPU is an error here, never a quiet CPU run.
+    on_gpu = cfg.train.use_gpu
+    device = training_device(on_gpu)
     precision = resolve_precision(cfg.train, on_gpu)
+    amp = Precision(precision, device)
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg)
@@ -157,6 +153,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
         init_loaded = load_init_weights(model, run_uri, storage)
     model = model.to(device)
+    # From here each rank draws its own dropout masks and denoising noise. Augmentations are
+    # per record and records are sharded by rank; the stream keeps cfg.train.seed because
+    # the task of each step must agree across ranks.
+    seed_everything(rank_seed(cfg.train.seed, rank))
     if cfg.train.activation_checkpointing and hasattr(model, "set_activation_checkpointing"):
         model.set_activation_checkpointing(True)
     tokenizer = build_tokenizer(cfg.model)
@@ -179,16 +179,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
     nonfinite_total = consecutive_nonfinite = 0
     step = start_step
     last_val: dict = {}
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" and not on_gpu \
-        else torch.autocast(device.type, enabled=False)
     if start_step:
         progress.line(f"[unihema] resumed from the checkpoint at step {start_step}")
     elif init_loaded is not None:
         progress.line(f"[unihema] {init_loaded} tensors loaded from model.init_from={cfg.model.init_from} "
                       "(the rest re-initialised: see init_from.json in the run folder)")
-    progress.line(f"[unihema] rank0: {world} workers, ZeRO-{cfg.train.zero_stage}, {precision}, "
+    progress.line(f"[unihema] rank0: {world} workers on {device.type} ({process_group_backend(on_gpu)}), "
+                  f"ZeRO-{cfg.train.zero_stage}, {precision}, "
                   f"steps {start_step}->{cfg.train.max_steps}, tasks {list(stream.weights)}")
     status = "completed"
+    # uint8 images (pinned on GPU) normalized on the device; the device check is for tests.
+    scopes = contextlib.ExitStack()
+    scopes.enter_context(uint8_images(pin_memory=device.type == "cuda"))
+    scopes.enter_context(maybe_check_devices(device))
     try:
         while step < cfg.train.max_steps:
             step_ok = True
@@ -196,22 +199,24 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 wait_before = stream.stats.wait_s
                 task, batch = next(stream)
                 data_s = stream.stats.wait_s - wait_before
-                batch = move_to(batch, device)
+                tokens = _batch_tokens(batch)  # counted on the host copy: no device sync
+                batch = normalize_images(move_to(batch, device))
                 if peak_tflops and task not in flops_per_task:
-                    with torch.no_grad():
+                    with torch.no_grad(), amp.autocast():
                         flops_per_task[task] = 3 * count_flops(lambda: model(batch))  # fwd + bwd ~ 3x fwd
-                with autocast:
+                with amp.autocast():
                     outputs = engine(batch)
-                    losses = criterion(outputs, batch)
+                    losses = amp.criterion(criterion, outputs, batch)
                 loss = losses["loss"]
-                finite = _all_reduce(torch.tensor([float(torch.isfinite(loss.detach()).all())]), dist.ReduceOp.MIN)
-                if finite.item() < 1:
+                # The one host sync of a micro-step: whether to step decides control flow.
+                if all_ranks_finite(loss).item() < 1:
                     step_ok = False
                     break
                 engine.backward(loss)
                 engine.step()
-                timer.add(data_s, len(batch["ids"]), _batch_tokens(batch), flops_per_task.get(task, 0),
-                          {f"loss_{task}": float(losses[f"loss_{task}"]), "loss": float(loss)})
+                # Loss tensors, not floats: they are read (one sync) only when a line is logged.
+                timer.add(data_s, len(batch["ids"]), tokens, flops_per_task.get(task, 0),
+                          {f"loss_{task}": losses[f"loss_{task}"].detach(), "loss": loss.detach()})
             # DeepSpeed itself skips an update whose gradients overflowed: that is a lost step too.
             if not step_ok or not engine.was_step_applied():
                 nonfinite_total += 1
@@ -228,7 +233,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             step += 1
             if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
                 summary = timer.summary()
-                totals = _all_reduce(torch.tensor([summary["images_per_s"], summary["tokens_per_s"]]))
+                totals = sum_over_ranks([summary["images_per_s"], summary["tokens_per_s"]], device).tolist()
                 summary.update(images_per_s=float(totals[0]), tokens_per_s=float(totals[1]),
                                lr=_main_lr(engine),
                                peak_memory_mb=peak_memory_mb(device), nonfinite_steps=nonfinite_total,
@@ -245,8 +250,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 timer.reset()
             is_last = step == cfg.train.max_steps
             if step % cfg.train.val_every == 0 or is_last:
-                with _full_parameters(engine, cfg.train.zero_stage):
-                    last_val = validate(engine.module, cfg, storage, tokenizer, rank, world, device)
+                # Under ZeRO-3 a gathered plain copy: the engine's forwards are collectives.
+                val_model = validation_model(engine, cfg, cfg.train.zero_stage, device)
+                with amp.autocast():
+                    last_val = validate(val_model, cfg, storage, tokenizer, rank, world, device)
+                del val_model
                 if rank == 0:
                     for task, values in last_val.items():
                         progress.scalars(f"val/{task}", values, step)
@@ -265,6 +273,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         status = f"stopped: {err}"
         progress.line(f"[unihema] {status}")
     finally:
+        scopes.close()
         progress.close()
     if rank == 0:
         if tb_dir:
