@@ -17,13 +17,17 @@ def _batch(tokenizer, questions, answers):
             "prompt_ids": ids, "prompt_mask": mask, "text_labels": labels.masked_fill(~label_mask, -100)}
 
 
-def test_answer_sets_group_answers_by_question():
-    """The answer set of a question is every distinct answer it gets in the data, and only those."""
+def test_answer_sets_join_questions_that_share_answers():
+    """Questions sharing an answer are one type with one answer set; unrelated types stay apart."""
     tokenizer = build_tokenizer(load_config("tiny"))
-    batches = [_batch(tokenizer, ["is this a basophil?", "what type of cell is this?"], ["yes", "monocyte"]),
-               _batch(tokenizer, ["is this a basophil?", "what type of cell is this?"], ["no", "lymphocyte"])]
+    batches = [_batch(tokenizer, ["is this a basophil?", "what type of cell is this?", "is this a monocyte?"],
+                      ["yes", "monocyte", "no"]),
+               _batch(tokenizer, ["is this a basophil?", "which cell type is shown?", "what type of cell is this?"],
+                      ["no", "lymphocyte", "lymphocyte"])]
     sets = answer_sets(batches, tokenizer)
-    assert sets == {"is this a basophil?": ["no", "yes"], "what type of cell is this?": ["lymphocyte", "monocyte"]}
+    assert sets == {"is this a basophil?": ["no", "yes"], "is this a monocyte?": ["no", "yes"],
+                    "what type of cell is this?": ["lymphocyte", "monocyte"],
+                    "which cell type is shown?": ["lymphocyte", "monocyte"]}
 
 
 def test_ranking_picks_the_most_likely_candidate_and_scores_chance():
@@ -46,6 +50,7 @@ def test_ranking_picks_the_most_likely_candidate_and_scores_chance():
     out = rank_batches(model, [batch], tokenizer, cfg.model.text.max_length).compute()
     expected = sum(p == r for p, r in zip(picked, ["yes", "yes", "no", "monocyte"])) / 4
     assert out == {"closed_accuracy": expected, "chance_closed_accuracy": 3 / 4, "closed_count": 4}
+    assert set(sets) == {"is this a basophil?", "what type of cell is this?"}
 
 
 def test_ranking_tally_merges_like_one_pass():

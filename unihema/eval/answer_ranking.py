@@ -3,9 +3,10 @@
 Exact match of a greedy answer says nothing until the decoder has learned to spell a whole
 answer and stop; early in training it reads 0 while the model may already prefer the right
 answer. Ranking asks the same model a closed question instead: of the answers given to
-this question anywhere in the evaluated data (its "answer set": yes/no, the cell classes,
-an attribute's values, counts), which has the highest summed log-likelihood under teacher
-forcing? Its chance level is the constant guess: the most frequent answer of each question.
+this question's type anywhere in the evaluated data (its "answer set": yes/no, the cell
+classes, an attribute's values, counts), which has the highest summed log-likelihood under teacher
+forcing? Its chance level is the constant guess: the most frequent answer of each question
+type (questions that share answers are one type, see :func:`answer_sets`).
 
 Both evaluation paths (training validation and ``python -m unihema.evaluate``) use these
 functions on batches they hold in memory, because the answer sets are only known after
@@ -32,12 +33,31 @@ def questions_and_answers(batch: dict, tokenizer) -> tuple[list[str], list[str]]
 
 
 def answer_sets(batches: list[dict], tokenizer) -> dict[str, list[str]]:
-    """{question: the distinct reference answers given to it over ``batches``}, sorted."""
-    sets: dict[str, set[str]] = defaultdict(set)
+    """{question: the answer set of its type}, sorted.
+
+    Questions are worded many ways ("Is this a basophil?", "Is this a monocyte?"), so a
+    question's own answers would often be a single one. Questions that share any answer are
+    one type (connected components of the question-answer graph): every yes/no question
+    forms one set, every cell-type question another, each attribute's values another.
+    """
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    asked: set[str] = set()
     for batch in batches:
         for question, answer in zip(*questions_and_answers(batch, tokenizer)):
-            sets[question].add(answer)
-    return {q: sorted(a) for q, a in sets.items()}
+            asked.add(question)
+            parent[find("q:" + question)] = find("a:" + answer)
+    members: dict[str, set[str]] = defaultdict(set)
+    for node in list(parent):
+        if node.startswith("a:"):
+            members[find(node)].add(node[2:])
+    return {q: sorted(members[find("q:" + q)]) for q in asked}
 
 
 @torch.no_grad()
@@ -67,8 +87,9 @@ class RankingTally:
         self.total = 0
         self.by_question: dict[str, Counter] = defaultdict(Counter)
 
-    def update(self, questions: list[str], predictions: list[str], references: list[str]) -> None:
-        for q, p, r in zip(questions, predictions, references):
+    def update(self, types: list[str], predictions: list[str], references: list[str]) -> None:
+        """``types``: each row's question type (its answer set), the unit of the chance level."""
+        for q, p, r in zip(types, predictions, references):
             self.correct += int(p == r)
             self.total += 1
             self.by_question[q][r] += 1
@@ -92,12 +113,14 @@ class RankingTally:
 
 def rank_batches(model, batches: list[dict], tokenizer, max_length: int, tally: RankingTally | None = None
                  ) -> RankingTally:
-    """Rank every row of ``batches`` against the answer sets found in them."""
+    """Rank every row of ``batches`` against the answer sets found in them; chance is counted
+    per answer set (the most frequent answer of each question type)."""
     tally = tally or RankingTally()
     sets = answer_sets(batches, tokenizer)
     for batch in batches:
         questions, references = questions_and_answers(batch, tokenizer)
-        tally.update(questions, rank_answers(model, batch, sets, tokenizer, max_length), references)
+        types = ["|".join(sets[q]) for q in questions]
+        tally.update(types, rank_answers(model, batch, sets, tokenizer, max_length), references)
     return tally
 
 

@@ -267,6 +267,13 @@ class UniHema(nn.Module):
 
         return save_pretrained(self, out_dir, cfg, **kwargs)
 
+    def _answer_context(self, images, pixel_mask, prompt_ids, prompt_mask):
+        """The T5 decoder's encoder states and mask for answering the prompt about the images."""
+        img = self.encode_image(images, pixel_mask)
+        if prompt_mask is None:
+            prompt_mask = prompt_ids.ne(self.text.t5.config.pad_token_id)
+        return self._text_context(img, self.text.encode(prompt_ids, prompt_mask), prompt_mask)
+
     @torch.no_grad()
     def answer_log_likelihoods(self, images, pixel_mask, prompt_ids, prompt_mask, labels: torch.Tensor,
                                owner: torch.Tensor) -> torch.Tensor:
@@ -275,10 +282,7 @@ class UniHema(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            img = self.encode_image(images, pixel_mask)
-            if prompt_mask is None:
-                prompt_mask = prompt_ids.ne(self.text.t5.config.pad_token_id)
-            states, states_mask = self._text_context(img, self.text.encode(prompt_ids, prompt_mask), prompt_mask)
+            states, states_mask = self._answer_context(images, pixel_mask, prompt_ids, prompt_mask)
             logits = self.text.decode(self.text.shift_right(labels), states[owner], states_mask[owner])
         finally:
             self.train(was_training)
@@ -302,11 +306,7 @@ class UniHema(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            img = self.encode_image(images, pixel_mask)
-            if prompt_mask is None:
-                prompt_mask = prompt_ids.ne(self.text.t5.config.pad_token_id)
-            text_states = self.text.encode(prompt_ids, prompt_mask)
-            states, states_mask = self._text_context(img, text_states, prompt_mask)
+            states, states_mask = self._answer_context(images, pixel_mask, prompt_ids, prompt_mask)
             gen = self.text.t5.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=states_mask.long(),
                 # At least one token: an untrained end-of-sequence logit otherwise ends most
