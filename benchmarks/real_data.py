@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,24 @@ def tasks_with_records(data_dir: Path) -> dict[str, int]:
         if split == "train" and task in TASKS and int(n) > 0:
             out[task] = int(n)
     return out
+
+
+VALIDATION_LINE = re.compile(r"\[unihema\] validation at step (\d+): (.*)$")
+VALIDATION_ITEM = re.compile(r"(\w+): (\w+)=([0-9.]+) \(chance ([0-9.]+), (\d+) steps\)")
+
+
+def learning_curve(train_log: Path) -> list[dict]:
+    """Every validation the training printed: step, and per task metric, chance and its steps so far."""
+    curve, seen = [], set()
+    for line in train_log.read_text().splitlines():
+        match = VALIDATION_LINE.search(line)
+        if not match or int(match.group(1)) in seen:  # Ray prints a worker's line more than once
+            continue
+        seen.add(int(match.group(1)))
+        curve.append({"step": int(match.group(1)), "tasks": {
+            task: {"metric": metric, "value": float(value), "chance": float(chance), "task_steps": int(steps)}
+            for task, metric, value, chance, steps in VALIDATION_ITEM.findall(match.group(2))}})
+    return curve
 
 
 def headline(tasks: dict) -> dict:
@@ -147,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         entry["status"] = status.get("status")
         entry["task_steps"] = status.get("task_steps")
         entry["training_validation"] = status.get("validation")
+        entry["learning_curve"] = learning_curve(work / f"train-{name}.log")
         export = run_root / name / "export"
         for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
             out_dir = work / "eval" / f"{name}-{split}"
@@ -192,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             det = (entry.get(split) or {}).get("tasks", {}).get("detection", {})
             for cls, v in (det.get("per_class") or {}).items():
                 print(f"{name:8s} {split:5s} {'  AP50 ' + cls:15s} {'ap50':14s} {v['ap50']:7.3f}")
+    for name, entry in results.items():
+        for point in entry.get("learning_curve", []):
+            print(f"{name:8s} val at step {point['step']:4d}: " + ", ".join(
+                f"{t} {v['value']:.3f} ({v['task_steps']} steps)" for t, v in point["tasks"].items()))
     print(f"wrote {out}")
     return 0
 

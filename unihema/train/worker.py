@@ -258,7 +258,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if rank == 0:
                     for task, values in last_val.items():
                         progress.scalars(f"val/{task}", values, step)
-                    progress.line("[unihema] validation " + ", ".join(
+                    progress.line(f"[unihema] validation at step {step}: " + ", ".join(
                         f"{t}: {HEADLINE[t]}={v.get(HEADLINE[t], float('nan')):.3f} (chance {v.get(CHANCE[t], 0):.3f}, "
                         f"{stream.task_steps.get(t, 0)} steps)"
                         for t, v in last_val.items()))
