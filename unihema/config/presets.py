@@ -78,10 +78,11 @@ PRESETS: dict[str, dict] = {
             "segmentation_trains_detection": True,
         },
         "train": {
-            # Sized for under 10 minutes end to end on 2 cores (600 steps at ~0.8 s: 8 min 52 s
-            # from a fresh clone); from scratch, so the backbone trains at the full
-            # rate. One task per step: measured against task_schedule "all" (every task every
-            # step; 130 steps took 9.6 min), this left more tasks above chance (docs/TUNING.md).
+            # Sized for under 10 minutes end to end on 2 cores (600 steps at ~0.8 s: 8.2 min of
+            # training, 2026-12-02); from scratch, so the backbone trains at the full rate. One
+            # task per step (round-robin by data.mix): measured against task_schedule "all"
+            # (every task every step; 130 steps took 9.6 min), this left more tasks above
+            # chance (docs/TUNING.md).
             "num_workers": 2, "cpus_per_worker": 1.0, "max_steps": 600, "warmup_steps": 30,
             "lr": 1e-3, "lr_backbone": 1e-3, "clip_max_norm": 1.0, "schedule": "cosine",
             # 12 batches x 8 x 2 ranks cover the whole validation split (~183 records), so every
