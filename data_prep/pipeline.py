@@ -241,6 +241,9 @@ def convert(spec: DatasetSpec, src: str | Path, out: str, storage: StorageConfig
     elapsed = time.perf_counter() - start
     if stats.records != ledger.written_count:  # the "nothing lost" promise, checked
         raise AssertionError(f"ledger says {ledger.written_count} written, writer wrote {stats.records}")
+    # errors.jsonl lists problems by origin, not in the shuffled processing order, so the
+    # report reads like the source tree and is the same from run to run.
+    ledger.entries.sort(key=lambda e: str(e.get("origin", "")))
     stats.errors = ledger.entries
     stats.rejected = ledger.rejected_codes()
     errors = "".join(json.dumps(e) + "\n" for e in ledger.entries).encode()
