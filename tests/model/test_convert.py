@@ -71,7 +71,8 @@ def test_meta_round_trip_from_inventory_shapes(paper_model):
 def test_value_round_trip_and_cli(tmp_path):
     """Ours -> official -> ours keeps every value (also through the CLI, with an argparse Namespace inside)."""
     torch.manual_seed(0)
-    model = build_model(tiny_config("model.decoder.dn_enabled=true", "model.backbone.frozen_batchnorm=true"))
+    model = build_model(tiny_config("model.decoder.dn_enabled=true", "model.backbone.frozen_batchnorm=true",
+                                    "model.backbone.pretrained=checkpoint"))
     state = model.state_dict()
     official, _ = ours_to_official(state)
     assert official["transformer.decoder.class_embed.0.weight"].shape[0] == 30  # id 0 row restored
@@ -80,7 +81,8 @@ def test_value_round_trip_and_cli(tmp_path):
     torch.save({"model": official, "args": argparse.Namespace(lr=1e-4), "epoch": 3}, ckpt)
     assert set(load_checkpoint(ckpt)) == set(official)
 
-    fresh = build_model(tiny_config("model.decoder.dn_enabled=true", "model.backbone.frozen_batchnorm=true"))
+    fresh = build_model(tiny_config("model.decoder.dn_enabled=true", "model.backbone.frozen_batchnorm=true",
+                                    "model.backbone.pretrained=checkpoint"))
     report = load_official(fresh, load_checkpoint(ckpt))
     for name, value in fresh.state_dict().items():
         if name in report.adapted.values():

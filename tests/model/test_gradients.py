@@ -69,7 +69,8 @@ def test_frozen_parts_get_no_gradient(tokenizer):
 
     from .conftest import tiny_config
 
-    model = build_model(tiny_config("model.backbone.frozen_stages=1", "model.backbone.frozen_batchnorm=true"))
+    model = build_model(tiny_config("model.backbone.frozen_stages=1", "model.backbone.frozen_batchnorm=true",
+                                    "model.backbone.pretrained=checkpoint"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert not any(n.startswith(("backbone.body.conv1", "backbone.body.layer1")) for n in trainable)
     assert not any(".bn" in n or "downsample.1" in n for n in trainable if n.startswith("backbone."))
@@ -97,3 +98,4 @@ def test_activation_checkpointing_gives_the_same_gradients(tokenizer):
     assert plain.keys() == recomputed.keys()
     for name in plain:
         assert torch.allclose(plain[name], recomputed[name], atol=1e-5, rtol=1e-4), name
+

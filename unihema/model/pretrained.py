@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 
 from unihema.config import REDACTED, UniHemaConfig, load_config, save_config
+from unihema.config.model import CHECKPOINT
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -57,11 +58,11 @@ def scrub_secrets(cfg: UniHemaConfig) -> UniHemaConfig:
 
 
 def offline_model_config(cfg: UniHemaConfig, tokenizer_dir: str | Path | None = None) -> UniHemaConfig:
-    """``cfg`` with the pretrained-weight names cleared (the folder's weights replace them anyway)."""
+    """``cfg`` with the pretrained weights set to "checkpoint" (the folder's weights replace them)."""
     model = cfg.model
-    text = dataclasses.replace(model.text, pretrained="",
+    text = dataclasses.replace(model.text, pretrained=CHECKPOINT,
                                tokenizer=str(tokenizer_dir) if tokenizer_dir else model.text.tokenizer)
-    backbone = dataclasses.replace(model.backbone, pretrained="")
+    backbone = dataclasses.replace(model.backbone, pretrained=CHECKPOINT)
     return dataclasses.replace(cfg, model=dataclasses.replace(model, text=text, backbone=backbone))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from unihema import labels
+from unihema.config.model import loads_nothing
 
 if TYPE_CHECKING:
     import torch
@@ -221,7 +222,16 @@ class HemaTokenizer:
         """The T5 tokenizer of a hub model or local folder (its fast backend, which appends ``</s>``)."""
         from transformers import AutoTokenizer
 
-        hf = AutoTokenizer.from_pretrained(name)
+        from unihema.config.model import is_hub_id
+
+        from .weights import TEXT_SETTING, PretrainedWeightsError, unavailable
+
+        try:
+            hf = AutoTokenizer.from_pretrained(name)
+        except OSError as err:  # unreachable, offline or missing files
+            if is_hub_id(name):
+                raise unavailable(TEXT_SETTING, name, f"tokenizer: {type(err).__name__}: {err}") from None
+            raise PretrainedWeightsError(f"{TEXT_SETTING}={name!r}: no tokenizer there: {err}") from None
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is None:
             raise ValueError(f"{name}: need a fast tokenizer (tokenizer.json) to wrap")
@@ -237,7 +247,7 @@ def build_tokenizer(cfg) -> HemaTokenizer:
     text = getattr(getattr(cfg, "model", cfg), "text", getattr(cfg, "model", cfg))
     if text.tokenizer:
         tok = HemaTokenizer.load(text.tokenizer)
-    elif text.pretrained:
+    elif not loads_nothing(text.pretrained):
         tok = HemaTokenizer.from_pretrained(text.pretrained)
     else:
         if text.vocab_size < len([PAD, EOS, UNK]) + NUM_SENTINELS + len(string.printable):
