@@ -131,6 +131,13 @@ class TextConfig:
 class HemaFormerConfig:
     qformer_queries: int = field(default=64, metadata=POSITIVE)
     qformer_layers: int = field(default=2, metadata=POSITIVE)
+    # Text-guided visual refinement (TGVR) of the object queries by the prompt:
+    # "official": (1 - a) * q + a * attn(q, prompt) on every query, a = sigmoid(gate_mlp(q, attn)),
+    #   as the official forward computes it (the paper preset);
+    # "gated_residual": q + tanh(gate) * LayerNorm(proj(q, attn)) on the top ``refine_top_k``
+    #   queries, the gate starting closed so a loaded detector is unchanged at step 0.
+    refinement: Literal["official", "gated_residual"] = "official"
+    # Queries the "gated_residual" refinement reads (the first K proposals, sorted by score).
     refine_top_k: int = field(default=100, metadata=POSITIVE)
     # Feed-forward width of the Q-Former layers, as a multiple of hidden_dim (official: 4).
     qformer_ffn_mult: int = field(default=4, metadata=POSITIVE)
@@ -148,6 +155,9 @@ class HemaFormerConfig:
     # between images) to the single-cell feature, through one linear layer. Off in the
     # official layout.
     cell_feature_backbone_pool: bool = False
+    # Normalisation inside the mask upsampler: "batch" (BatchNorm2d, the official layout; its
+    # running statistics convert) or "group" (GroupNorm, independent of the batch).
+    upsampler_norm: Literal["batch", "group"] = "batch"
 
     def cell_norm(self) -> str:
         """``cell_feature_norm`` as one of "none", "layer", "batch"."""

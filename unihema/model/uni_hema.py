@@ -2,7 +2,7 @@
 
     images ─ backbone (C3-C5) ─ input_proj (+ stride-2 level) ─ deformable encoder ─ memory
       memory ─ cell feature (class token + pooling) ─ cell classifier / image morphology
-      memory ─ two-stage proposals ─ [text-guided refinement of top-K] ─ decoder (+ DN) ─ boxes,
+      memory ─ two-stage proposals ─ [text-guided refinement] ─ decoder (+ DN) ─ boxes,
                classes, per-query morphology ─ mask former (instance + semantic masks)
     prompt ─ T5 encoder ─┬─ refinement (above)
                          └─ Q-Former(image, prompt) ⧺ prompt states ─ T5 decoder ─ text logits
@@ -42,7 +42,7 @@ from .decoder import ImageDecoder
 from .denoising import DenoisingQueries
 from .encoder import ImageEncoder
 from .heads import CellHeads
-from .hemaformer import QFormer, TextGuidedRefinement
+from .hemaformer import QFormer, build_text_refinement
 from .layers import masked_mean
 from .maskformer import MaskFormer
 from .position import PositionEmbeddingSine
@@ -63,8 +63,8 @@ class HemaFormer(nn.Module):
         d, h = cfg.hidden_dim, cfg.nheads
         self.qformer = QFormer(d, text_dim, h, cfg.hema.qformer_queries, cfg.hema.qformer_layers,
                                cfg.hema.qformer_ffn_mult, cfg.dropout)
-        self.refine = TextGuidedRefinement(d, text_dim, h, cfg.dropout)
-        self.mask_former = MaskFormer(d, len(labels.SEGMENTATION_CLASSES), cfg.norm_groups)
+        self.refine = build_text_refinement(cfg.hema.refinement, d, text_dim, h, cfg.dropout)
+        self.mask_former = MaskFormer(d, len(labels.SEGMENTATION_CLASSES), cfg.norm_groups, cfg.hema.upsampler_norm)
 
 
 class UniHema(nn.Module):
@@ -172,9 +172,12 @@ class UniHema(nn.Module):
         memory, mask = img["memory"], img["mask"]
         tgt, refs, interm = self.proposals(memory, mask, img["spatial_shapes"])
         if text_states is not None and self.cfg.hema.text_refinement:
-            # Proposals are sorted by score, so the first K queries are the top-K objects.
-            k = self.cfg.hema.refine_top_k
-            tgt = torch.cat([self.hema.refine(tgt[:, :k], text_states, text_pad), tgt[:, k:]], dim=1)
+            if self.cfg.hema.refinement == "official":
+                tgt = self.hema.refine(tgt, text_states, text_pad)
+            else:
+                # Proposals are sorted by score, so the first K queries are the top-K objects.
+                k = self.cfg.hema.refine_top_k
+                tgt = torch.cat([self.hema.refine(tgt[:, :k], text_states, text_pad), tgt[:, k:]], dim=1)
         dn = None
         if self.training and self.denoising is not None and targets is not None:
             dn = self.denoising(targets, self.num_queries)
