@@ -112,7 +112,13 @@ PRESETS: dict[str, dict] = {
                   "hema": {"cell_feature_norm": "none", "refinement": "official", "upsampler_norm": "batch"}},
         # 700K images at batch 12 on 8 GPUs is ~7.3K steps an epoch: 24 epochs, drop at epoch 10.
         "data": {"uri": "s3://unihema/corpus", "synthetic_records": 0},
+        # The official weight_dict gives loss_dice_seg the focal coefficient (2.0) and
+        # loss_focal_seg the dice one (1.0): the run trained Dice x2, focal x1.
+        "loss": {"seg_dice": 2.0, "seg_focal": 1.0},
         "train": {
+            # The official run used param_dict_type='default' (backbone vs the rest), so its
+            # lr_linear_proj_mult=0.1 reached nothing: sampling offsets trained at the full lr.
+            "lr_linear_proj_mult": 1.0,
             "use_gpu": True, "num_workers": 8, "cpus_per_worker": 8.0, "precision": "auto",
             "max_steps": 175_000, "lr_drop_steps": (72_900,), "schedule": "step",
             "checkpoint_every": 5000, "val_every": 5000,

@@ -168,7 +168,7 @@ class UniHema(nn.Module):
 
     # ------------------------------------------------------------------ detector
 
-    def _detect(self, img: dict, targets, text_states, text_pad, with_masks: bool) -> dict:
+    def _detect(self, img: dict, targets, text_states, text_pad, with_masks: bool, denoise: bool = True) -> dict:
         memory, mask = img["memory"], img["mask"]
         tgt, refs, interm = self.proposals(memory, mask, img["spatial_shapes"])
         if text_states is not None and self.cfg.hema.text_refinement:
@@ -180,9 +180,11 @@ class UniHema(nn.Module):
                 tgt = torch.cat([self.hema.refine(tgt[:, :k], text_states, text_pad), tgt[:, k:]], dim=1)
         dn = None
         if self.training and self.denoising is not None and targets is not None:
-            dn = self.denoising(targets, self.num_queries)
+            # Only batches that pay a box loss get DN queries: on a morphology batch the
+            # detector runs for the per-query attributes and nothing would read DN boxes.
+            dn = self.denoising(targets, self.num_queries) if denoise else None
             if dn is None:
-                # No boxes to denoise in this batch. Keep the DN embedding in the graph with a
+                # No boxes to denoise (or no box loss) in this batch. Keep the DN embedding in the graph with a
                 # zero contribution: under ZeRO-2 the gradient buckets must hold the same
                 # parameters on every rank, and another rank's batch may have boxes (a crash
                 # "Received data size doesn't match expected size" in gloo otherwise).
@@ -249,7 +251,8 @@ class UniHema(nn.Module):
         if run_cell:
             out.update(self.heads(self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])))
         if run_detector:
-            out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks))
+            out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks,
+                                    denoise=bool(tasks & DETECTOR_TASKS)))
         if run_text and batch.get("text_labels") is not None:
             states, states_mask = self._text_context(img, text_states, prompt_mask)
             decoder_ids = self.text.shift_right(batch["text_labels"])
