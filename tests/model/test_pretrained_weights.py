@@ -170,3 +170,15 @@ def test_paper_names_both_and_from_scratch_is_explicit(tmp_path):
         load_config("paper", overrides=["model.backbone.pretrained=resnet18.tv_in1k"])
     with pytest.raises(PretrainedWeightsError, match="no such file"):
         Backbone("resnet18", pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_a_checkpoint_of_a_pretrained_run_keeps_its_tokenizer(t5_folder):
+    """Loading a run's checkpoint builds no hub weights but keeps the T5 model's tokenizer (its token ids)."""
+    from unihema.model.pretrained import offline_model_config
+
+    folder, _ = t5_folder
+    cfg = offline_model_config(tiny_config(*(f"model.text.{k}={v}" for k, v in TINY_T5.items()),
+                                           f"model.text.pretrained={folder}"))
+    assert cfg.model.text.pretrained == cfg.model.backbone.pretrained == "checkpoint"
+    assert build_tokenizer(cfg).source == str(folder)
+    assert build_tokenizer(offline_model_config(tiny_config())).source == "builtin"

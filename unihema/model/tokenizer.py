@@ -208,7 +208,7 @@ class HemaTokenizer:
         folder = Path(folder)
         if not (folder / "tokenizer.json").is_file():
             raise FileNotFoundError(f"no tokenizer.json in {folder}")
-        source = "builtin"
+        source = str(folder)  # a Hugging Face tokenizer folder (ours write META_FILE)
         if (folder / META_FILE).is_file():
             source = json.loads((folder / META_FILE).read_text()).get("source", source)
         return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), source=source)
@@ -241,12 +241,14 @@ class HemaTokenizer:
 def build_tokenizer(cfg) -> HemaTokenizer:
     """The tokenizer for a config (UniHemaConfig, ModelConfig or TextConfig).
 
-    Order: ``text.tokenizer`` (a saved folder), then ``text.pretrained``'s tokenizer, then
+    Order: ``text.tokenizer`` (a saved folder or a T5 model's name), then ``text.pretrained``'s tokenizer, then
     the built-in one sized to fit ``text.vocab_size``.
     """
     text = getattr(getattr(cfg, "model", cfg), "text", getattr(cfg, "model", cfg))
     if text.tokenizer:
-        tok = HemaTokenizer.load(text.tokenizer)
+        # A saved folder, or (for checkpoints of runs that started from one) a T5 model's name.
+        saved = (Path(text.tokenizer) / "tokenizer.json").is_file()
+        tok = HemaTokenizer.load(text.tokenizer) if saved else HemaTokenizer.from_pretrained(text.tokenizer)
     elif not loads_nothing(text.pretrained):
         tok = HemaTokenizer.from_pretrained(text.pretrained)
     else:
