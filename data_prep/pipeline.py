@@ -246,7 +246,8 @@ def convert(spec: DatasetSpec, src: str | Path, out: str, storage: StorageConfig
     ledger.entries.sort(key=lambda e: str(e.get("origin", "")))
     stats.errors = ledger.entries
     stats.rejected = ledger.rejected_codes()
-    errors = "".join(json.dumps(e) + "\n" for e in ledger.entries).encode()
+    # Listed by origin, not in the shuffled processing order, so the report reads like the source tree.
+    errors = "".join(json.dumps(e) + "\n" for e in sorted(ledger.entries, key=lambda e: str(e.get("origin", "")))).encode()
     failure = ledger.failure(settings.max_error_rate)
     if failure:
         _write_file(out, storage, ERRORS, errors)

@@ -56,6 +56,14 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    from unihema.model.weights import PretrainedWeightsError, check_available
+
+    try:
+        # Before storage, Ray and the data: weights the workers could not load stop the run here.
+        check_available(cfg.model)
+    except PretrainedWeightsError as err:
+        print(f"weights error: {err}", file=sys.stderr)
+        return 2
 
     from unihema.train.launch import keep_local_ray_on_loopback
 

@@ -22,8 +22,10 @@ def test_paper_preset_has_official_hyperparameters():
     m, t, loss = cfg.model, cfg.train, cfg.loss
     assert (m.hidden_dim, m.nheads, m.encoder.layers, m.decoder.layers, m.num_feature_levels) == (256, 8, 6, 6, 4)
     assert (m.encoder.n_points, m.decoder.num_queries, m.decoder.two_stage) == (4, 900, True)
-    assert (t.lr, t.lr_backbone, t.lr_linear_proj_mult, t.weight_decay, t.clip_max_norm) == (1e-4, 1e-5, 0.1, 0.01, 0.1)
+    # lr_linear_proj_mult: the official 0.1 never reached a parameter group (param_dict_type='default').
+    assert (t.lr, t.lr_backbone, t.lr_linear_proj_mult, t.weight_decay, t.clip_max_norm) == (1e-4, 1e-5, 1.0, 0.01, 0.1)
     assert (loss.det_cls, loss.det_bbox, loss.det_giou, loss.morphology) == (1.0, 5.0, 2.0, 2.0)
+    assert (loss.seg_dice, loss.seg_focal) == (2.0, 1.0)  # the official weight_dict's effective wiring
     assert (loss.match_cls, loss.match_bbox, loss.match_giou) == (2.0, 5.0, 2.0)
     assert cfg.data.batch_size == 12 and m.text.d_model == 768 and m.text.vocab_size == 32128
 

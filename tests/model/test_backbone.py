@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 
@@ -10,15 +11,16 @@ from unihema.model.backbone import Backbone, build_input_proj, project_levels
 
 def test_levels_and_freezing():
     """resnet18 gives C3-C5 at strides 8/16/32; frozen BN is a buffer; frozen stages do not train."""
-    bb = Backbone("resnet18", frozen_stages=1, frozen_batchnorm=True)
+    bb = Backbone("resnet18", pretrained="checkpoint", frozen_stages=1, frozen_batchnorm=True)
     assert bb.channels == [128, 256, 512] and bb.strides == [8, 16, 32]
     feats = bb(torch.randn(1, 3, 64, 96))
     assert [f.shape[-2:] for f in feats] == [(8, 12), (4, 6), (2, 3)]
     trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("body.layer2", "body.layer3", "body.layer4")) for n in trainable)
     assert "body.layer2.0.bn1.running_mean" in dict(bb.named_buffers())
-    # Frozen BN must not leave residual branches dead: timm's zero-init last-BN is disabled.
-    assert bb.body.layer2[0].bn2.weight.abs().sum() > 0
+    # Frozen random weights would never learn (and timm zero-inits each block's last BN): refused.
+    with pytest.raises(ValueError, match="need pretrained weights"):
+        Backbone("resnet18", frozen_stages=0, frozen_batchnorm=True)
 
 
 def test_local_pretrained_file(tmp_path):

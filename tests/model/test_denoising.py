@@ -94,3 +94,12 @@ def test_dn_groups_mask_and_noise():
     err_neg = (noisy[neg] - boxes.repeat(3, 1)).abs().sum(-1)
     assert err_pos <= 0.2 + 1e-4 and (err_neg > 0).all()
     assert content.shape == (2, pad, 16)
+
+
+def test_no_dn_queries_on_batches_without_a_box_loss(tiny_model, tokenizer):
+    """A morphology batch runs the detector for per-query attributes but builds no DN queries."""
+    out = tiny_model(make_batch(tokenizer, ["morphology"]))
+    assert "pred_morphology" in out and "dn_outputs" not in out
+    surrogate_loss(out).backward()
+    assert tiny_model.denoising.label_enc.weight.grad is not None  # still in the graph (ZeRO buckets)
+    assert "dn_outputs" in tiny_model(make_batch(tokenizer, ["detection"]))

@@ -69,7 +69,8 @@ def test_frozen_parts_get_no_gradient(tokenizer):
 
     from .conftest import tiny_config
 
-    model = build_model(tiny_config("model.backbone.frozen_stages=1", "model.backbone.frozen_batchnorm=true"))
+    model = build_model(tiny_config("model.backbone.frozen_stages=1", "model.backbone.frozen_batchnorm=true",
+                                    "model.backbone.pretrained=checkpoint"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert not any(n.startswith(("backbone.body.conv1", "backbone.body.layer1")) for n in trainable)
     assert not any(".bn" in n or "downsample.1" in n for n in trainable if n.startswith("backbone."))
@@ -97,3 +98,28 @@ def test_activation_checkpointing_gives_the_same_gradients(tokenizer):
     assert plain.keys() == recomputed.keys()
     for name in plain:
         assert torch.allclose(plain[name], recomputed[name], atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("look_forward_twice", [True, False])
+def test_final_box_gradient_reaches_exactly_one_earlier_layer(look_forward_twice, tokenizer):
+    """DINO's look-forward-twice: the last box trains the previous layer's delta and none older."""
+    from unihema.model import build_model
+
+    from .conftest import tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config("model.decoder.layers=4",
+                                    f"model.decoder.look_forward_twice={str(look_forward_twice).lower()}")).train()
+    with torch.no_grad():  # DINO's zero init of the box head's last layer would hide every path
+        model.decoder.bbox_embed.layers[-1].weight.normal_(std=0.1)
+    deltas = []
+    handle = model.decoder.bbox_embed.register_forward_hook(lambda m, i, out: deltas.append(out))
+    out = model(make_batch(tokenizer, ["detection"]))
+    handle.remove()
+    grads = torch.autograd.grad(out["pred_boxes"].sum(), deltas, allow_unused=True)
+    norms = [0.0 if g is None else g.abs().sum().item() for g in grads]
+    assert len(norms) == 4 and norms[3] > 0
+    if look_forward_twice:
+        assert norms[2] > 0 and norms[0] == norms[1] == 0, norms
+    else:
+        assert norms[0] == norms[1] == norms[2] == 0, norms

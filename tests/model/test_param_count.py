@@ -11,6 +11,7 @@ import torch
 from unihema.config import load_config
 from unihema.model import build_model
 from unihema.model.__main__ import main as model_cli
+from unihema.model.convert import check_inventory, is_dead
 from unihema.model.official_params import OFFICIAL_PARAMS
 from unihema.model.summary import CHECKED_GROUPS, GROUPS, OTHER, count_official, count_trainable, group_of
 from unihema.model.text import TextModel
@@ -43,12 +44,23 @@ def test_official_groups_are_computed_from_the_inventory():
 
 
 def test_paper_total_and_groups_match_official(paper_model):
-    """Trainable total within 0.1% of 301,808,544 and each named component within 1%."""
+    """What maps matches what the official forward reads to 0.01%; the total is within 0.2%; components within 1%.
+
+    The official total counts 1,647,363 parameters its forward never reads (convert.OFFICIAL_DEAD);
+    ours counts 1,317,385 of its own (the class token's cross-attention, the per-image morphology
+    head, the per-query segmentation classes): docs/DIFFERENCES.md.
+    """
     assert all(p.device.type == "meta" for p in paper_model.parameters())
     ours, official = count_trainable(paper_model), count_official()
     total = sum(ours.values())
     assert total == sum(p.numel() for p in paper_model.parameters() if p.requires_grad)
-    assert abs(total - OFFICIAL_TOTAL) / OFFICIAL_TOTAL < 1e-3, total
+    assert abs(total - OFFICIAL_TOTAL) / OFFICIAL_TOTAL < 2e-3, total
+    report = check_inventory(paper_model)
+    params = dict(paper_model.named_parameters())
+    ours_mapped = total - sum(params[n].numel() for n in report.ours_only)
+    official_live = sum(k for n, k in OFFICIAL_PARAMS.items() if n not in report.unmatched)
+    assert abs(ours_mapped - official_live) / official_live < 1e-4, (ours_mapped, official_live)
+    assert sum(k for n, k in OFFICIAL_PARAMS.items() if is_dead(n)) == 1_647_363
     for group in CHECKED_GROUPS:
         assert abs(ours[group] - official[group]) / official[group] < 1e-2, (group, ours[group], official[group])
     assert ours[OTHER] == 0, "every parameter belongs to a named component"
@@ -78,7 +90,7 @@ def test_summary_cli_prints_table_and_total(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("total_params=")
     total = int(lines[-1].split("=")[1])
-    assert abs(total - OFFICIAL_TOTAL) / OFFICIAL_TOTAL < 1e-3
+    assert abs(total - OFFICIAL_TOTAL) / OFFICIAL_TOTAL < 2e-3
     assert any(line.startswith("t5") and "247,577,856" in line for line in lines)
     assert model_cli(["summary", "--preset", "tiny"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("total_params=")

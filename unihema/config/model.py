@@ -6,6 +6,7 @@ training_args.txt); the ``tiny`` and ``demo`` presets shrink them for CPU runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,17 +14,69 @@ POSITIVE = {"min": 1}
 NON_NEGATIVE = {"min": 0}
 PROBABILITY = {"min": 0.0, "max": 1.0}
 
+# The explicit value for "train from random weights" (see unihema.model.weights). An empty
+# string means the same: exports and older run configs store it that way.
+SCRATCH = "scratch"
+# The ImageNet ResNet-50 the official run starts from: DINO builds torchvision's resnet50 with
+# its original ImageNet weights (IMAGENET1K_V1, 76.1% top-1); timm serves exactly those as
+# ``resnet50.tv_in1k``. timm's better ResNet-50s (``a1_in1k``, 80.4%) were trained with other
+# recipes and have not been measured under DINO's frozen-BN, lr 1e-5 fine-tuning.
+PAPER_BACKBONE_WEIGHTS = "resnet50.tv_in1k"
+PAPER_TEXT_WEIGHTS = "google/flan-t5-base"
+
+
+# "The weights come from a checkpoint loaded after the build" (an export folder, a converted
+# official checkpoint, a benchmark's stand-in): build the structure, load nothing here.
+# Freezing is allowed, as the checkpoint holds trained weights.
+CHECKPOINT = "checkpoint"
+
+
+def is_scratch(value: str) -> bool:
+    return value in ("", SCRATCH)
+
+
+def loads_nothing(value: str) -> bool:
+    return is_scratch(value) or value == CHECKPOINT
+
+
+def is_local(value: str) -> bool:
+    """A path that exists, or one written as a path (then a missing one is an error, not a hub id)."""
+    return os.path.exists(os.path.expanduser(value)) or value.startswith(("/", "./", "../", "~"))
+
+
+def is_hub_id(value: str) -> bool:
+    return not loads_nothing(value) and not is_local(value)
+
 
 @dataclass
 class BackboneConfig:
     name: str = "resnet50"
-    # "" builds from the config; a timm pretrained tag ("resnet50.a1_in1k") or a local file loads weights.
-    pretrained: str = ""
-    # Stages frozen from the stem on: 1 = stem + layer1, as in the official run.
+    # Initial weights: a timm hub tag (its architecture must be ``name``), a local state-dict
+    # file or folder, "scratch" (random, on purpose) or "checkpoint" (loaded after the build).
+    # Never silently random: see unihema.model.weights.
+    pretrained: str = PAPER_BACKBONE_WEIGHTS
+    # Stages frozen from the stem on: 1 = stem + layer1, as in the official run. Frozen
+    # stages and FrozenBatchNorm need pretrained weights (refused with "scratch").
     frozen_stages: int = field(default=1, metadata={"min": 0, "max": 4})
     frozen_batchnorm: bool = True
     # timm feature indices of C3, C4, C5 (strides 8, 16, 32); further levels are stride-2 convs on C5.
     out_indices: tuple[int, ...] = (2, 3, 4)
+
+    def validate(self) -> None:
+        if is_scratch(self.pretrained) and (self.frozen_stages or self.frozen_batchnorm):
+            # Frozen random convolutions never learn, and FrozenBatchNorm keeps identity
+            # statistics, so activations grow stage by stage (random paper backbone: std 2.8
+            # at C3, 19.9 at C4, 37.5 at C5).
+            raise ValueError(
+                f"frozen_stages={self.frozen_stages} / frozen_batchnorm={self.frozen_batchnorm} need pretrained "
+                f"weights, but pretrained is {self.pretrained or SCRATCH!r}: name weights (a timm tag such as "
+                f"{PAPER_BACKBONE_WEIGHTS!r} or a local file) or train every stage with "
+                "model.backbone.frozen_stages=0 model.backbone.frozen_batchnorm=false")
+        if is_hub_id(self.pretrained) and not self.pretrained.startswith("hf-hub:"):
+            arch = self.pretrained.split(".")[0]
+            if arch != self.name:
+                # Meta-device builds (parameter counts, the converter) read ``name``.
+                raise ValueError(f"pretrained={self.pretrained!r} is a {arch} but name is {self.name!r}")
 
 
 @dataclass
@@ -63,8 +116,10 @@ class TextConfig:
     feed_forward_proj: str = "gated-gelu"
     tie_word_embeddings: bool = False
     dropout_rate: float = field(default=0.1, metadata=PROBABILITY)
-    # "" builds from the config; a hub name ("google/flan-t5-base") or local folder loads weights.
-    pretrained: str = ""
+    # Initial weights and tokenizer: a Hugging Face hub id, a local save_pretrained folder,
+    # "scratch" (random weights and the built-in tokenizer) or "checkpoint" (loaded after the build). The dimensions above must be the
+    # checkpoint's (checked on load): meta-device builds read them.
+    pretrained: str = PAPER_TEXT_WEIGHTS
     # Folder of a saved tokenizer; "" = the pretrained model's tokenizer, else the built-in one.
     tokenizer: str = ""
     # "unihema" routes T5's attention through unihema.ops (the dispatcher); "sdpa"/"eager" keep transformers'.
@@ -76,6 +131,13 @@ class TextConfig:
 class HemaFormerConfig:
     qformer_queries: int = field(default=64, metadata=POSITIVE)
     qformer_layers: int = field(default=2, metadata=POSITIVE)
+    # Text-guided visual refinement (TGVR) of the object queries by the prompt:
+    # "official": (1 - a) * q + a * attn(q, prompt) on every query, a = sigmoid(gate_mlp(q, attn)),
+    #   as the official forward computes it (the paper preset);
+    # "gated_residual": q + tanh(gate) * LayerNorm(proj(q, attn)) on the top ``refine_top_k``
+    #   queries, the gate starting closed so a loaded detector is unchanged at step 0.
+    refinement: Literal["official", "gated_residual"] = "official"
+    # Queries the "gated_residual" refinement reads (the first K proposals, sorted by score).
     refine_top_k: int = field(default=100, metadata=POSITIVE)
     # Feed-forward width of the Q-Former layers, as a multiple of hidden_dim (official: 4).
     qformer_ffn_mult: int = field(default=4, metadata=POSITIVE)
@@ -93,6 +155,9 @@ class HemaFormerConfig:
     # between images) to the single-cell feature, through one linear layer. Off in the
     # official layout.
     cell_feature_backbone_pool: bool = False
+    # Normalisation inside the mask upsampler: "batch" (BatchNorm2d, the official layout; its
+    # running statistics convert) or "group" (GroupNorm, independent of the batch).
+    upsampler_norm: Literal["batch", "group"] = "batch"
 
     def cell_norm(self) -> str:
         """``cell_feature_norm`` as one of "none", "layer", "batch"."""

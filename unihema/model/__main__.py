@@ -24,9 +24,7 @@ from .summary import format_summary
 
 def _model(args):
     cfg = load_config(args.preset, overrides=args.overrides)
-    # Counting and renaming need shapes only: build without weights, whatever the config says.
-    cfg.model.backbone.pretrained = ""
-    cfg.model.text.pretrained = ""
+    # Counting and renaming need shapes only: a meta-device build loads no weights.
     return cfg, build_model(cfg, device="meta")
 
 

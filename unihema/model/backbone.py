@@ -3,14 +3,16 @@
 Why timm: ``features_only`` gives C3-C5 without touching the classifier, and its tags
 (``resnet50.a1_in1k`` ...) name pretrained weights. The official model is DINO's ResNet-50
 with FrozenBatchNorm2d and a frozen stem + layer1; only layer2-layer4 convolutions train
-(23,232,512 parameters). Pretrained weights load only when the config asks for them, so
-the default build never touches the network.
+(23,232,512 parameters), which only makes sense on pretrained weights: frozen random
+convolutions never learn, so the combination is refused. Where the weights come from
+(``scratch``, a local file, a timm hub tag) and what an unreachable hub means is
+:mod:`unihema.model.weights`; a meta-device build never loads or downloads anything.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from pathlib import Path
 
 import timm
 import torch
@@ -18,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from unihema.config import ModelConfig
+from unihema.config.model import BackboneConfig
 
 from .layers import group_norm
+from .weights import BACKBONE_SETTING, PretrainedWeightsError, is_hub_id, loads_nothing, missing_local, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +38,24 @@ def _freeze_batchnorm(module: nn.Module) -> nn.Module:
     return freeze_batch_norm_2d(module)
 
 
+def _read_state(path: Path) -> dict:
+    """A state dict from a file (.safetensors, or torch's pickle with weights_only) or a folder holding one."""
+    if path.is_dir():
+        found = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
+        if not found:
+            raise PretrainedWeightsError(f"{BACKBONE_SETTING}={str(path)!r}: folder has no model.safetensors "
+                                         "or pytorch_model.bin")
+        path = found[0]
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _load_local_weights(body: nn.Module, path: str) -> None:
-    """Load a local backbone state dict (raw, or under "model"/"state_dict") with weights_only."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a local backbone state dict (raw, or under "model"/"state_dict") into ``body``."""
+    state = _read_state(Path(path).expanduser())
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -47,29 +66,44 @@ def _load_local_weights(body: nn.Module, path: str) -> None:
     state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
     missing, unexpected = body.load_state_dict(state, strict=False)
     if missing:
-        raise ValueError(f"backbone weights {path} lack {len(missing)} tensors, e.g. {missing[:3]}")
+        raise PretrainedWeightsError(f"{BACKBONE_SETTING}={path!r} lacks {len(missing)} tensors of the "
+                                     f"backbone, e.g. {missing[:3]}")
     if unexpected:
         logger.warning("backbone weights %s: ignored %d unexpected tensors, e.g. %s",
                        path, len(unexpected), unexpected[:3])
 
 
+def _timm_from_hub(arch: str, **kwargs) -> nn.Module:
+    """timm's own loader for a pretrained tag; unreachable or missing weights are an error, not random init."""
+    from timm.models import get_pretrained_cfg
+
+    tag_cfg = get_pretrained_cfg(arch) if not arch.startswith("hf-hub:") else None
+    if not arch.startswith("hf-hub:") and (tag_cfg is None or not (tag_cfg.hf_hub_id or tag_cfg.url or tag_cfg.file)):
+        # timm would log a warning and hand back random weights.
+        raise unavailable(BACKBONE_SETTING, arch, "timm knows no pretrained weights under this name")
+    try:
+        return timm.create_model(arch, pretrained=True, **kwargs)
+    except Exception as err:  # noqa: BLE001 - hub, network and cache errors come in many types
+        raise unavailable(BACKBONE_SETTING, arch, f"{type(err).__name__}: {err}") from None
+
+
 class Backbone(nn.Module):
     """C3-C5 of a timm ResNet with DINO's freezing; ``forward`` returns the feature maps."""
 
-    def __init__(self, name: str, out_indices=(2, 3, 4), pretrained: str = "", frozen_stages: int = 1,
-                 frozen_batchnorm: bool = True) -> None:
+    def __init__(self, name: str, out_indices=(2, 3, 4), pretrained: str = "", frozen_stages: int = 0,
+                 frozen_batchnorm: bool = False) -> None:
         super().__init__()
-        from_timm = bool(pretrained) and not os.path.exists(pretrained)
-        # A timm tag ("resnet50.a1_in1k") carries the architecture; a path or "" uses ``name``.
-        arch = pretrained if from_timm else name
-        kwargs = {}
-        if frozen_batchnorm and not pretrained:
-            # timm zero-initialises each block's last BN scale; frozen, that zero would be
-            # permanent and the residual branches (most of the convs) would never train.
-            kwargs["zero_init_last"] = False
-        self.body = timm.create_model(arch, pretrained=from_timm, features_only=True, out_indices=tuple(out_indices),
-                                      **kwargs)
-        if pretrained and not from_timm:
+        BackboneConfig(name, pretrained, frozen_stages, frozen_batchnorm, tuple(out_indices)).validate()
+        kwargs = {"features_only": True, "out_indices": tuple(out_indices)}
+        if loads_nothing(pretrained) or torch.get_default_device().type == "meta":
+            # On the meta device there is nothing to load into: shapes come from ``name``.
+            self.body = timm.create_model(name, **kwargs)
+        elif is_hub_id(pretrained):
+            self.body = _timm_from_hub(pretrained, **kwargs)
+        else:
+            if not Path(pretrained).expanduser().exists():
+                raise missing_local(BACKBONE_SETTING, pretrained)
+            self.body = timm.create_model(name, **kwargs)
             _load_local_weights(self.body, pretrained)
         if frozen_batchnorm:
             self.body = _freeze_batchnorm(self.body)

@@ -2,15 +2,22 @@
 
 The official model is DINO's code with extra modules bolted on; ours is split into
 components with names that say what they do. The mapping is a short table of name
-prefixes (:data:`PREFIXES`), invertible by construction, plus three kinds of exceptions:
+prefixes (:data:`PREFIXES`), invertible by construction, covering only what the official
+forward reads, plus these exceptions:
 
+- *dead* official tensors (:data:`OFFICIAL_DEAD`): built but never read by the official
+  forward (a second mask MLP, a second decoder norm, the class-token fusion layer, ...).
+  They are never mapped: their values are untrained, and the live tensors of the same role
+  (the top-level ``mask_embed`` and ``decoder_norm``) are the ones the model used.
 - *row-adapted* class heads: DINO's detection heads have a row for id 0, which no class
   uses (ids start at 1); ours index DETECTION_CLASSES from 0, so official rows 1..29 become
   our rows 0..28. The cell classifier's 45 official rows are our first 45 (ours appends
   extension classes). Rows with no official counterpart keep the target model's values.
-- *unmatched* official tensors with no counterpart here (listed by :func:`check_inventory`
-  with the reason), e.g. a second, unused mask-embedding MLP.
-- *ours-only* tensors (per-query and per-image morphology heads with 6 sigmoid logits,
+- the *pair-difference* morphology head: 2 softmax logits per attribute officially, one
+  sigmoid logit here (logit1 - logit0, exact).
+- *unmatched* live official tensors with no counterpart here, each with its reason
+  (:func:`check_inventory`, ``python -m unihema.model inventory``).
+- *ours-only* tensors (the per-image morphology head, the class token's cross-attention,
   extension-class rows) keep their initialisation when an official checkpoint loads.
 
 Checkpoints load with ``torch.load(..., weights_only=True)``; DINO checkpoints also pickle
@@ -32,7 +39,8 @@ from .official_params import OFFICIAL_PARAMS
 
 logger = logging.getLogger(__name__)
 
-# (official prefix, our prefix); the longest matching prefix wins in each direction.
+# (official prefix, our prefix); the longest matching prefix wins in each direction. Only
+# tensors the official forward reads are here (see OFFICIAL_DEAD for the others).
 PREFIXES: tuple[tuple[str, str], ...] = (
     ("backbone.0.body.", "backbone.body."),
     ("input_proj.", "input_proj."),
@@ -40,10 +48,9 @@ PREFIXES: tuple[tuple[str, str], ...] = (
     ("transformer.encoder.layers.", "encoder.layers."),
     ("transformer.encoder.cls_token", "encoder.cell.cls_token"),
     ("transformer.encoder.cls_pos", "encoder.cell.cls_pos"),
-    # The official class-token block names its attention "self_attn"; it is a cross-attention.
-    ("transformer.encoder.cls_fusion.self_attn.", "encoder.cell.fusion.cross_attn."),
-    ("transformer.encoder.cls_fusion.", "encoder.cell.fusion."),
     ("transformer.encoder.fuse_proj.", "encoder.cell.fuse_proj."),
+    # Same names, and the encoder applies each to the official input: mask_features to the
+    # un-encoded stride-8 map (a 1x1 conv there), mask_feature_proj to the encoded tokens.
     ("transformer.encoder.mask_features.", "encoder.mask_features."),
     ("transformer.encoder.mask_feature_proj.", "encoder.mask_feature_proj."),
     ("transformer.decoder.layers.", "decoder.layers."),
@@ -52,18 +59,19 @@ PREFIXES: tuple[tuple[str, str], ...] = (
     # DINO keeps one (shared) head per layer in a list; ours is the one shared module.
     ("transformer.decoder.bbox_embed.0.", "decoder.bbox_embed."),
     ("transformer.decoder.class_embed.0.", "decoder.class_embed."),
+    ("morphology_embed.0.", "decoder.morph_embed."),
     ("transformer.tgt_embed.", "proposals.tgt_embed."),
     ("transformer.enc_output.", "proposals.enc_output."),
     ("transformer.enc_output_norm.", "proposals.enc_output_norm."),
     ("transformer.enc_out_bbox_embed.", "proposals.bbox_embed."),
     ("transformer.enc_out_class_embed.", "proposals.class_embed."),
+    # TGVR (hema.refinement=official has exactly these three).
     ("transformer.text_proj.", "hema.refine.text_proj."),
     ("transformer.cross_attnn.", "hema.refine.cross_attn."),
     ("transformer.gate_mlp.", "hema.refine.gate_mlp."),
-    ("transformer.combined_proj.", "hema.refine.combined_proj."),
-    ("transformer.decoder_norm.", "hema.refine.norm."),
-    ("transformer.mask_embed.", "hema.mask_former.mask_embed."),
-    ("transformer.class_embed.", "hema.mask_former.class_embed."),
+    # The mask heads DINO's forward_prediction_heads uses are the top-level ones.
+    ("decoder_norm.", "hema.mask_former.norm."),
+    ("mask_embed.", "hema.mask_former.mask_embed."),
     ("label_enc.", "denoising.label_enc."),
     ("xformer.", "hema.qformer."),
     ("upsampler.", "hema.mask_former.upsampler."),
@@ -82,17 +90,43 @@ ROW_ADAPTED: dict[str, tuple[int, int, int]] = {
     "heads.classifier.6.": (0, _N_CELL, _N_CELL),
 }
 
-# Official tensors with no counterpart here, and why.
+# The official morphology head gives 2 logits per attribute, interleaved (its loss views
+# them as (6, 2) and takes a softmax); softmax(l0, l1)[1] = sigmoid(l1 - l0), so rows
+# 2a+1 minus rows 2a are exactly our one sigmoid logit per attribute.
+PAIR_DIFFERENCE = ("decoder.morph_embed.",)
+
+# Official tensors its forward never reads (verified in models/dino/dino.py and
+# deformable_transformer.py of the release): mapping them would put untrained values
+# into live paths. Listed by check_inventory and the converter with the reason.
+OFFICIAL_DEAD: dict[str, str] = {
+    "transformer.mask_embed.": "dead: only DeformableTransformer.forward_prediction_heads reads it, and its one "
+                               "call is commented out (the live mask MLP is the top-level mask_embed)",
+    "transformer.class_embed.": "dead: only DeformableTransformer.forward_prediction_heads reads it (never called)",
+    "transformer.decoder_norm.": "dead: only DeformableTransformer.forward_prediction_heads reads it (never called; "
+                                 "the live one is the top-level decoder_norm)",
+    "transformer.combined_proj.": "dead: every use in DeformableTransformer.forward is commented out",
+    "transformer.label_enc.": "dead: never read after __init__",
+    "transformer.encoder.cls_fusion.": "dead: both calls in the encoder's forward are commented out",
+    "class_pos_tokens.": "dead: never read in DINO.forward",
+    "class_tokens.0": "dead: DINO.forward reads class_tokens[l] only for the extra levels (l >= 3)",
+    "class_tokens.1": "dead: DINO.forward reads class_tokens[l] only for the extra levels (l >= 3)",
+    "class_tokens.2": "dead: DINO.forward reads class_tokens[l] only for the extra levels (l >= 3)",
+}
+
+# Official tensors its forward reads that have no counterpart here, and why.
 UNMATCHED_REASONS: dict[str, str] = {
-    "mask_embed.": "a second mask-embedding MLP; ours has one (hema.mask_former.mask_embed <- transformer.mask_embed)",
-    "class_embed_seg.": "31-way per-query head; ours classifies queries over SEGMENTATION_CLASSES + no-object "
-                        "(hema.mask_former.class_embed <- transformer.class_embed)",
-    "transformer.label_enc.": "a 2-row embedding with no counterpart here",
-    "class_tokens.": "per-level class tokens; ours uses one class token (encoder.cell.cls_token)",
-    "class_pos_tokens.": "per-level class-token positions; ours: encoder.cell.cls_pos",
-    "decoder_norm.": "a second LayerNorm beside transformer.decoder_norm (ours: hema.refine.norm)",
-    "morphology_embed.": "12 logits (6 attributes x 2 values); ours are 6 sigmoid logits per query "
-                         "(decoder.morph_embed) and per image (heads.morphology)",
+    **OFFICIAL_DEAD,
+    "class_tokens.3": "written into the top-left pixel of the stride-64 level's map (padded by one row and "
+                      "column); ours has no token inside the feature maps (its class token, encoder.cell.cls_token, "
+                      "reads all levels instead)",
+    "class_embed_seg.": "read by forward_prediction_heads, but its logits (predictions_class) reach no output and "
+                        "no loss, so a checkpoint holds its initialisation; ours classifies queries over the "
+                        "segmentation classes + no-object (hema.mask_former.class_embed)",
+    "transformer.decoder.bbox_embed.": "copies of the shared head (.0 is converted)",
+    "transformer.decoder.class_embed.": "copies of the shared head (.0 is converted)",
+    "morphology_embed.": "copies of the shared head (.0 is converted)",
+    "bbox_embed.": "the same shared head as transformer.decoder.bbox_embed.0",
+    "class_embed.": "the same shared head as transformer.decoder.class_embed.0",
 }
 
 
@@ -123,10 +157,17 @@ def _row_rule(our_name: str):
 
 
 def unmatched_reason(official_name: str) -> str:
-    for prefix, reason in UNMATCHED_REASONS.items():
-        if official_name.startswith(prefix):
-            return reason
-    return "no rule maps this name"
+    matches = [p for p in UNMATCHED_REASONS if official_name.startswith(p)]
+    return UNMATCHED_REASONS[max(matches, key=len)] if matches else "no rule maps this name"
+
+
+def is_dead(official_name: str) -> bool:
+    """Whether the official forward never reads this tensor (see OFFICIAL_DEAD)."""
+    return any(official_name.startswith(p) for p in OFFICIAL_DEAD)
+
+
+def _pair_rule(our_name: str) -> bool:
+    return our_name.startswith(PAIR_DIFFERENCE)
 
 
 @dataclasses.dataclass
@@ -160,7 +201,7 @@ def check_inventory(model: torch.nn.Module, inventory: dict[str, int] | None = N
     report = Report()
     taken: dict[str, str] = {}
     for name, numel in inventory.items():
-        target = official_to_ours_name(name)
+        target = None if is_dead(name) else official_to_ours_name(name)
         if target is None or target not in ours:
             report.unmatched[name] = unmatched_reason(name) if target is None else f"no parameter {target}"
             continue
@@ -170,7 +211,12 @@ def check_inventory(model: torch.nn.Module, inventory: dict[str, int] | None = N
         taken[target] = name
         p = ours[target]
         rule = _row_rule(target)
-        if p.numel() == numel and rule is None:
+        if _pair_rule(target):
+            if numel == 2 * p.numel():
+                report.adapted[name] = target
+            else:
+                report.mismatched[name] = f"{numel} elements are not 2 logits per row of {target} {tuple(p.shape)}"
+        elif p.numel() == numel and rule is None:
             report.exact[name] = target
         elif rule is not None:
             first, count, _ = rule
@@ -203,13 +249,17 @@ def official_to_ours(official: dict[str, torch.Tensor], reference: dict[str, tor
     """
     out, report = {}, Report()
     for name, value in official.items():
-        target = official_to_ours_name(name)
+        target = None if is_dead(name) else official_to_ours_name(name)
         if target is None or target not in reference:
             report.unmatched[name] = unmatched_reason(name) if target is None else f"no tensor {target}"
             continue
         ref = reference[target]
         rule = _row_rule(target)
-        if rule is not None:
+        if _pair_rule(target) and value.numel() == 2 * ref.numel():
+            pairs = value.reshape(ref.shape[0], 2, *ref.shape[1:])
+            out[target] = pairs[:, 1] - pairs[:, 0]
+            report.adapted[name] = target
+        elif rule is not None:
             out[target] = _adapt_rows(value, ref, rule)
             report.adapted[name] = target
         elif value.numel() == ref.numel():
@@ -231,7 +281,12 @@ def ours_to_official(state: dict[str, torch.Tensor]) -> tuple[dict, Report]:
             report.ours_only.append(name)
             continue
         rule = _row_rule(name)
-        if rule is not None:
+        if _pair_rule(name):
+            # (0, x): the official softmax over the pair gives back sigmoid(x).
+            pairs = torch.stack([torch.zeros_like(value), value], dim=1)
+            out[target] = pairs.reshape(2 * value.shape[0], *value.shape[1:])
+            report.adapted[target] = name
+        elif rule is not None:
             first, count, rows = rule
             full = torch.zeros(rows, *value.shape[1:], dtype=value.dtype, device=value.device)
             if value.dim() == 1 and first:

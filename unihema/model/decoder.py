@@ -88,20 +88,24 @@ class ImageDecoder(nn.Module):
             else:
                 tgt = layer(*args)
             hs = self.norm(tgt)
-            # Look forward twice: the incoming box keeps its graph, so this layer's box loss
-            # also trains the previous layer's delta; the next layer samples around it detached.
-            base = ref if self.look_forward_twice else ref.detach()
             # Box refinement in the weights' dtype (fp32 under the training recipe), not
             # autocast's bf16: a delta added in logit space and squashed by a sigmoid loses
             # most of its resolution in 8 mantissa bits, and the next layer samples there.
             with torch.autocast(hs.device.type, enabled=False):
                 delta = self.bbox_embed(hs.to(self.bbox_embed.layers[0].weight.dtype)).float()
+                # ``ref`` carries the previous layer's delta in its graph and nothing older.
+                # Look forward twice (DINO): this layer's box sits on it, so its loss also
+                # trains the previous layer's delta, exactly one layer back; without it the
+                # box sits on a detached reference and trains only this layer's delta.
+                base = ref if self.look_forward_twice else ref.detach()
                 boxes = (delta + inverse_sigmoid(base.float())).sigmoid()
+                # The next layer's reference: the same value, cut from every earlier layer.
+                next_ref = (delta + inverse_sigmoid(ref.detach().float())).sigmoid()
             outputs.append({
                 "hs": hs,
                 "pred_logits": self.class_embed(hs),
                 "pred_boxes": boxes,
                 "pred_morphology": self.morph_embed(hs),
             })
-            ref = boxes
+            ref = next_ref
         return outputs

@@ -107,6 +107,8 @@ class ImageEncoder(nn.Module):
             if (h, w) != (h0, w0):
                 level = F.interpolate(level, size=(h0, w0), mode="bilinear", align_corners=False)
             ctx = level if ctx is None else ctx + level
-        ctx = self.mask_features(ctx.flatten(2).transpose(1, 2))
-        fine = self.mask_feature_proj(src_fine.flatten(2).transpose(1, 2))
+        # As in the official encoder: ``mask_feature_proj`` (Linear + activation) reads the
+        # encoded tokens, ``mask_features`` (a 1x1 conv there) the un-encoded stride-8 map.
+        ctx = self.mask_feature_proj(ctx.flatten(2).transpose(1, 2))
+        fine = self.mask_features(src_fine.flatten(2).transpose(1, 2))
         return (ctx + fine).transpose(1, 2).reshape(b, d, h0, w0)

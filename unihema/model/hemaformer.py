@@ -5,8 +5,10 @@ Three of its four parts live here (the mask former has its own file):
 - :class:`QFormer` (official ``xformer``): learned queries read the image tokens, then the
   prompt, and become extra "encoder states" for the T5 decoder. This is how VQA and MLM
   answers depend on the image; the official release dropped them at inference.
-- :class:`TextGuidedRefinement`: the top-K object queries read the prompt through a gated
-  cross-attention whose gate starts at 0, so a pretrained detector is unchanged at step 0.
+- Text-guided refinement of the object queries (``hema.refinement``):
+  :class:`OfficialTextRefinement`, the official sigmoid-gated mix over every query (paper),
+  or :class:`TextGuidedRefinement`, a tanh-gated residual on the top-K queries whose gate
+  starts at 0, so a pretrained detector is unchanged at step 0 (tiny, demo).
 - :class:`CellFeatureExtractor`: a class token reads all multi-scale tokens; with the mean
   of the tokens it forms the 256-d single-cell feature used by the classifier, the
   per-image morphology head and linear probing. It is owned by the image encoder (its
@@ -180,3 +182,35 @@ class TextGuidedRefinement(nn.Module):
         both = torch.cat([queries, attended], dim=-1)
         gate = torch.tanh(self.gate_mlp(both))
         return queries + gate * self.norm(self.combined_proj(both))
+
+
+class OfficialTextRefinement(nn.Module):
+    """(1 - a) * q + a * attn(q, prompt), a = sigmoid(gate_mlp([q, attn])), on every query.
+
+    The official forward's TGVR (``transformer.text_proj``, ``cross_attnn``, ``gate_mlp``),
+    kept as it is so official weights convert one to one. Unlike
+    :class:`TextGuidedRefinement` it is not the identity at initialisation: the gate starts
+    near 0.5, so half of every query is the prompt's attention from step 0.
+    """
+
+    def __init__(self, d_model: int, text_dim: int, nheads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.text_proj = nn.Linear(text_dim, d_model)
+        self.cross_attn = MultiheadAttention(d_model, nheads, dropout=dropout, batch_first=True)
+        self.gate_mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+
+    def forward(self, queries, text_states, text_pad=None):
+        """queries (B, N, d), text_states (B, T, text_dim), text_pad (B, T) True = padding."""
+        txt = self.text_proj(text_states)
+        attended = self.cross_attn(queries, txt, txt, key_padding_mask=text_pad)[0]
+        alpha = torch.sigmoid(self.gate_mlp(torch.cat([queries, attended], dim=-1)))
+        return (1 - alpha) * queries + alpha * attended
+
+
+def build_text_refinement(kind: str, d_model: int, text_dim: int, nheads: int, dropout: float = 0.0) -> nn.Module:
+    """The TGVR variant ``hema.refinement`` names."""
+    if kind == "official":
+        return OfficialTextRefinement(d_model, text_dim, nheads, dropout)
+    if kind == "gated_residual":
+        return TextGuidedRefinement(d_model, text_dim, nheads, dropout)
+    raise ValueError(f"hema.refinement={kind!r}: expected 'official' or 'gated_residual'")

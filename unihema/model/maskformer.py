@@ -25,18 +25,23 @@ class MaskUpsampler(nn.Module):
     ``upsample.{1,2,5,6,8}``), hence the parameter-free layers kept inside the Sequentials.
     """
 
-    def __init__(self, d_model: int, groups: int) -> None:
+    def __init__(self, d_model: int, groups: int, norm: str = "batch") -> None:
         super().__init__()
         mid, low = d_model // 2, d_model // 4
+
+        def make_norm(channels: int) -> nn.Module:
+            # Official: BatchNorm2d (its running statistics are part of a checkpoint).
+            return nn.BatchNorm2d(channels) if norm == "batch" else group_norm(channels, groups)
+
         self.fusion_conv = nn.Sequential(
-            nn.Conv2d(2 * d_model, d_model, 3, padding=1), group_norm(d_model, groups), nn.ReLU(),
-            nn.Conv2d(d_model, d_model, 3, padding=1), group_norm(d_model, groups), nn.ReLU(),
+            nn.Conv2d(2 * d_model, d_model, 3, padding=1), make_norm(d_model), nn.ReLU(),
+            nn.Conv2d(d_model, d_model, 3, padding=1), make_norm(d_model), nn.ReLU(),
         )
         self.upsample = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(d_model + 1, mid, 3, padding=1), group_norm(mid, groups), nn.ReLU(),
+            nn.Conv2d(d_model + 1, mid, 3, padding=1), make_norm(mid), nn.ReLU(),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(mid, low, 3, padding=1), group_norm(low, groups), nn.ReLU(),
+            nn.Conv2d(mid, low, 3, padding=1), make_norm(low), nn.ReLU(),
             nn.Conv2d(low, 1, 3, padding=1),
         )
         # The refinement starts near a no-op (small, not zero, so every layer gets gradient
@@ -57,16 +62,20 @@ class MaskUpsampler(nn.Module):
 
 
 class MaskFormer(nn.Module):
-    def __init__(self, d_model: int, num_seg_classes: int, groups: int) -> None:
+    def __init__(self, d_model: int, num_seg_classes: int, groups: int, upsampler_norm: str = "batch") -> None:
         super().__init__()
         self.num_seg_classes = num_seg_classes
+        # The official mask heads read the decoder's (already normalised) queries through one
+        # more LayerNorm (top-level ``decoder_norm``).
+        self.norm = nn.LayerNorm(d_model)
         self.mask_embed = MLP(d_model, d_model, d_model, 3)
         # Segmentation classes + "no object" per query.
         self.class_embed = nn.Linear(d_model, num_seg_classes + 1)
-        self.upsampler = MaskUpsampler(d_model, groups)
+        self.upsampler = MaskUpsampler(d_model, groups, upsampler_norm)
 
     def forward(self, hs: torch.Tensor, pixel_features: torch.Tensor, level0: torch.Tensor) -> dict:
         """hs (B, Q, d) final queries, pixel_features and level0 (B, d, h, w) at stride 8."""
+        hs = self.norm(hs)
         masks = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(hs), pixel_features)
         class_logits = self.class_embed(hs)
         probs = class_logits.softmax(-1)[..., : self.num_seg_classes]

@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 
 from unihema.config import REDACTED, UniHemaConfig, load_config, save_config
+from unihema.config.model import CHECKPOINT, loads_nothing
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -57,11 +58,17 @@ def scrub_secrets(cfg: UniHemaConfig) -> UniHemaConfig:
 
 
 def offline_model_config(cfg: UniHemaConfig, tokenizer_dir: str | Path | None = None) -> UniHemaConfig:
-    """``cfg`` with the pretrained-weight names cleared (the folder's weights replace them anyway)."""
+    """``cfg`` with the pretrained weights set to "checkpoint" (the folder's weights replace them).
+
+    The tokenizer is another matter: a run that started from FLAN-T5 speaks its token ids, so
+    without a saved tokenizer folder the pretrained text model's tokenizer stays the source.
+    """
     model = cfg.model
-    text = dataclasses.replace(model.text, pretrained="",
-                               tokenizer=str(tokenizer_dir) if tokenizer_dir else model.text.tokenizer)
-    backbone = dataclasses.replace(model.backbone, pretrained="")
+    tokenizer = str(tokenizer_dir) if tokenizer_dir else model.text.tokenizer
+    if not tokenizer and not loads_nothing(model.text.pretrained):
+        tokenizer = model.text.pretrained
+    text = dataclasses.replace(model.text, pretrained=CHECKPOINT, tokenizer=tokenizer)
+    backbone = dataclasses.replace(model.backbone, pretrained=CHECKPOINT)
     return dataclasses.replace(cfg, model=dataclasses.replace(model, text=text, backbone=backbone))
 
 

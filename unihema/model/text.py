@@ -11,19 +11,25 @@ Three things here are easy to get wrong and are the reason this file exists:
   registers an attention function named ``"unihema"`` with transformers'
   ``AttentionInterface`` that folds T5's relative position bias and masks into one
   additive bias and calls :func:`unihema.ops.attention`.
-- Pretrained weights (a hub name or a local folder) load only when the config names them.
+- Pretrained weights (a hub name or a local ``save_pretrained`` folder) load through
+  transformers' ``from_pretrained`` when the config names them; the config's dimensions must
+  be the checkpoint's, so a meta-device build (counts, conversion) is the same model.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
 from unihema.config import TextConfig
+from unihema.config.model import is_hub_id, loads_nothing
 from unihema.ops import attention
+
+from .weights import TEXT_SETTING, PretrainedWeightsError, missing_local, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +109,41 @@ def build_t5(cfg: TextConfig) -> T5ForConditionalGeneration:
     if impl == ATTN_IMPLEMENTATION and not register_t5_attention():
         logger.warning("this transformers release cannot route T5 attention through unihema.ops; using sdpa")
         impl = "sdpa"
-    if cfg.pretrained:
-        t5 = T5ForConditionalGeneration.from_pretrained(cfg.pretrained, attn_implementation=impl)
-    else:
+    if loads_nothing(cfg.pretrained) or torch.get_default_device().type == "meta":
+        # From the config (on the meta device too: the dimensions must be the checkpoint's).
         config = t5_config(cfg)
         config._attn_implementation = impl
         t5 = T5ForConditionalGeneration(config)
+    else:
+        t5 = _t5_from_pretrained(cfg, impl)
     if not cfg.tie_word_embeddings:
         untie_lm_head(t5)
+    return t5
+
+
+# TextConfig field -> T5Config attribute; a checkpoint must agree with the config on each.
+_DIMENSIONS = {"d_model": "d_model", "d_kv": "d_kv", "d_ff": "d_ff", "num_heads": "num_heads",
+               "encoder_layers": "num_layers", "decoder_layers": "num_decoder_layers", "vocab_size": "vocab_size",
+               "feed_forward_proj": "feed_forward_proj"}
+
+
+def _t5_from_pretrained(cfg: TextConfig, impl: str) -> T5ForConditionalGeneration:
+    """transformers' own loader, with the weights error of :mod:`unihema.model.weights`."""
+    source = cfg.pretrained
+    if not is_hub_id(source) and not os.path.isdir(os.path.expanduser(source)):
+        raise missing_local(TEXT_SETTING, source)
+    try:
+        t5 = T5ForConditionalGeneration.from_pretrained(os.path.expanduser(source), attn_implementation=impl,
+                                                        dropout_rate=cfg.dropout_rate)
+    except OSError as err:  # transformers reports unreachable, offline and missing files as OSError
+        if is_hub_id(source):
+            raise unavailable(TEXT_SETTING, source, f"{type(err).__name__}: {err}") from None
+        raise PretrainedWeightsError(f"{TEXT_SETTING}={source!r}: {err}") from None
+    differ = [f"model.text.{ours}={getattr(cfg, ours)!r} but the checkpoint has {getattr(t5.config, theirs)!r}"
+              for ours, theirs in _DIMENSIONS.items() if getattr(cfg, ours) != getattr(t5.config, theirs)]
+    if differ:
+        # Meta-device builds, parameter counts and the converter read the config, not the checkpoint.
+        raise PretrainedWeightsError(f"{TEXT_SETTING}={source!r} does not fit the config: {'; '.join(differ)}")
     return t5
 
 

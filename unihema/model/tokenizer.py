@@ -25,6 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from unihema import labels
+from unihema.config.model import loads_nothing
 
 if TYPE_CHECKING:
     import torch
@@ -207,7 +208,7 @@ class HemaTokenizer:
         folder = Path(folder)
         if not (folder / "tokenizer.json").is_file():
             raise FileNotFoundError(f"no tokenizer.json in {folder}")
-        source = "builtin"
+        source = str(folder)  # a Hugging Face tokenizer folder (ours write META_FILE)
         if (folder / META_FILE).is_file():
             source = json.loads((folder / META_FILE).read_text()).get("source", source)
         return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), source=source)
@@ -221,7 +222,16 @@ class HemaTokenizer:
         """The T5 tokenizer of a hub model or local folder (its fast backend, which appends ``</s>``)."""
         from transformers import AutoTokenizer
 
-        hf = AutoTokenizer.from_pretrained(name)
+        from unihema.config.model import is_hub_id
+
+        from .weights import TEXT_SETTING, PretrainedWeightsError, unavailable
+
+        try:
+            hf = AutoTokenizer.from_pretrained(name)
+        except OSError as err:  # unreachable, offline or missing files
+            if is_hub_id(name):
+                raise unavailable(TEXT_SETTING, name, f"tokenizer: {type(err).__name__}: {err}") from None
+            raise PretrainedWeightsError(f"{TEXT_SETTING}={name!r}: no tokenizer there: {err}") from None
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is None:
             raise ValueError(f"{name}: need a fast tokenizer (tokenizer.json) to wrap")
@@ -231,13 +241,15 @@ class HemaTokenizer:
 def build_tokenizer(cfg) -> HemaTokenizer:
     """The tokenizer for a config (UniHemaConfig, ModelConfig or TextConfig).
 
-    Order: ``text.tokenizer`` (a saved folder), then ``text.pretrained``'s tokenizer, then
+    Order: ``text.tokenizer`` (a saved folder or a T5 model's name), then ``text.pretrained``'s tokenizer, then
     the built-in one sized to fit ``text.vocab_size``.
     """
     text = getattr(getattr(cfg, "model", cfg), "text", getattr(cfg, "model", cfg))
     if text.tokenizer:
-        tok = HemaTokenizer.load(text.tokenizer)
-    elif text.pretrained:
+        # A saved folder, or (for checkpoints of runs that started from one) a T5 model's name.
+        saved = (Path(text.tokenizer) / "tokenizer.json").is_file()
+        tok = HemaTokenizer.load(text.tokenizer) if saved else HemaTokenizer.from_pretrained(text.tokenizer)
+    elif not loads_nothing(text.pretrained):
         tok = HemaTokenizer.from_pretrained(text.pretrained)
     else:
         if text.vocab_size < len([PAD, EOS, UNK]) + NUM_SENTINELS + len(string.printable):

@@ -2,7 +2,7 @@
 
     images ─ backbone (C3-C5) ─ input_proj (+ stride-2 level) ─ deformable encoder ─ memory
       memory ─ cell feature (class token + pooling) ─ cell classifier / image morphology
-      memory ─ two-stage proposals ─ [text-guided refinement of top-K] ─ decoder (+ DN) ─ boxes,
+      memory ─ two-stage proposals ─ [text-guided refinement] ─ decoder (+ DN) ─ boxes,
                classes, per-query morphology ─ mask former (instance + semantic masks)
     prompt ─ T5 encoder ─┬─ refinement (above)
                          └─ Q-Former(image, prompt) ⧺ prompt states ─ T5 decoder ─ text logits
@@ -42,7 +42,7 @@ from .decoder import ImageDecoder
 from .denoising import DenoisingQueries
 from .encoder import ImageEncoder
 from .heads import CellHeads
-from .hemaformer import QFormer, TextGuidedRefinement
+from .hemaformer import QFormer, build_text_refinement
 from .layers import masked_mean
 from .maskformer import MaskFormer
 from .position import PositionEmbeddingSine
@@ -63,8 +63,8 @@ class HemaFormer(nn.Module):
         d, h = cfg.hidden_dim, cfg.nheads
         self.qformer = QFormer(d, text_dim, h, cfg.hema.qformer_queries, cfg.hema.qformer_layers,
                                cfg.hema.qformer_ffn_mult, cfg.dropout)
-        self.refine = TextGuidedRefinement(d, text_dim, h, cfg.dropout)
-        self.mask_former = MaskFormer(d, len(labels.SEGMENTATION_CLASSES), cfg.norm_groups)
+        self.refine = build_text_refinement(cfg.hema.refinement, d, text_dim, h, cfg.dropout)
+        self.mask_former = MaskFormer(d, len(labels.SEGMENTATION_CLASSES), cfg.norm_groups, cfg.hema.upsampler_norm)
 
 
 class UniHema(nn.Module):
@@ -168,18 +168,23 @@ class UniHema(nn.Module):
 
     # ------------------------------------------------------------------ detector
 
-    def _detect(self, img: dict, targets, text_states, text_pad, with_masks: bool) -> dict:
+    def _detect(self, img: dict, targets, text_states, text_pad, with_masks: bool, denoise: bool = True) -> dict:
         memory, mask = img["memory"], img["mask"]
         tgt, refs, interm = self.proposals(memory, mask, img["spatial_shapes"])
         if text_states is not None and self.cfg.hema.text_refinement:
-            # Proposals are sorted by score, so the first K queries are the top-K objects.
-            k = self.cfg.hema.refine_top_k
-            tgt = torch.cat([self.hema.refine(tgt[:, :k], text_states, text_pad), tgt[:, k:]], dim=1)
+            if self.cfg.hema.refinement == "official":
+                tgt = self.hema.refine(tgt, text_states, text_pad)
+            else:
+                # Proposals are sorted by score, so the first K queries are the top-K objects.
+                k = self.cfg.hema.refine_top_k
+                tgt = torch.cat([self.hema.refine(tgt[:, :k], text_states, text_pad), tgt[:, k:]], dim=1)
         dn = None
         if self.training and self.denoising is not None and targets is not None:
-            dn = self.denoising(targets, self.num_queries)
+            # Only batches that pay a box loss get DN queries: on a morphology batch the
+            # detector runs for the per-query attributes and nothing would read DN boxes.
+            dn = self.denoising(targets, self.num_queries) if denoise else None
             if dn is None:
-                # No boxes to denoise in this batch. Keep the DN embedding in the graph with a
+                # No boxes to denoise (or no box loss) in this batch. Keep the DN embedding in the graph with a
                 # zero contribution: under ZeRO-2 the gradient buckets must hold the same
                 # parameters on every rank, and another rank's batch may have boxes (a crash
                 # "Received data size doesn't match expected size" in gloo otherwise).
@@ -246,7 +251,8 @@ class UniHema(nn.Module):
         if run_cell:
             out.update(self.heads(self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])))
         if run_detector:
-            out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks))
+            out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks,
+                                    denoise=bool(tasks & DETECTOR_TASKS)))
         if run_text and batch.get("text_labels") is not None:
             states, states_mask = self._text_context(img, text_states, prompt_mask)
             decoder_ids = self.text.shift_right(batch["text_labels"])

@@ -2,8 +2,9 @@
 
 Groups (training_args.txt): the image backbone trains at ``lr_backbone`` (1e-5); the
 deformable-attention sampling-offset and reference-point projections at ``lr`` x
-``lr_linear_proj_mult`` (0.1); everything else at ``lr`` (1e-4); weight decay 0.01 for all,
-as in the official run. The schedule warms up linearly, then steps or follows a cosine.
+``lr_linear_proj_mult`` (DINO's 0.1 by default; 1.0 in ``paper``, because the official run's
+``param_dict_type='default'`` never applied its 0.1); everything else at ``lr`` (1e-4);
+weight decay 0.01 for all, as in the official run. The schedule warms up linearly, then steps or follows a cosine.
 
 The optimizer is torch's AdamW or ``MaskedAdamW`` (``train.optimizer``). One optimizer step
 usually trains one task, so most heads take no part in it. Plain PyTorch leaves their

@@ -107,6 +107,7 @@ def main(argv=None) -> int:
                         help=f"local folder for the report (default {DEFAULT_OUT}/<sweep name>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from unihema.model.weights import PretrainedWeightsError, check_available
     from unihema.tune.search import MissingPackageError, build_searcher
     from unihema.tune.space import check_search
 
@@ -123,6 +124,11 @@ def main(argv=None) -> int:
     if args.preview:
         print_preview(cfg)
         return 0
+    try:
+        check_available(cfg.model)  # weights every trial would fail to load stop the sweep here
+    except PretrainedWeightsError as err:
+        print(f"weights error: {err}", file=sys.stderr)
+        return 2
     return run(cfg, args)
 
 
