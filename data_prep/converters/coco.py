@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.context import Context
-from data_prep.converters.base import Converter, Plan, rel
+from data_prep.converters.base import Converter, Plan, by_split, rel
 from data_prep.converters.tables import official_attributes
 from data_prep.geometry import Annotations, mask_box
 from data_prep.images import load_image
@@ -59,7 +59,7 @@ class CocoConverter(Converter):
 
     def plan(self, ctx: Context) -> Plan:
         plan = Plan([])
-        for split, path in ctx.options["annotations"].items():
+        for split, path in by_split(ctx.options["annotations"]).items():
             path = ctx.src / path
             origin = rel(path, ctx)
             if not path.is_file():

@@ -58,6 +58,14 @@ class MasksConverter(Converter):
                "mode": "binary", "threshold": 128,
                "values": {}, "snap": False, "instance_label": None, "min_instance_pixels": 10}
 
+    def check(self, options: dict) -> None:
+        if options["mode"] not in _MODES:
+            raise ValueError(f"mode: invalid value {options['mode']!r}; allowed: {', '.join(_MODES)}")
+        bad = [v for v in options["values"].values() if v is not None and v not in SEGMENTATION_CLASSES]
+        if bad:
+            raise ValueError(f"values: {bad[0]!r} is not a segmentation class; allowed: "
+                             f"{', '.join(SEGMENTATION_CLASSES)} or null (background)")
+
     def plan(self, ctx: Context) -> Plan:
         if ctx.options["mode"] not in _MODES:
             raise ValueError(f"masks converter: mode must be one of {_MODES}, got {ctx.options['mode']!r}")

@@ -9,6 +9,7 @@ allowed, instead of deep inside a Ray worker an hour later.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -135,17 +136,21 @@ def _check_range(value: Any, meta: typing.Mapping, path: str) -> None:
             raise ConfigError(f"{path}: invalid value {value!r}; must be <= {hi}")
 
 
-def build(cls: type, data: dict | None = None, path: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from ``data``, rejecting unknown keys and bad values."""
+def build(cls: type, data: dict | None = None, path: str = "", root: str = "config") -> Any:
+    """Instantiate dataclass ``cls`` from ``data``, rejecting unknown keys and bad values.
+
+    ``root`` names the whole tree in messages about its top-level keys ("config", "spec").
+    """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        where = path or "config"
+        where = path or root
         raise ConfigError(
             f"unknown key {'.'.join(filter(None, [path, unknown[0]]))!r} in {where}; "
             f"allowed keys: {', '.join(sorted(fields))}"
+            + (f"; did you mean {near[0]!r}?" if (near := difflib.get_close_matches(unknown[0], fields, n=1)) else "")
         )
     kwargs = {}
     for name, f in fields.items():
@@ -166,7 +171,7 @@ def build(cls: type, data: dict | None = None, path: str = "") -> Any:
         except ConfigError:
             raise
         except ValueError as err:
-            raise ConfigError(f"{path or 'config'}: {err}") from None
+            raise ConfigError(f"{path or root}: {err}") from None
     return obj
 
 
