@@ -15,7 +15,6 @@ where from and ``layout`` what the ``--src`` folder must then contain.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 import yaml
 
 from unihema.config import read_yaml
-from unihema.config.core import ConfigError, build, to_dict
+from unihema.config.core import ConfigError, build, closest, to_dict
 from unihema.data.schema import TASKS
 
 from data_prep.splits import DEFAULT_RATIOS
@@ -33,13 +32,6 @@ from data_prep.splits import DEFAULT_RATIOS
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TEXT_KEYS = ("complete_classes", "generate")
 REQUIRED = ("name", "tasks", "converter")
-
-
-def closest(name: object, choices, n: int = 3) -> list[str]:
-    """The label-space (or key) names nearest to ``name``, compared without case."""
-    folded = {str(c).casefold(): str(c) for c in choices}
-    return [folded[m] for m in difflib.get_close_matches(" ".join(str(name).split()).casefold(), list(folded),
-                                                         n=n, cutoff=0.5)]
 
 
 def _hint(name: object, choices) -> str:
@@ -68,7 +60,7 @@ class DatasetSpec:
     upstream: str = ""               # where to get it; "see upstream: ..." where no URL is certain
     layout: str = ""                 # what the --src folder must contain
     options: dict[str, Any] = field(default_factory=dict)
-    labels: dict[str, str | None] = field(default_factory=dict)  # source class name -> label-space name (None: leave out)
+    labels: dict[str, str | None] = field(default_factory=dict)  # source name -> label-space name (None: leave out)
     text: dict[str, Any] = field(default_factory=dict)  # complete_classes: classes whose counts/absence are reliable
     split: str = "hash of image content"         # how splits are made, in words
     split_ratios: tuple[float, float, float] = DEFAULT_RATIOS

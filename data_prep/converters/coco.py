@@ -95,7 +95,8 @@ class CocoConverter(Converter):
         split, info, anns, ann_origin = unit
         name = str(info.get("file_name", ""))
         # Several annotation files may reuse a file name in different image folders: keep ids apart.
-        key = ("" if len(ctx.options["annotations"]) == 1 else f"{split}/") + Path(name).with_suffix("").as_posix()
+        one_file = len(by_split(ctx.options["annotations"])) == 1
+        key = ("" if one_file else f"{split}/") + Path(name).with_suffix("").as_posix()
         rid, out = ctx.record_id(key), Outcome()
         path = self._image_dir(ctx, split) / name
         origin = f"{ann_origin}:{name}"

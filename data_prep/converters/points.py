@@ -146,7 +146,13 @@ class PointsConverter(Converter):
                 out.annotations += 1
                 out.drop_annotation(rid, origin, f"bad_point: line {line} has no numeric x/y: {row!r}"[:300])
                 continue
-            points.append((line, x, y, radius, _field(row, cols["class"]) or ""))
+            cls = _field(row, cols["class"])
+            if cls is None or not str(cls).strip():
+                out.annotations += 1
+                out.drop_annotation(rid, origin, f"bad_point: line {line} has no class in column "
+                                                 f"{cols['class']!r}: {row!r}"[:300])
+                continue
+            points.append((line, x, y, radius, cls))
         if ctx.options["mode"] == "crops":
             return self._crops(ctx, key, origin, image, pixels, points, out)
         boxes = Annotations(rid, origin, image.width, image.height, ctx.labels, out)

@@ -24,6 +24,14 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used; the message names the key."""
 
 
+def closest(name: object, choices, n: int = 3) -> list[str]:
+    """The names in ``choices`` nearest to ``name`` (case and spacing ignored), for "did you mean" hints."""
+    folded = {str(c).casefold(): str(c) for c in choices}
+    # 0.5, not difflib's 0.6: a swapped letter pair ("lisence") must still find its key.
+    return [folded[m] for m in difflib.get_close_matches(" ".join(str(name).split()).casefold(), list(folded),
+                                                         n=n, cutoff=0.5)]
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
@@ -150,7 +158,7 @@ def build(cls: type, data: dict | None = None, path: str = "", root: str = "conf
         raise ConfigError(
             f"unknown key {'.'.join(filter(None, [path, unknown[0]]))!r} in {where}; "
             f"allowed keys: {', '.join(sorted(fields))}"
-            + (f"; did you mean {near[0]!r}?" if (near := difflib.get_close_matches(unknown[0], fields, n=1)) else "")
+            + (f"; did you mean {near[0]!r}?" if (near := closest(unknown[0], fields, n=1)) else "")
         )
     kwargs = {}
     for name, f in fields.items():
