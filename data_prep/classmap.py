@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from unihema.config.core import closest
 from unihema.labels import CELL_CLASSES, DETECTION_CLASSES, SEGMENTATION_CLASSES
 
 from data_prep.problems import SourceProblem
-from data_prep.registry import closest
 
 UNKNOWN = "?"  # the target ``seen`` records for a name that maps nowhere
 SPACES = {"detection": DETECTION_CLASSES, "cell": CELL_CLASSES, "segmentation": SEGMENTATION_CLASSES}

@@ -21,12 +21,11 @@ import sys
 import yaml
 
 from unihema.config import StorageConfig
+from unihema.config.core import closest
 from unihema.storage import StorageAccessError
 
 from data_prep import audit, registry
 from data_prep.classmap import SPACES, UNKNOWN, normalize
-from data_prep.converters import CONVERTERS
-from data_prep.registry import closest
 from data_prep.pipeline import ConversionFailed, ConvertSettings, DatasetNotFound, convert
 from data_prep.upload import UploadError
 
@@ -104,7 +103,7 @@ def _dry_run_report(spec, result) -> str:
     classes = prep["source_classes"]
     if classes:
         lines.append("  classes found in the source -> label space:")
-        space = _space_of(spec)
+        space = spec.label_space()
         for c in classes:
             if c["to"] == UNKNOWN:
                 near = closest(c["name"], SPACES[space])
@@ -125,11 +124,6 @@ def _dry_run_report(spec, result) -> str:
     lines.append(f"  a real run would FAIL: {result.failure}" if result.failure else "  a real run would pass "
                  "the error threshold")
     return "\n".join(lines)
-
-
-def _space_of(spec) -> str:
-    converter = CONVERTERS[spec.converter]()
-    return converter.label_space({**converter.OPTIONS, **spec.options})
 
 
 def cmd_convert(args) -> int:

@@ -97,12 +97,11 @@ class DatasetSpec:
                               f"{_hint(self.converter, CONVERTERS)}")
         converter = CONVERTERS[self.converter]()
         check_options(self.converter, converter.OPTIONS, self.options, "options")
-        options = {**converter.OPTIONS, **self.options}
         try:
-            converter.check(options)
+            converter.check({**converter.OPTIONS, **self.options})
         except ValueError as err:
             raise ConfigError(f"options.{err}") from None
-        space = converter.label_space(options)
+        space = self.label_space()
         names = SPACES[space]
         for raw, target in self.labels.items():
             if target is not None and target not in names:
@@ -125,6 +124,11 @@ class DatasetSpec:
                               "numbers train, val, test, not all zero")
         if not 0 <= self.test_from_train < 1:
             raise ConfigError(f"test_from_train: invalid value {self.test_from_train!r}; must be >= 0 and < 1")
+
+    def label_space(self) -> str:
+        """The label space (detection, cell, segmentation) the converter maps this dataset's class names into."""
+        converter = _converters()[self.converter]()
+        return converter.label_space({**converter.OPTIONS, **self.options})
 
     def default_src(self) -> Path:
         """Where ``convert`` looks when --src is not given: $UNIHEMA_RAW_DATA/<name> or data/raw/<name>."""
@@ -205,5 +209,5 @@ def get(name: str) -> DatasetSpec:
     return specs[name]
 
 
-__all__ = ["DatasetSpec", "check_options", "closest", "get", "load_spec", "registry", "spec_from_dict",
+__all__ = ["DatasetSpec", "check_options", "get", "load_spec", "registry", "spec_from_dict",
            "spec_to_dict", "spec_to_yaml"]
