@@ -232,3 +232,16 @@ def test_unknown_class_hint_in_errors_and_manifest(tmp_path):
     classes = json.loads((out / "manifest.json").read_text())["prep"]["source_classes"]
     assert {"name": "Neutrofil", "to": "?", "count": 1} in classes and {"name": "ring", "to": "plasmodium",
                                                                        "count": 2} in classes
+
+
+def test_classes_found_in_worker_processes_reach_the_report(tmp_path):
+    """The label map counts in each worker; those counts come back with the outcomes, equal to one process's."""
+    from data_prep.pipeline import ConvertSettings, convert
+
+    src = tmp_path / "src"
+    _points(src)
+    spec = spec_from_dict(yaml.safe_load(doc_specs()["my_points"]))
+    results = [convert(spec, src, None, settings=ConvertSettings(workers=w, progress=False, dry_run=True))
+               for w in (1, 2)]
+    assert results[0].manifest["prep"]["source_classes"] == results[1].manifest["prep"]["source_classes"] == [
+        {"name": "rbc", "to": "RBC", "count": 2}, {"name": "ring", "to": "plasmodium", "count": 2}]
