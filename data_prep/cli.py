@@ -22,6 +22,7 @@ import yaml
 
 from unihema.config import StorageConfig
 from unihema.config.core import closest
+from unihema.data.schema import TASKS
 from unihema.storage import StorageAccessError
 
 from data_prep import audit, registry
@@ -147,7 +148,14 @@ def cmd_convert(args) -> int:
           f"{prep['dropped_annotations']} annotations dropped, {prep['error_entries']} entries in errors.jsonl; "
           f"{prep['images_per_s']} images/s; shards uploaded {len(result.uploaded)}, "
           f"skipped (already there) {len(result.skipped)}")
+    print(f"train on it: {_train_command(args.out, result.manifest['counts']['task'])}")
     return 0
+
+
+def _train_command(uri: str, task_counts: dict) -> str:
+    """The pretrain command for these shards alone: a task with no records must get no share of the steps."""
+    absent = [t for t in TASKS if not task_counts.get(t)]
+    return " ".join(["python -m unihema.pretrain", f"data.uri={uri}", *(f"data.mix.{t}=0" for t in absent)])
 
 
 def cmd_validate(args) -> int:

@@ -217,6 +217,17 @@ def test_dry_run_reports_and_writes_nothing(tmp_path, capsys):
     assert "closest: 'platelet'" in text
 
 
+def test_convert_prints_the_training_command(tmp_path, capsys):
+    """After a conversion the CLI prints the pretrain command, with no share of steps for absent tasks."""
+    src, out, spec_file = tmp_path / "src", tmp_path / "out", tmp_path / "my_points.yaml"
+    _points(src)
+    spec_file.write_text(doc_specs()["my_points"])
+    assert main(["convert", "--spec", str(spec_file), "--src", str(src), "--out", str(out), "--workers", "1",
+                 "--no-progress"]) == 0
+    assert (f"train on it: python -m unihema.pretrain data.uri={out} data.mix.classification=0 "
+            "data.mix.segmentation=0 data.mix.morphology=0 data.mix.vqa=0 data.mix.mlm=0") in capsys.readouterr().out
+
+
 def test_unknown_class_hint_in_errors_and_manifest(tmp_path):
     """A real run lists an unknown class with its closest label-space names; the manifest lists source classes."""
     src, out = tmp_path / "src", tmp_path / "out"
