@@ -1,5 +1,10 @@
 """The data_prep command line: list, info, convert, validate, stats, dedup.
 
+``convert`` takes a built-in dataset by name or a user's YAML spec (``--spec``); both are
+the same ``DatasetSpec``, and ``info NAME --yaml`` prints a built-in one as a spec file to
+start from. ``--dry-run`` converts everything in memory and prints what a run would write,
+the classes found and where the label map sends them, and every problem, writing nothing.
+
 S3 settings: ``--endpoint-url`` (else AWS_ENDPOINT_URL), credentials from the standard AWS
 chain (environment, ~/.aws, instance roles); they are never printed. Exit codes: 0 done,
 1 a check failed or the conversion passed its error threshold, 2 bad usage or missing data.
@@ -16,9 +21,12 @@ import sys
 import yaml
 
 from unihema.config import StorageConfig
+from unihema.config.core import closest
+from unihema.data.schema import TASKS
 from unihema.storage import StorageAccessError
 
 from data_prep import audit, registry
+from data_prep.classmap import SPACES, UNKNOWN, normalize
 from data_prep.pipeline import ConversionFailed, ConvertSettings, DatasetNotFound, convert
 from data_prep.upload import UploadError
 
@@ -60,6 +68,9 @@ def cmd_list(args) -> int:
 
 def cmd_info(args) -> int:
     spec = registry.get(args.dataset)
+    if args.yaml:
+        print(registry.spec_to_yaml(spec), end="")
+        return 0
     print(spec.where_to_get(args.src))
     print(f"  tasks: {', '.join(spec.tasks)} | diseases: {', '.join(spec.diseases) or '-'}")
     print(f"  annotation: {spec.annotation}\n  converter: {spec.converter} {json.dumps(spec.options)}")
@@ -72,22 +83,79 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _spec(args):
+    if bool(args.dataset) == bool(args.spec):
+        raise ValueError("give a registered dataset NAME or --spec FILE (one of them)")
+    return registry.load_spec(args.spec) if args.spec else registry.get(args.dataset)
+
+
+def _dry_run_report(spec, result) -> str:
+    """What a run would write, the classes found and where they go, and the problems, in words."""
+    report, prep = result.manifest, result.manifest["prep"]
+    counts = report["counts"]
+    lines = [f"{spec.name}: dry run, nothing written",
+             f"  source records: {prep['source_records']} ({prep['units']} units); would write {prep['written']} "
+             f"{counts['split']}; rejected {prep['rejected_records']}",
+             f"  tasks: {counts['task']}",
+             f"  annotations: {prep['annotations']}, dropped {prep['dropped_annotations']}"]
+    for key in ("detection_class", "cell_class"):
+        if counts[key]:
+            lines.append(f"  {key.replace('_', ' ')}es written: {counts[key]}")
+    classes = prep["source_classes"]
+    if classes:
+        lines.append("  classes found in the source -> label space:")
+        space = spec.label_space()
+        for c in classes:
+            if c["to"] == UNKNOWN:
+                near = closest(c["name"], SPACES[space])
+                where = f"UNKNOWN (closest: {', '.join(near)})" if near else "UNKNOWN (nothing close)"
+            else:
+                where = "left out (null in labels)" if c["to"] is None else c["to"]
+            lines.append(f"    {c['name']!r} -> {where}  x{c['count']}")
+    met = {normalize(c["name"]) for c in classes}
+    unused = [raw for raw in spec.labels if normalize(raw) not in met]
+    if unused:
+        lines.append(f"  label map entries no source class used: {', '.join(map(repr, unused))}")
+    if prep["problems"]:
+        lines.append(f"  problems by reason: {prep['problems']}")
+        for entry in report["errors"][:20]:
+            lines.append(f"    {entry['action']}: {entry['id']} ({entry['origin']}): {'; '.join(entry['reasons'])}")
+        if len(report["errors"]) > 20:
+            lines.append(f"    ... and {len(report['errors']) - 20} more")
+    lines.append(f"  a real run would FAIL: {result.failure}" if result.failure else "  a real run would pass "
+                 "the error threshold")
+    return "\n".join(lines)
+
+
 def cmd_convert(args) -> int:
-    spec = registry.get(args.dataset)
+    spec = _spec(args)
+    if not args.out and not args.dry_run:
+        raise ValueError("--out is required (or --dry-run to check without writing)")
     settings = ConvertSettings(
         workers=args.workers, target_shard_bytes=int(args.shard_mb * (1 << 20)),
         max_records_per_shard=args.max_records_per_shard, max_error_rate=args.max_error_rate, seed=args.seed,
         split_salt=args.split_salt, skip_existing=not args.no_skip_existing, progress=not args.no_progress,
         options=_options(args.option),
-        split_ratios=tuple(float(x) for x in args.split_ratios.split(",")) if args.split_ratios else None)
+        split_ratios=tuple(float(x) for x in args.split_ratios.split(",")) if args.split_ratios else None,
+        dry_run=args.dry_run)
     result = convert(spec, args.src or spec.default_src(), args.out, _storage(args), settings)
+    if result.dry_run:
+        print(_dry_run_report(spec, result))
+        return 1 if result.failure else 0
     prep = result.manifest["prep"]
     print(f"{spec.name}: {prep['written']} of {prep['source_records']} source records written to {args.out} "
           f"({result.manifest['counts']['split']}); {prep['rejected_records']} rejected, "
           f"{prep['dropped_annotations']} annotations dropped, {prep['error_entries']} entries in errors.jsonl; "
           f"{prep['images_per_s']} images/s; shards uploaded {len(result.uploaded)}, "
           f"skipped (already there) {len(result.skipped)}")
+    print(f"train on it: {_train_command(args.out, result.manifest['counts']['task'])}")
     return 0
+
+
+def _train_command(uri: str, task_counts: dict) -> str:
+    """The pretrain command for these shards alone: a task with no records must get no share of the steps."""
+    absent = [t for t in TASKS if not task_counts.get(t)]
+    return " ".join(["python -m unihema.pretrain", f"data.uri={uri}", *(f"data.mix.{t}=0" for t in absent)])
 
 
 def cmd_validate(args) -> int:
@@ -133,12 +201,16 @@ def parser() -> argparse.ArgumentParser:
     q = sub.add_parser("info", help="where to get a dataset, where to put it, how it converts")
     q.add_argument("dataset")
     q.add_argument("--src")
+    q.add_argument("--yaml", action="store_true", help="print the entry as a spec file for convert --spec")
     q.set_defaults(func=cmd_info)
 
     q = sub.add_parser("convert", help="convert a dataset into shards + manifest + errors.jsonl")
-    q.add_argument("dataset")
+    q.add_argument("dataset", nargs="?", help="a registered dataset (or give --spec)")
+    q.add_argument("--spec", help="a YAML dataset spec file instead of a registered name (see info NAME --yaml)")
     q.add_argument("--src", help="the downloaded dataset (default: $UNIHEMA_RAW_DATA/<name> or data/raw/<name>)")
-    q.add_argument("--out", required=True, help="local folder or s3://bucket/prefix")
+    q.add_argument("--out", help="local folder or s3://bucket/prefix")
+    q.add_argument("--dry-run", action="store_true",
+                   help="read and convert everything, report counts, classes, mapping and problems; write nothing")
     q.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     q.add_argument("--shard-mb", type=float, default=64, help="target shard size in MiB")
     q.add_argument("--max-records-per-shard", type=int, default=10_000)

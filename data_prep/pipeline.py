@@ -28,13 +28,14 @@ import pyarrow.fs as pafs
 from tqdm import tqdm
 
 from unihema.config import StorageConfig
-from unihema.data.shards import ERRORS, MANIFEST, ShardWriter, list_shards, write_manifest
+from unihema.data.schema import validate_record
+from unihema.data.shards import ERRORS, MANIFEST, ShardStats, ShardWriter, list_shards, write_manifest
 from unihema.storage import check_access, describe_failure, open_filesystem, parse_uri
 
 from data_prep.context import Context
 from data_prep.converters import CONVERTERS, Converter
-from data_prep.problems import rejection
-from data_prep.registry import DatasetSpec
+from data_prep.problems import Outcome, rejection
+from data_prep.registry import DatasetSpec, check_options
 from data_prep.report import Ledger
 from data_prep.upload import make_uploader
 
@@ -64,6 +65,9 @@ class ConvertSettings:
     progress: bool = True
     start_method: str = "forkserver"       # no fork of a process that holds S3 client threads
     options: dict = field(default_factory=dict)  # overrides of the registry's converter options
+    # Read and convert everything, validate every record, report; write nothing at all (not
+    # even a folder): the way to check a new spec against its data before a real run.
+    dry_run: bool = False
 
 
 @dataclass
@@ -74,16 +78,19 @@ class ConvertResult:
     uploaded: list[str]
     skipped: list[str]
     pruned: list[str]
+    dry_run: bool = False
+    failure: str | None = None   # why a real run would fail (a dry run reports it instead of raising)
 
 
 def _build(spec: DatasetSpec, src: str, settings: ConvertSettings) -> tuple[Converter, Context]:
     converter = CONVERTERS[spec.converter]()
-    unknown = set(spec.options) | set(settings.options)
-    unknown -= set(converter.OPTIONS)
-    if unknown:
-        raise ValueError(f"dataset {spec.name!r}: converter {spec.converter!r} has no options {sorted(unknown)}; "
-                         f"it accepts {sorted(converter.OPTIONS)}")
+    check_options(spec.converter, converter.OPTIONS, settings.options, "--option")  # the spec's own are checked
     options = {**converter.OPTIONS, **spec.options, **settings.options}
+    if settings.options:
+        try:
+            converter.check(options)
+        except ValueError as err:
+            raise ValueError(f"--option {err}") from None
     ctx = Context(spec, Path(src), options, converter.label_space(options), settings.seed, settings.split_ratios,
                   settings.split_salt)
     return converter, ctx
@@ -97,12 +104,37 @@ class _Worker:
 
     def __call__(self, unit):
         try:
-            return self.converter.convert(unit, self.ctx)
+            outcomes = self.converter.convert(unit, self.ctx)
         except Exception as err:  # a converter bug must not lose the record or the run
             log.exception("converter %s failed on %r", self.converter.name, unit)
             source = unit[0] if isinstance(unit, tuple) and isinstance(unit[0], str) else repr(unit)
-            return [rejection(self.ctx.record_id(Path(source).name[:200]), source[:300],
-                              f"converter_error: {type(err).__name__}: {err}")]
+            outcomes = [rejection(self.ctx.record_id(Path(source).name[:200]), source[:300],
+                                  f"converter_error: {type(err).__name__}: {err}")]
+        # The label map counts in this process; the counts travel back with the unit's outcomes.
+        seen = self.ctx.labels.drain()
+        if seen:
+            if not outcomes:
+                outcomes = [Outcome()]
+            outcomes[0].classes.update(seen)
+        return outcomes
+
+
+class _Checker:
+    """Stands in for the ShardWriter on a dry run: validates and counts records, writes nothing."""
+
+    def __init__(self):
+        self.stats = ShardStats()
+
+    def write(self, rec: dict) -> bool:
+        problems = validate_record(rec)
+        if problems:
+            self.stats.add_error(str(rec.get("id")), rec.get("origin"), problems)
+            return False
+        self.stats.add_record(rec)
+        return True
+
+    def close(self) -> ShardStats:
+        return self.stats
 
 
 _WORKER: _Worker | None = None
@@ -193,9 +225,18 @@ def _prune(uri: str, storage: StorageConfig, tag: str, keep: set[str]) -> list[s
     return [p[len(root) + 1:] for p in stale]
 
 
-def convert(spec: DatasetSpec, src: str | Path, out: str, storage: StorageConfig | None = None,
+def _dataset_info(spec: DatasetSpec) -> dict:
+    return {"name": spec.name, "title": spec.title, "license": spec.license, "upstream": spec.upstream,
+            "converter": spec.converter, "split": spec.split}
+
+
+def convert(spec: DatasetSpec, src: str | Path, out: str | None, storage: StorageConfig | None = None,
             settings: ConvertSettings | None = None) -> ConvertResult:
-    """Convert ``spec``'s dataset at ``src`` into validated shards at ``out`` (local folder or s3://)."""
+    """Convert ``spec``'s dataset at ``src`` into validated shards at ``out`` (local folder or s3://).
+
+    With ``settings.dry_run`` nothing is written (``out`` may be None): the result's manifest
+    is the report of what a run would write, and ``failure`` says why it would fail.
+    """
     settings = settings or ConvertSettings()
     storage = storage or StorageConfig()
     src = Path(src).expanduser().resolve()
@@ -206,15 +247,18 @@ def convert(spec: DatasetSpec, src: str | Path, out: str, storage: StorageConfig
         plan = converter.plan(ctx)
     except FileNotFoundError as err:
         raise DatasetNotFound(f"{err}.\n{spec.where_to_get(src)}") from None
-    target = parse_uri(out)
-    if target.is_s3:
-        check_access(out, storage)
+    if settings.dry_run:
+        writer = _Checker()
     else:
-        Path(target.key).mkdir(parents=True, exist_ok=True)
-    _unpublish(out, storage)
-    uploader = make_uploader(out, storage, skip_existing=settings.skip_existing)
-    writer = ShardWriter(out, storage, tag=spec.name, target_shard_bytes=settings.target_shard_bytes,
-                         max_records_per_shard=settings.max_records_per_shard, uploader=uploader)
+        target = parse_uri(out)
+        if target.is_s3:
+            check_access(out, storage)
+        else:
+            Path(target.key).mkdir(parents=True, exist_ok=True)
+        _unpublish(out, storage)
+        uploader = make_uploader(out, storage, skip_existing=settings.skip_existing)
+        writer = ShardWriter(out, storage, tag=spec.name, target_shard_bytes=settings.target_shard_bytes,
+                             max_records_per_shard=settings.max_records_per_shard, uploader=uploader)
     ledger = Ledger()
     for outcome in plan.problems:
         ledger.add(outcome)
@@ -249,6 +293,11 @@ def convert(spec: DatasetSpec, src: str | Path, out: str, storage: StorageConfig
     # Listed by origin, not in the shuffled processing order, so the report reads like the source tree.
     errors = "".join(json.dumps(e) + "\n" for e in sorted(ledger.entries, key=lambda e: str(e.get("origin", "")))).encode()
     failure = ledger.failure(settings.max_error_rate)
+    if settings.dry_run:
+        prep = {**ledger.summary(), "units": len(plan.units), "options": ctx.options}
+        report = {"dataset": _dataset_info(spec), "counts": stats.to_json()["counts"], "prep": prep,
+                  "errors": ledger.entries}
+        return ConvertResult(report, ledger, elapsed, [], [], [], dry_run=True, failure=failure)
     if failure:
         _write_file(out, storage, ERRORS, errors)
         raise ConversionFailed(f"{spec.name}: {failure}. Every problem is listed in {out}/{ERRORS}; "
@@ -259,9 +308,7 @@ def convert(spec: DatasetSpec, src: str | Path, out: str, storage: StorageConfig
                 units_per_s=round(len(plan.units) / elapsed, 1) if elapsed else None,
                 images_per_s=round(ledger.source_records / elapsed, 1) if elapsed else None,
                 seed=settings.seed, options=ctx.options, content_hashes=HASHES)
-    dataset = {"name": spec.name, "title": spec.title, "license": spec.license, "upstream": spec.upstream,
-               "converter": spec.converter, "split": spec.split}
-    manifest = write_manifest(out, stats, storage, dataset=dataset, prep=prep)
+    manifest = write_manifest(out, stats, storage, dataset=_dataset_info(spec), prep=prep)
     pruned = _prune(out, storage, spec.name, {f["path"] for f in stats.files})
     return ConvertResult(manifest, ledger, elapsed, uploader.uploaded, uploader.skipped, pruned)
 

@@ -47,6 +47,8 @@ class Outcome:
     annotations: int = 0  # source annotations seen (boxes, points, instances), for the annotation error rate
     dropped: int = 0      # of those, how many were dropped as errors
     content_hash: str | None = None  # of the record's image, for the duplicate report
+    # (source class name, where the label map sent it) -> lookups, for the classes-found report
+    classes: Counter = field(default_factory=Counter)
 
     def note(self, record_id: str, origin: str | None, reason: str, action: str) -> None:
         self.problems.append({"id": record_id, "origin": origin, "reasons": [reason], "action": action})

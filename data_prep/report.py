@@ -23,6 +23,7 @@ class Ledger:
         self.dropped = 0
         self.fixes: Counter = Counter()
         self.hashes: list[tuple[str, str, str]] = []  # (id, split, content hash) of written records
+        self.classes: Counter = Counter()  # (source class name, label-space name | None | "?") -> lookups
 
     def add(self, outcome: Outcome) -> None:
         self.entries.extend(outcome.problems)
@@ -31,6 +32,7 @@ class Ledger:
         self.annotations += outcome.annotations
         self.dropped += outcome.dropped
         self.fixes.update(outcome.fixes)
+        self.classes.update(outcome.classes)
 
     def written(self, rec: dict, content_hash: str | None) -> None:
         self.hashes.append((rec["id"], rec["split"], content_hash or ""))
@@ -93,7 +95,13 @@ class Ledger:
             "actions": dict(sorted(Counter(e.get("action") for e in self.entries).items())),
             "fixes": dict(sorted(self.fixes.items())),
             "duplicates": self.duplicates(),
+            "source_classes": self.source_classes(),
         }
+
+    def source_classes(self) -> list[dict]:
+        """Each class name met in the source, where the label map sent it (None: left out, "?": unknown)."""
+        return [{"name": name, "to": target, "count": n}
+                for (name, target), n in sorted(self.classes.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
 
 
 __all__ = ["Ledger"]

@@ -32,6 +32,9 @@ class Converter:
         """The label space class names map into (a converter's options may change it)."""
         return self.space
 
+    def check(self, options: dict) -> None:
+        """Refuse option values this converter cannot use (ValueError naming the option), before any file is read."""
+
     def plan(self, ctx: Context) -> Plan:
         raise NotImplementedError
 
@@ -47,9 +50,14 @@ def rel(path: Path, ctx: Context) -> str:
         return str(path)
 
 
+def by_split(value: str | dict) -> dict:
+    """A ``{split: path}`` option; one path alone (a user's single file) has no upstream split."""
+    return {"": value} if isinstance(value, str) else dict(value)
+
+
 def key_of(path: Path, root: Path) -> str:
     """A record key: the path under ``root`` without its suffix."""
     return path.relative_to(root).with_suffix("").as_posix()
 
 
-__all__ = ["Converter", "Plan", "key_of", "rel"]
+__all__ = ["Converter", "Plan", "by_split", "key_of", "rel"]

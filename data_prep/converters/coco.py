@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.context import Context
-from data_prep.converters.base import Converter, Plan, rel
+from data_prep.converters.base import Converter, Plan, by_split, rel
 from data_prep.converters.tables import official_attributes
 from data_prep.geometry import Annotations, mask_box
 from data_prep.images import load_image
@@ -59,7 +59,7 @@ class CocoConverter(Converter):
 
     def plan(self, ctx: Context) -> Plan:
         plan = Plan([])
-        for split, path in ctx.options["annotations"].items():
+        for split, path in by_split(ctx.options["annotations"]).items():
             path = ctx.src / path
             origin = rel(path, ctx)
             if not path.is_file():
@@ -95,7 +95,8 @@ class CocoConverter(Converter):
         split, info, anns, ann_origin = unit
         name = str(info.get("file_name", ""))
         # Several annotation files may reuse a file name in different image folders: keep ids apart.
-        key = ("" if len(ctx.options["annotations"]) == 1 else f"{split}/") + Path(name).with_suffix("").as_posix()
+        one_file = len(by_split(ctx.options["annotations"])) == 1
+        key = ("" if one_file else f"{split}/") + Path(name).with_suffix("").as_posix()
         rid, out = ctx.record_id(key), Outcome()
         path = self._image_dir(ctx, split) / name
         origin = f"{ann_origin}:{name}"

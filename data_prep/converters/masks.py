@@ -2,7 +2,9 @@
 
 Modes: ``binary`` (foreground = pixel >= threshold), ``values`` (each pixel value maps to a
 segmentation class, None = background; unmapped values are an error unless ``snap`` moves
-them to the nearest mapped value, for JPEG-compressed masks), ``instances`` (a label image:
+them to the nearest mapped value, for JPEG-compressed masks), ``colours`` (the same with
+RGB colours written ``"#rrggbb"``: colour-coded masks would collide once made grey, red and
+green can share a grey level), ``instances`` (a label image:
 each non-zero value is one instance) and ``instance_files`` (a folder of binary masks per
 image, one file per instance). The record gets the semantic mask; with ``instance_label``
 it also gets one box and mask per instance (connected components in the first two modes),
@@ -24,7 +26,22 @@ from data_prep.geometry import Annotations, components, mask_box, semantic_png
 from data_prep.images import decode, is_image, load_image
 from data_prep.problems import Outcome, SourceProblem
 
-_MODES = ("binary", "values", "instances", "instance_files")
+_MODES = ("binary", "values", "colours", "instances", "instance_files")
+
+
+def colour_value(key: object) -> int:
+    """``"#rrggbb"`` as the 24-bit integer a colour mask pixel is packed into."""
+    text = str(key).strip()
+    if len(text) != 7 or not text.startswith("#"):
+        raise ValueError(f"values: colour {key!r} is not written as '#rrggbb' (e.g. '#ff0000' for red)")
+    try:
+        return int(text[1:], 16)
+    except ValueError:
+        raise ValueError(f"values: colour {key!r} is not written as '#rrggbb' (e.g. '#ff0000' for red)") from None
+
+
+def _rgb(packed: np.ndarray) -> np.ndarray:
+    return np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], -1).astype(np.int64)
 
 
 def _pairs(ctx: Context) -> list[tuple[Path, Path]]:
@@ -48,6 +65,9 @@ def _read_mask(path: Path, mode: str) -> np.ndarray:
     img = decode(data, "mask")
     if mode == "instances":
         return np.asarray(img if img.mode in ("I", "I;16", "L") else img.convert("L")).astype(np.int64)
+    if mode == "colours":
+        rgb = np.asarray(img.convert("RGB")).astype(np.int64)
+        return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     return np.asarray(img.convert("L"))
 
 
@@ -57,6 +77,19 @@ class MasksConverter(Converter):
     OPTIONS = {"images": "images", "image_pattern": "*", "masks": "masks", "mask_name": "{stem}.png",
                "mode": "binary", "threshold": 128,
                "values": {}, "snap": False, "instance_label": None, "min_instance_pixels": 10}
+
+    def check(self, options: dict) -> None:
+        if options["mode"] not in _MODES:
+            raise ValueError(f"mode: invalid value {options['mode']!r}; allowed: {', '.join(_MODES)}")
+        if options["mode"] in ("values", "colours") and not options["values"]:
+            raise ValueError(f"values: mode {options['mode']!r} needs a mapping of mask "
+                             f"{'colours' if options['mode'] == 'colours' else 'values'} to segmentation classes")
+        for key in options["values"] if options["mode"] == "colours" else ():
+            colour_value(key)
+        bad = [v for v in options["values"].values() if v is not None and v not in SEGMENTATION_CLASSES]
+        if bad:
+            raise ValueError(f"values: {bad[0]!r} is not a segmentation class; allowed: "
+                             f"{', '.join(SEGMENTATION_CLASSES)} or null (background)")
 
     def plan(self, ctx: Context) -> Plan:
         if ctx.options["mode"] not in _MODES:
@@ -94,13 +127,19 @@ class MasksConverter(Converter):
             return (raw >= ctx.options["threshold"]).astype(np.uint8)
         if mode == "instances":
             return (raw > 0).astype(np.uint8)
-        table = {int(k): v for k, v in ctx.options["values"].items()}
+        colours = mode == "colours"
+        table = {(colour_value(k) if colours else int(k)): v for k, v in ctx.options["values"].items()}
         keys = np.array(sorted(table))
         present = np.unique(raw)
         unknown = [int(v) for v in present if int(v) not in table]
         if unknown and not ctx.options["snap"]:
-            raise SourceProblem("unknown_mask_value", f"values {unknown[:10]} are not in the mapping {sorted(table)}")
-        if unknown:
+            shown = (lambda v: f"#{v:06x}") if colours else int
+            raise SourceProblem("unknown_mask_value", f"{'colours' if colours else 'values'} "
+                                                      f"{[shown(v) for v in unknown[:10]]} are not in the mapping "
+                                                      f"{[shown(v) for v in sorted(table)]}")
+        if unknown and colours:  # nearest colour in RGB, not nearest packed integer
+            raw = keys[((_rgb(raw)[..., None, :] - _rgb(keys)) ** 2).sum(-1).argmin(-1)]
+        elif unknown:
             raw = keys[np.abs(raw[..., None].astype(int) - keys).argmin(-1)]
         out = np.zeros(raw.shape, np.uint8)
         for value, name in table.items():

@@ -7,6 +7,8 @@ parasites and white cells that way). ``mode: boxes`` makes detection records wit
 record, split by the *source* image's hash so the crops of one smear never straddle splits.
 Points come from one table for all images (``table``) or one file per image
 (``per_image: "annotations/{stem}.csv"``), with named columns or, without a header, indices.
+``delimiter: whitespace`` reads files like ``x y class`` (any run of spaces or tabs), which
+the csv module cannot: it turns two spaces into an empty field.
 """
 
 from __future__ import annotations
@@ -26,11 +28,20 @@ from data_prep.problems import ANNOTATION_IGNORED, Outcome, SourceProblem, rejec
 def _rows(path: Path, ctx: Context) -> list[list[str] | dict]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
+            if ctx.options["delimiter"] == WHITESPACE:
+                rows = [line.split() for line in f if line.strip()]
+                if ctx.options["header"] and rows:
+                    return [dict(zip(rows[0], r)) for r in rows[1:]]
+                return rows
             if ctx.options["header"]:
                 return list(csv.DictReader(f, delimiter=ctx.options["delimiter"]))
             return [r for r in csv.reader(f, delimiter=ctx.options["delimiter"]) if r]
     except (csv.Error, UnicodeDecodeError) as err:
         raise SourceProblem("malformed_annotation", f"{path.name} does not parse ({err})") from None
+
+
+WHITESPACE = "whitespace"
+_MODES = ("boxes", "crops")
 
 
 def _field(row, column):
@@ -47,6 +58,30 @@ class PointsConverter(Converter):
 
     def label_space(self, options: dict) -> str:
         return "cell" if options.get("mode") == "crops" else "detection"
+
+    def check(self, options: dict) -> None:
+        if options["mode"] not in _MODES:
+            raise ValueError(f"mode: invalid value {options['mode']!r}; allowed: {', '.join(_MODES)}")
+        if not options["table"] and not options["per_image"]:
+            raise ValueError("table or per_image: one is needed (one point table for all images, or a file per "
+                             "image such as per_image: 'labels/{stem}.txt')")
+        if not isinstance(options["delimiter"], str) or not options["delimiter"]:
+            raise ValueError(f"delimiter: invalid value {options['delimiter']!r}; a character such as ',' or "
+                             f"'\\t', or {WHITESPACE!r} for columns separated by any run of spaces")
+        columns = options["columns"]
+        needed = ("x", "y", "class") + (("image",) if options["table"] else ())
+        missing = [c for c in needed if c not in columns]
+        if missing:
+            raise ValueError(f"columns: no entry for {', '.join(missing)}; columns names x, y, class"
+                             f"{' and image' if options['table'] else ''} (a header name, or a 0-based index "
+                             "when header is false)")
+        if not options["header"]:
+            for col in needed + (("radius",) if options["radius_column"] is not None else ()):
+                value = options["radius_column"] if col == "radius" else columns[col]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    where = "radius_column" if col == "radius" else f"columns.{col}"
+                    raise ValueError(f"{where}: invalid value {value!r}; without a header a column is given by "
+                                     "its 0-based index (x: 0, y: 1, class: 2)")
 
     def plan(self, ctx: Context) -> Plan:
         img_dir = ctx.path("images")
@@ -77,7 +112,7 @@ class PointsConverter(Converter):
             for img in images:
                 plan.units.append((str(img), ctx.options["per_image"].format(stem=img.stem, name=img.name), None))
         else:
-            raise ValueError("points converter needs a 'table' or a 'per_image' option")
+            raise ValueError("points converter needs a 'table' or a 'per_image' option")  # check() said so first
         return plan
 
     def _points(self, unit, ctx: Context) -> tuple[str, list]:
@@ -111,7 +146,13 @@ class PointsConverter(Converter):
                 out.annotations += 1
                 out.drop_annotation(rid, origin, f"bad_point: line {line} has no numeric x/y: {row!r}"[:300])
                 continue
-            points.append((line, x, y, radius, _field(row, cols["class"]) or ""))
+            cls = _field(row, cols["class"])
+            if cls is None or not str(cls).strip():
+                out.annotations += 1
+                out.drop_annotation(rid, origin, f"bad_point: line {line} has no class in column "
+                                                 f"{cols['class']!r}: {row!r}"[:300])
+                continue
+            points.append((line, x, y, radius, cls))
         if ctx.options["mode"] == "crops":
             return self._crops(ctx, key, origin, image, pixels, points, out)
         boxes = Annotations(rid, origin, image.width, image.height, ctx.labels, out)

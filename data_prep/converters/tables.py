@@ -18,7 +18,7 @@ from unihema.labels import MORPHOLOGY_ATTRIBUTES, NOT_ANNOTATED
 from data_prep import wbcatt
 from data_prep.classmap import Ignored, normalize
 from data_prep.context import Context
-from data_prep.converters.base import Converter, Plan, key_of, rel
+from data_prep.converters.base import Converter, Plan, by_split, key_of, rel
 from data_prep.images import is_image, load_image
 from data_prep.problems import ANNOTATION_IGNORED, ATTRIBUTES_DROPPED, ROW_IGNORED, Outcome, SourceProblem, rejection
 
@@ -75,15 +75,15 @@ def parse_attributes(row: dict, vocabulary: str) -> dict[str, str]:
     raise ValueError(f"unknown attribute vocabulary {vocabulary!r} (wbcatt or official)")
 
 
-def load_tables(ctx: Context, tables: dict[str, str], key: str) -> tuple[dict[str, tuple[dict, str | None, str]],
+def load_tables(ctx: Context, tables: str | dict[str, str], key: str) -> tuple[dict[str, tuple[dict, str | None, str]],
                                                                          list[Outcome]]:
     """{file name: (row, upstream split or None, origin)} from every table, and the problems met.
 
-    ``tables`` maps a split name (or "" for none) to a path under --src.
+    ``tables`` maps a split name (or "" for none) to a path under --src, or is one path.
     """
     index: dict[str, tuple[dict, str | None, str]] = {}
     problems: list[Outcome] = []
-    for split, path in tables.items():
+    for split, path in by_split(tables).items():
         path = ctx.src / path
         origin = rel(path, ctx)
         if not path.is_file():

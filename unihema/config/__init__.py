@@ -51,16 +51,17 @@ def preset_dict(name: str) -> dict:
     return deep_merge(PRESETS[name], {"preset": name})
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML mapping from ``path``; ``what`` names the kind of file in errors (config file, spec file)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+        raise ConfigError(f"{what} {str(path)!r} must hold a mapping at the top level")
     return data
 
 

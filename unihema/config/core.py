@@ -9,6 +9,7 @@ allowed, instead of deep inside a Ray worker an hour later.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -21,6 +22,14 @@ REDACTED = "***redacted***"
 
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used; the message names the key."""
+
+
+def closest(name: object, choices, n: int = 3) -> list[str]:
+    """The names in ``choices`` nearest to ``name`` (case and spacing ignored), for "did you mean" hints."""
+    folded = {str(c).casefold(): str(c) for c in choices}
+    # 0.5, not difflib's 0.6: a swapped letter pair ("lisence") must still find its key.
+    return [folded[m] for m in difflib.get_close_matches(" ".join(str(name).split()).casefold(), list(folded),
+                                                         n=n, cutoff=0.5)]
 
 
 def _type_name(tp: Any) -> str:
@@ -135,17 +144,21 @@ def _check_range(value: Any, meta: typing.Mapping, path: str) -> None:
             raise ConfigError(f"{path}: invalid value {value!r}; must be <= {hi}")
 
 
-def build(cls: type, data: dict | None = None, path: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from ``data``, rejecting unknown keys and bad values."""
+def build(cls: type, data: dict | None = None, path: str = "", root: str = "config") -> Any:
+    """Instantiate dataclass ``cls`` from ``data``, rejecting unknown keys and bad values.
+
+    ``root`` names the whole tree in messages about its top-level keys ("config", "spec").
+    """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        where = path or "config"
+        where = path or root
         raise ConfigError(
             f"unknown key {'.'.join(filter(None, [path, unknown[0]]))!r} in {where}; "
             f"allowed keys: {', '.join(sorted(fields))}"
+            + (f"; did you mean {near[0]!r}?" if (near := closest(unknown[0], fields, n=1)) else "")
         )
     kwargs = {}
     for name, f in fields.items():
@@ -166,7 +179,7 @@ def build(cls: type, data: dict | None = None, path: str = "") -> Any:
         except ConfigError:
             raise
         except ValueError as err:
-            raise ConfigError(f"{path or 'config'}: {err}") from None
+            raise ConfigError(f"{path or root}: {err}") from None
     return obj
 
 
