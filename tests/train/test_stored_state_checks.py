@@ -1,5 +1,6 @@
 """What is already in storage must match the config: the synthetic dataset's generator
-settings, and the model inside a run's checkpoints before Ray Train resumes it."""
+settings, the tasks a converted dataset holds, and the model inside a run's checkpoints
+before Ray Train resumes it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from unihema.config import StorageConfig, load_config
 from unihema.config.core import dump_yaml
 from unihema.data.synthetic import generate_dataset
 from unihema.data.synthetic.scenes import FOV_WIDTH_UM
-from unihema.train.launch import IncompatibleStateError, check_resumable, check_synthetic_manifest, ensure_dataset
+from unihema.train.launch import (IncompatibleStateError, check_resumable, check_synthetic_manifest, check_task_records,
+                                  ensure_dataset)
 
 STORAGE = StorageConfig()
 
@@ -64,3 +66,43 @@ def test_resuming_a_run_with_another_model_is_refused(tmp_path):
     message = str(err.value)
     assert str(run) in message and "model.decoder.num_queries: 16 there, 20 now" in message
     assert "run_name=" in message
+
+
+# What data_prep writes for a BCCD-like dataset: detection and field text, no single cells.
+FIELDS_ONLY = {"records": 12, "counts": {"split": {"train": 8, "val": 4},
+                                         "split_task": {"train/detection": 8, "train/vqa": 8, "train/mlm": 8,
+                                                        "val/detection": 4, "val/vqa": 4}}}
+
+
+def test_a_mix_that_trains_tasks_the_dataset_lacks_is_refused(tmp_path):
+    """The error names the absent tasks, what the dataset holds and the overrides that train on it."""
+    cfg = load_config("tiny", overrides=[f"data.uri={tmp_path}"])
+    with pytest.raises(IncompatibleStateError) as err:
+        check_task_records(FIELDS_ONLY, cfg)
+    message = str(err.value)
+    assert "no train records for classification, segmentation, morphology" in message
+    assert "detection (8), mlm (8), vqa (8)" in message
+    assert "data.mix.classification=0 data.mix.segmentation=0 data.mix.morphology=0," in message
+    fields = load_config("tiny", overrides=[f"data.uri={tmp_path}", "data.mix.classification=0",
+                                            "data.mix.segmentation=0", "data.mix.morphology=0"])
+    check_task_records(FIELDS_ONLY, fields)
+    check_task_records({"counts": {"split": {"train": 8}}}, cfg)  # older manifests: nothing to check against
+    only_cells = load_config("tiny", overrides=[f"data.uri={tmp_path}", *(f"data.mix.{t}=0" for t in
+                                                ("detection", "segmentation", "morphology", "vqa", "mlm"))])
+    with pytest.raises(IncompatibleStateError, match="and a weight > 0 for one of its tasks"):
+        check_task_records(FIELDS_ONLY, only_cells)
+
+
+def test_pretrain_stops_before_ray_on_a_dataset_without_the_mixed_tasks(tmp_path, capsys):
+    """``python -m unihema.pretrain`` on such a dataset exits 1 with the error, before Ray or the model start."""
+    import json
+
+    from unihema.pretrain import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps(FIELDS_ONLY))
+    code = main(["--preset", "tiny", f"data.uri={tmp_path / 'data'}", f"storage.run_uri={tmp_path / 'runs'}",
+                 "storage.embedded=false"])
+    assert code == 1
+    assert "no train records for classification, segmentation, morphology" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -74,6 +74,7 @@ def ensure_dataset(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
     manifest = read_manifest(cfg.data.uri, storage)
     if manifest is not None:
         check_synthetic_manifest(manifest, cfg)
+        check_task_records(manifest, cfg)
         return manifest
     if not cfg.data.synthetic_records:
         raise FileNotFoundError(f"no dataset at {cfg.data.uri} (no manifest.json): convert data there with "
@@ -87,6 +88,31 @@ def ensure_dataset(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
     log.info("generated %d synthetic records into %s in %.1fs", manifest["records"], cfg.data.uri,
              time.perf_counter() - start)
     return manifest
+
+
+def check_task_records(manifest: dict, cfg: UniHemaConfig) -> None:
+    """Refuse a task mix that trains tasks the dataset has no training records of.
+
+    A converted dataset usually holds a few of the six tasks (BCCD: detection and text). Without
+    this check the run starts Ray, builds the model and fails minutes later inside a worker
+    ("task ... has no train records"), and every restart fails the same way. Switching such
+    tasks off silently would hide a conversion that lost a task, so the error says how to.
+    """
+    split_task = (manifest.get("counts") or {}).get("split_task")
+    if split_task is None:  # a manifest from before per-split task counts: nothing to check against
+        return
+    present = {key.split("/", 1)[1] for key, n in split_task.items() if key.startswith("train/") and n > 0}
+    asked = [name for name, weight in vars(cfg.data.mix).items() if weight > 0]
+    missing = [task for task in asked if task not in present]
+    if not missing:
+        return
+    holds = ", ".join(f"{task} ({split_task[f'train/{task}']})" for task in sorted(present)) or "no task"
+    also = "" if len(missing) < len(asked) else " and a weight > 0 for one of its tasks"
+    raise IncompatibleStateError(
+        f"the dataset at {cfg.data.uri} has no train records for {', '.join(missing)}, which data.mix trains; "
+        f"it has train records for {holds}. Train on what it holds with "
+        f"{' '.join(f'data.mix.{task}=0' for task in missing)}{also}, "
+        f"or convert data for those tasks into it.")
 
 
 def check_synthetic_manifest(manifest: dict, cfg: UniHemaConfig) -> None:
