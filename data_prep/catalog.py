@@ -10,7 +10,7 @@ Upstream locations we are not sure of say "see upstream" with the paper or host 
 
 from __future__ import annotations
 
-from data_prep.registry import DatasetSpec
+from data_prep.spec import DatasetSpec
 
 # Matek et al. use three-letter folder names; these are the official single-cell classes.
 _MATEK_BMC = {

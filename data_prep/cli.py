@@ -26,6 +26,7 @@ from unihema.data.schema import TASKS
 from unihema.storage import StorageAccessError
 
 from data_prep import audit, registry
+from data_prep import spec as spec_file
 from data_prep.classmap import SPACES, UNKNOWN, normalize
 from data_prep.pipeline import ConversionFailed, ConvertSettings, DatasetNotFound, convert
 from data_prep.upload import UploadError
@@ -69,7 +70,7 @@ def cmd_list(args) -> int:
 def cmd_info(args) -> int:
     spec = registry.get(args.dataset)
     if args.yaml:
-        print(registry.spec_to_yaml(spec), end="")
+        print(spec_file.spec_to_yaml(spec), end="")
         return 0
     print(spec.where_to_get(args.src))
     print(f"  tasks: {', '.join(spec.tasks)} | diseases: {', '.join(spec.diseases) or '-'}")
@@ -86,7 +87,7 @@ def cmd_info(args) -> int:
 def _spec(args):
     if bool(args.dataset) == bool(args.spec):
         raise ValueError("give a registered dataset NAME or --spec FILE (one of them)")
-    return registry.load_spec(args.spec) if args.spec else registry.get(args.dataset)
+    return spec_file.load_spec(args.spec) if args.spec else registry.get(args.dataset)
 
 
 def _dry_run_report(spec, result) -> str:

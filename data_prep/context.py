@@ -17,7 +17,7 @@ from data_prep import templates
 from data_prep.classmap import LabelMap
 from data_prep.images import LoadedImage
 from data_prep.problems import Outcome
-from data_prep.registry import DatasetSpec
+from data_prep.spec import DatasetSpec
 from data_prep.splits import SplitAssigner
 
 _PRIMARY_REASON = {

@@ -35,7 +35,7 @@ from unihema.storage import check_access, describe_failure, open_filesystem, par
 from data_prep.context import Context
 from data_prep.converters import CONVERTERS, Converter
 from data_prep.problems import Outcome, rejection
-from data_prep.registry import DatasetSpec, check_options
+from data_prep.spec import DatasetSpec, check_options
 from data_prep.report import Ledger
 from data_prep.upload import make_uploader
 

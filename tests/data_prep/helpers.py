@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep.pipeline import ConvertSettings, convert
-from data_prep.registry import DatasetSpec
+from data_prep.spec import DatasetSpec
 from unihema.data.shards import ShardReader
 
 

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from data_prep.cli import main
-from data_prep.registry import load_spec, registry, spec_from_dict
+from data_prep.registry import registry
+from data_prep.spec import load_spec, spec_from_dict
 from unihema.config.core import ConfigError
 from unihema.data.shards import ShardReader
 
