@@ -31,6 +31,18 @@ def test_save_and_from_pretrained_give_identical_outputs(export_dir, tiny_model,
     assert (export_dir / "tokenizer" / "tokenizer.json").is_file()
 
 
+def test_unihema_class_methods_save_and_load_an_export(tiny_model, tiny_cfg, tmp_path):
+    """``model.save_pretrained`` / ``UniHema.from_pretrained``, the methods the README shows, round-trip."""
+    from unihema.model import build_tokenizer
+    from unihema.model.uni_hema import UniHema
+
+    tiny_model.save_pretrained(tmp_path / "export", tiny_cfg)
+    reloaded = UniHema.from_pretrained(tmp_path / "export")
+    assert isinstance(reloaded, UniHema) and not reloaded.training
+    diff, same_text = output_difference(tiny_model, reloaded, tiny_cfg, build_tokenizer(tiny_cfg))
+    assert diff == 0.0 and same_text
+
+
 def test_export_cli_from_zero0_run_folder(zero0_run, tiny_model, tmp_path, capsys):
     """A run folder (config.yaml + checkpoint_*/checkpoint/) exports to a folder that loads and matches the weights."""
     out = tmp_path / "export"

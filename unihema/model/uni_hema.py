@@ -259,7 +259,6 @@ class UniHema(nn.Module):
             out["text_logits"] = self.text.decode(decoder_ids, states, states_mask)
         return out
 
-    @torch.no_grad()
     @classmethod
     def from_pretrained(cls, path, **kwargs) -> "UniHema":
         """The model saved in an export folder (see :mod:`unihema.model.pretrained`)."""
