@@ -45,6 +45,7 @@ from .heads import CellHeads
 from .hemaformer import QFormer, build_text_refinement
 from .layers import masked_mean
 from .maskformer import MaskFormer
+from .modeling import PretrainedMixin
 from .position import PositionEmbeddingSine
 from .proposals import TwoStageProposals
 from .text import TextModel
@@ -67,7 +68,7 @@ class HemaFormer(nn.Module):
         self.mask_former = MaskFormer(d, len(labels.SEGMENTATION_CLASSES), cfg.norm_groups, cfg.hema.upsampler_norm)
 
 
-class UniHema(nn.Module):
+class UniHema(PretrainedMixin, nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         cfg.validate()
@@ -258,19 +259,6 @@ class UniHema(nn.Module):
             decoder_ids = self.text.shift_right(batch["text_labels"])
             out["text_logits"] = self.text.decode(decoder_ids, states, states_mask)
         return out
-
-    @classmethod
-    def from_pretrained(cls, path, **kwargs) -> "UniHema":
-        """The model saved in an export folder (see :mod:`unihema.model.pretrained`)."""
-        from .pretrained import from_pretrained
-
-        return from_pretrained(path, **kwargs)
-
-    def save_pretrained(self, out_dir, cfg=None, **kwargs):
-        """Write this model as an export folder; pass the full config so data settings travel too."""
-        from .pretrained import save_pretrained
-
-        return save_pretrained(self, out_dir, cfg, **kwargs)
 
     def _answer_context(self, images, pixel_mask, prompt_ids, prompt_mask):
         """The T5 decoder's encoder states and mask for answering the prompt about the images."""
