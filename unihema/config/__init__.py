@@ -25,9 +25,9 @@ from unihema.config.presets import PRESETS
 from unihema.config.storage import StorageConfig
 from unihema.config.train import TrainConfig
 from unihema.config.tune import TuneConfig
+from unihema.labels import TASKS
 
 DEFAULT_PRESET = "demo"
-TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
 
 
 @dataclass

@@ -26,12 +26,11 @@ from PIL import Image, ImageEnhance
 from unihema.config import DataConfig
 from unihema.data.images import decode_mask, decode_rgb
 from unihema.labels import (
-    CELL_INDEX, DETECTION_INDEX, MORPHOLOGY_NAMES, NOT_ANNOTATED, morphology_targets,
+    CELL_INDEX, DETECTION_INDEX, IGNORE_INDEX, MORPHOLOGY_NAMES, NOT_ANNOTATED, morphology_targets,
 )
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-IGNORE_INDEX = 255
 
 
 @dataclass

@@ -81,7 +81,7 @@ class ClassificationCollector:
 class SegmentationCollector:
     """Dice and IoU from the pixel confusion matrix at the target resolution (ignore index left out)."""
 
-    def __init__(self, ignore_index: int = 255):
+    def __init__(self, ignore_index: int = labels.IGNORE_INDEX):
         self.ignore = ignore_index
         n = len(labels.SEGMENTATION_CLASSES)
         self.confusion = np.zeros((n, n), np.int64)

@@ -36,6 +36,7 @@ from torch import nn
 
 from unihema import labels
 from unihema.config import ModelConfig
+from unihema.labels import TASKS
 
 from .backbone import build_backbone, build_input_proj, project_levels
 from .decoder import ImageDecoder
@@ -50,10 +51,9 @@ from .position import PositionEmbeddingSine
 from .proposals import TwoStageProposals
 from .text import TextModel
 
-TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
 DETECTOR_TASKS = {"detection", "segmentation"}
 CELL_TASKS = {"classification", "morphology"}
-TEXT_TASKS = {"vqa", "mlm"}
+TEXT_TASKS = set(labels.TEXT_TASKS)
 
 
 class HemaFormer(nn.Module):
