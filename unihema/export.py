@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from unihema.evaluation.checkpoint import StorageSession
+    from unihema.storage import StorageSession
     from unihema.storage import StorageAccessError
 
     session = None
