@@ -37,6 +37,7 @@ from torch import nn
 from unihema import labels
 from unihema.config import ModelConfig
 from unihema.labels import TASKS
+from unihema.ops import ATTENTION_BACKENDS, MSDA_BACKENDS, MSDeformAttn, MultiheadAttention
 
 from .backbone import build_backbone, build_input_proj, project_levels
 from .decoder import ImageDecoder
@@ -104,17 +105,27 @@ class UniHema(PretrainedMixin, nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> "UniHema":
-        """Build from a UniHemaConfig or ModelConfig and apply its attention backends."""
+        """Build from a UniHemaConfig or ModelConfig, its attention modules on the config's backends."""
         model = cls(getattr(cfg, "model", cfg))
         model.set_attention_backend()
         return model
 
     def set_attention_backend(self, attention: str | None = None, msda: str | None = None) -> None:
-        """Select the process-wide dense and deformable attention backends (default: from the config)."""
-        from unihema.ops import set_attention_backend, set_ms_deform_attn_backend
+        """Put this model's dense and deformable attention on a backend (default: from the config).
 
-        set_attention_backend(attention or self.cfg.attention_backend)
-        set_ms_deform_attn_backend(msda or self.cfg.msda_backend)
+        The choice is an attribute of each attention module, not process state: two models
+        in one process can run different kernels. ``"auto"`` leaves the modules deferring to
+        the capability-based choice, which ``UNIHEMA_ATTENTION_BACKEND`` / ``UNIHEMA_MSDA_BACKEND``
+        can still steer; a named backend wins over those variables.
+        """
+        dense = _pinned(attention or self.cfg.attention_backend, ATTENTION_BACKENDS, "attention")
+        deform = _pinned(msda or self.cfg.msda_backend, MSDA_BACKENDS, "ms_deform_attn")
+        for module in self.modules():
+            if isinstance(module, MultiheadAttention):
+                module.backend = dense
+            elif isinstance(module, MSDeformAttn):
+                module.backend = deform
+        self.text.set_attention_backend(dense)
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute encoder/decoder layers and T5 blocks in backward (memory for compute)."""
@@ -318,6 +329,16 @@ class UniHema(PretrainedMixin, nn.Module):
         # Steps after </s> (padding of finished sequences) score 0 or -inf: leave them out.
         scores = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1)
         return gen.sequences, scores
+
+
+def _pinned(name: str, backends: tuple[str, ...], kind: str) -> str | None:
+    """The backend attention modules are pinned to: None for "auto" (decide per call)."""
+    name = name.strip().lower()
+    if name == "auto":
+        return None
+    if name not in backends:
+        raise ValueError(f"unknown {kind} backend {name!r}; choose one of {', '.join(('auto', *backends))}")
+    return name
 
 
 def _infer_tasks(batch: dict) -> set[str]:
