@@ -40,7 +40,8 @@ from data_prep.upload import UploadError
 
 
 # An override is a bare `a.b=value` whose first key is a config section (storage.region=eu-west-1).
-_OVERRIDE = re.compile(r"^(%s)(\.[A-Za-z0-9_]+)+=" % "|".join(f.name for f in dataclasses.fields(UniHemaConfig)))
+_SECTIONS = "|".join(f.name for f in dataclasses.fields(UniHemaConfig))
+_OVERRIDE = re.compile(rf"^({_SECTIONS})(\.[A-Za-z0-9_]+)+=")
 
 
 def split_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:

@@ -112,8 +112,9 @@ def export_checkpoint(checkpoint: str, out: str | Path, *, preset=None, files=()
         diff, same_text = output_difference(loaded.model, reloaded.model, loaded.cfg, loaded.tokenizer)
         report.update(max_abs_difference=diff, same_generation=same_text)
         if diff != 0.0 or not same_text:
-            raise ExportMismatchError(f"the exported model does not reproduce the checkpoint: max |difference| {diff:g}, "
-                               f"generated text {'equal' if same_text else 'different'}")
+            raise ExportMismatchError(f"the exported model does not reproduce the checkpoint: "
+                                      f"max |difference| {diff:g}, "
+                                      f"generated text {'equal' if same_text else 'different'}")
     return report
 
 

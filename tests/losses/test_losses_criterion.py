@@ -231,7 +231,7 @@ def test_absent_outputs_of_absent_tasks_are_fine():
 def test_bf16_outputs_give_float32_losses():
     """Autocast-style bf16 outputs are promoted: every loss comes out float32 and finite."""
     outputs = make_outputs()
-    for name, tensor in all_leaves(outputs).items():
+    for tensor in all_leaves(outputs).values():
         tensor.data = tensor.data.bfloat16()
     batch = make_batch(TASKS)
     batch["text_task"] = ["vqa", "mlm"]

@@ -63,7 +63,8 @@ def load_sample(rec: dict, with_masks: bool = True) -> Sample:
     boxes = np.asarray(rec.get("boxes") or np.zeros((0, 4)), dtype=np.float32).reshape(-1, 4)
     labels = np.asarray([DETECTION_INDEX[n] for n in rec.get("box_labels") or []], dtype=np.int64)
     box_attrs = rec.get("box_attributes") or [{} for _ in range(len(boxes))]
-    box_morph = np.asarray([morphology_targets(a) for a in box_attrs], dtype=np.int64).reshape(-1, len(MORPHOLOGY_NAMES))
+    box_morph = np.asarray([morphology_targets(a) for a in box_attrs], dtype=np.int64)
+    box_morph = box_morph.reshape(-1, len(MORPHOLOGY_NAMES))
     masks = [decode_mask(m) for m in rec.get("masks") or []] if with_masks else []
     semantic = decode_mask(rec["semantic_mask"]) if with_masks and rec.get("semantic_mask") else None
     return Sample(image, boxes, labels, box_morph, masks, semantic, is_field_of_view=bool(rec.get("semantic_mask")))

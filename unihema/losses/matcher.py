@@ -45,7 +45,7 @@ class HungarianMatcher:
         self.focal_gamma = focal_gamma
 
     @classmethod
-    def from_config(cls, cfg) -> "HungarianMatcher":
+    def from_config(cls, cfg) -> HungarianMatcher:
         return cls(cfg.match_cls, cfg.match_bbox, cfg.match_giou, cfg.focal_alpha, cfg.focal_gamma)
 
     @torch.no_grad()

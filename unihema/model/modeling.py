@@ -252,8 +252,8 @@ def model_card(cfg: UniHemaConfig, state: dict | None = None, info: dict | None 
         f"{cfg.model.decoder.num_queries} queries; T5 text model d_model {cfg.model.text.d_model}, "
         f"{cfg.model.text.encoder_layers}+{cfg.model.text.decoder_layers} layers",
         f"- parameters: {params:,}" if params else "- parameters: see model.safetensors",
-        f"- files: `model.safetensors` (fp32), `config.yaml` (resolved configuration, secrets redacted), "
-        f"`tokenizer/`",
+        "- files: `model.safetensors` (fp32), `config.yaml` (resolved configuration, secrets redacted), "
+        "`tokenizer/`",
     ]
     if info.get("source"):
         lines.append(f"- exported from `{info['source']}`"

@@ -31,7 +31,6 @@ segmentation: ``pred_masks`` (B,Q,H/8,W/8), ``semantic_logits`` (B,C_seg,H/2,W/2
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unihema import labels
@@ -104,7 +103,7 @@ class UniHema(PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_config(cls, cfg) -> "UniHema":
+    def from_config(cls, cfg) -> UniHema:
         """Build from a UniHemaConfig or ModelConfig, its attention modules on the config's backends."""
         model = cls(getattr(cfg, "model", cfg))
         model.set_attention_backend()
@@ -261,7 +260,8 @@ class UniHema(PretrainedMixin, nn.Module):
 
         out: dict = {}
         if run_cell:
-            out.update(self.heads(self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])))
+            feature = self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])
+            out.update(self.heads(feature))
         if run_detector:
             out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks,
                                     denoise=bool(tasks & DETECTOR_TASKS)))

@@ -8,6 +8,6 @@ from unihema.storage.uri import (
 from unihema.storage.session import StorageSession
 
 __all__ = [
-    "EmbeddedS3", "StorageAccessError", "StorageSession", "StorageURI", "boto3_client", "check_access", "describe_failure",
-    "endpoint_of", "ensure_bucket", "find_weed", "open_filesystem", "parse_uri", "s3_filesystem",
+    "EmbeddedS3", "StorageAccessError", "StorageSession", "StorageURI", "boto3_client", "check_access",
+    "describe_failure", "endpoint_of", "ensure_bucket", "find_weed", "open_filesystem", "parse_uri", "s3_filesystem",
 ]

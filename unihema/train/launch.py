@@ -116,8 +116,9 @@ def check_synthetic_manifest(manifest: dict, cfg: UniHemaConfig) -> None:
     differ = _differences({k: found.get(k) for k in wanted}, wanted)
     if differ:
         said = ", ".join(f"{key}: {old} there, {new} asked" for key, old, new in differ)
-        raise IncompatibleStateError(f"the synthetic dataset at {cfg.data.uri} was generated with other settings ({said}); "
-                         f"point data.uri at a new location, or delete that dataset to have it regenerated")
+        raise IncompatibleStateError(f"the synthetic dataset at {cfg.data.uri} was generated with other settings "
+                                     f"({said}); point data.uri at a new location, or delete that dataset to have "
+                                     "it regenerated")
 
 
 def keep_local_ray_on_loopback() -> None:
@@ -221,8 +222,9 @@ def check_resumable(run_uri: str, cfg: UniHemaConfig, storage: StorageConfig) ->
     if differ:
         shown = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differ[:5])
         more = f" (and {len(differ) - 5} more)" if len(differ) > 5 else ""
-        raise IncompatibleStateError(f"run {run_uri} has checkpoints of a model built with other settings ({shown}{more}); "
-                         f"start a new run with run_name=<name>, or delete that run to start it afresh")
+        raise IncompatibleStateError(f"run {run_uri} has checkpoints of a model built with other settings "
+                                     f"({shown}{more}); start a new run with run_name=<name>, or delete that run "
+                                     "to start it afresh")
 
 
 def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -258,5 +260,5 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
                       checkpoint.filesystem if checkpoint else None, dict(result.metrics or {}))
 
 
-__all__ = ["IncompatibleStateError", "RunOutcome", "StorageSession", "build_trainer", "ensure_dataset", "init_ray", "open_storage",
-           "run_training", "save_config", "write_json", "worker_config"]
+__all__ = ["IncompatibleStateError", "RunOutcome", "StorageSession", "build_trainer", "ensure_dataset", "init_ray",
+           "open_storage", "run_training", "save_config", "write_json", "worker_config"]
