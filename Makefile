@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(PY) -m unihema.pretrain
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

@@ -135,7 +135,8 @@ class ShardIterable(torch.utils.data.IterableDataset):
         transform = TaskTransform(self.task, self.cfg.data, self.cfg.model, True, 0, 0)
         for path in files[wid::nworkers]:
             with fs.open_input_file(path) as f:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=self.batch_size, columns=read_columns(self.task)):
+                columns = read_columns(self.task)
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=self.batch_size, columns=columns):
                     yield collate(transform(pa.Table.from_batches([batch])), self.task)
 
 
@@ -163,7 +164,8 @@ def measure(pipeline: str, task: str, uri: str, preset: str, workers: int, overr
     from unihema.config import StorageConfig
 
     storage = StorageConfig()  # endpoint and credentials come from the AWS_* environment
-    cfg = load_config(preset, overrides=[f"data.uri={uri}", "data.batch_size=32", "model.text.vocab_size=512", *overrides])
+    cfg = load_config(preset, overrides=[f"data.uri={uri}", "data.batch_size=32", "model.text.vocab_size=512",
+                                         *overrides])
     if pipeline == "ray_data":
         import ray
 
@@ -243,9 +245,10 @@ def main(argv=None) -> int:
     by = {(r["pipeline"], r["records"]): r for r in results}
     small, large = sizes[0], sizes[-1]
     summary = {
-        "ray_vs_dataloader_images_per_s": {n: by[("ray_data", n)]["images_per_s"] / by[("dataloader", n)]["images_per_s"]
-                                           for n in sizes},
-        "ray_memory_growth_large_vs_small": by[("ray_data", large)]["peak_pss_mb"] / by[("ray_data", small)]["peak_pss_mb"],
+        "ray_vs_dataloader_images_per_s": {
+            n: by[("ray_data", n)]["images_per_s"] / by[("dataloader", n)]["images_per_s"] for n in sizes},
+        "ray_memory_growth_large_vs_small":
+            by[("ray_data", large)]["peak_pss_mb"] / by[("ray_data", small)]["peak_pss_mb"],
         "ray_images_per_s_per_core_large": by[("ray_data", large)]["images_per_s_per_core"],
         "ray_pss_mb_by_decile_large": by[("ray_data", large)]["pss_mb_by_decile"],
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -159,7 +160,7 @@ def stage_attention_accuracy(out: Path, rehearse: bool) -> dict:
     if rehearse:
         cases = {k: v for k, v in cases.items() if k != "encoder_dense"}  # minutes of fp32 math on CPU
     results, failures = {}, []
-    for name, (b, lq, lk, h, d, padding, bias, scale, note) in cases.items():
+    for name, (b, lq, lk, h, d, padding, bias, scale, _note) in cases.items():
         for dtype in dtypes:
             key = f"{name}/{str(dtype).removeprefix('torch.')}/head_dim{d}"
             (q, k, v), kw = kernels.make_attention(b, lq, lk, h, d, padding, bias, device, dtype)
@@ -209,7 +210,7 @@ def stage_msda_accuracy(out: Path, rehearse: bool) -> dict:
     if rehearse:  # Triton's interpreter runs a few thousand points per second
         cases = {"msda_tiny": (1, [(8, 10), (4, 5)], 24, 2, 16, 2, "interpreter-sized")}
     results, failures = {}, []
-    for name, (b, levels, lq, h, d, p, note) in cases.items():
+    for name, (b, levels, lq, h, d, p, _note) in cases.items():
         for dtype in (torch.float32, torch.bfloat16):
             key = f"{name}/{str(dtype).removeprefix('torch.')}"
             value, shapes, starts, locations, weights = kernels.make_msda(b, levels, lq, h, d, p, device, dtype)
@@ -281,7 +282,7 @@ def stage_model(out: Path, rehearse: bool) -> dict:
         row = {"image": list(batch["images"].shape[-2:]), "batch": int(batch["images"].shape[0])}
         try:
             with torch.no_grad(), amp.autocast():
-                row["flops_fwd_bwd"] = 3 * count_flops(lambda: model(batch))
+                row["flops_fwd_bwd"] = 3 * count_flops(functools.partial(model, batch))
             step(batch)  # warm-up (cuDNN autotuning, Triton compilation)
             sync()
             if device.type == "cuda":

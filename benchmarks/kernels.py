@@ -257,7 +257,8 @@ def measure(makers, flops_fwd, bwd_factor, device, args, reference):
 def matmul_tflops(device, dtype, n, args):
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = statistics.median(time_interleaved({"mm": lambda: a @ b}, device, args.warmup, args.repeats, args.budget)["mm"])
+    times = time_interleaved({"mm": lambda: a @ b}, device, args.warmup, args.repeats, args.budget)
+    seconds = statistics.median(times["mm"])
     return 2 * n**3 / seconds / 1e12
 
 
@@ -305,7 +306,8 @@ def bench_msda(device, dtype, args, log):
 
             makers[check.name] = make_fn
         log(f"ms_deform_attn {name}: {', '.join(makers)}")
-        case["backends"].update(measure(makers, 10.0 * b * lq * h * len(levels) * p * d, 2.0, device, args, "reference"))
+        flops = 10.0 * b * lq * h * len(levels) * p * d
+        case["backends"].update(measure(makers, flops, 2.0, device, args, "reference"))
         results[name] = case
     return results
 
@@ -348,7 +350,8 @@ def evaluate_targets(report):
             lower = tri["fwd_bwd"]["peak_mib"] < ref["fwd_bwd"]["peak_mib"]
             targets.append(dict(target=f"GPU {name}: triton >= 3x reference fwd+bwd, lower peak memory",
                                 met=x >= 3 and lower,
-                                detail=f"x{x:.2f}, peak {tri['fwd_bwd']['peak_mib']:.0f} vs {ref['fwd_bwd']['peak_mib']:.0f} MiB"))
+                                detail=f"x{x:.2f}, peak {tri['fwd_bwd']['peak_mib']:.0f} vs "
+                                       f"{ref['fwd_bwd']['peak_mib']:.0f} MiB"))
     else:
         targets.append(dict(target="H100: auto for encoder/Q-Former shapes >= 50% bf16 matmul and >= 3x math",
                             met=None, detail=NO_GPU))
@@ -376,7 +379,8 @@ def environment(device, args):
     else:
         name = platform.processor() or platform.machine()
         try:
-            name = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+            with open("/proc/cpuinfo") as info:
+                name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
     def git(*cmd):
@@ -407,7 +411,8 @@ def _ratio(cell):
 
 def table(report):
     lines = [
-        "| kernel | case | backend | fwd ms | fwd+bwd ms | fwd TFLOP/s | fwd+bwd TFLOP/s | peak MiB fwd | peak MiB fwd+bwd | x ref fwd | x ref fwd+bwd |",
+        "| kernel | case | backend | fwd ms | fwd+bwd ms | fwd TFLOP/s | fwd+bwd TFLOP/s | peak MiB fwd "
+        "| peak MiB fwd+bwd | x ref fwd | x ref fwd+bwd |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kernel in ("attention", "ms_deform_attn"):
@@ -469,7 +474,8 @@ def main(argv=None):
 
     device_slug = "cpu" if device.type == "cpu" else slug(report["device"]["name"])
     suffix = "-quick" if args.quick else ""
-    out = args.out or REPO / "benchmarks" / "results" / f"kernels-{device_slug}-{torch.__version__.split('+')[0]}{suffix}.json"
+    torch_version = torch.__version__.split("+")[0]
+    out = args.out or REPO / "benchmarks" / "results" / f"kernels-{device_slug}-{torch_version}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{report['device']['name']} ({device.type}, {report['dtype']}), torch {torch.__version__}, "

@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__},
-        "preset": args.preset, "data": args.data or "synthetic", "overrides": args.overrides, "steps": steps, "batch_size": cfg.data.batch_size,
+        "preset": args.preset, "data": args.data or "synthetic", "overrides": args.overrides, "steps": steps,
+        "batch_size": cfg.data.batch_size,
         "train_s": round(train_s, 1), "decode_s": round(decode_s, 1), "per_task": per_task, "validation": results,
     }, indent=1))
     print(f"wrote {out}")

@@ -5,25 +5,32 @@ the same ``DatasetSpec``, and ``info NAME --yaml`` prints a built-in one as a sp
 start from. ``--dry-run`` converts everything in memory and prints what a run would write,
 the classes found and where the label map sends them, and every problem, writing nothing.
 
-S3 settings: ``--endpoint-url`` (else AWS_ENDPOINT_URL), credentials from the standard AWS
-chain (environment, ~/.aws, instance roles); they are never printed. Exit codes: 0 done,
+S3 settings come from the project config like every entry point's: ``--config FILE`` and
+``storage.*=value`` overrides anywhere on the command line (``storage.endpoint_url=...``,
+``storage.region=...``); ``--endpoint-url`` / ``--region`` win over both. Unlike training,
+data_prep writes where the endpoint points (else AWS_ENDPOINT_URL, else AWS) and starts the
+embedded S3 server only when the config says ``storage.embedded: true``. Credentials come
+from the config or the standard AWS chain (environment, ~/.aws, instance roles); they are
+never printed. Exit codes: 0 done,
 1 a check failed or the conversion passed its error threshold, 2 bad usage or missing data.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 
 import yaml
 
-from unihema.config import StorageConfig
-from unihema.config.core import closest
+from unihema.config import StorageConfig, UniHemaConfig, load_config
+from unihema.config.core import ConfigError, closest
 from unihema.data.schema import TASKS
-from unihema.storage import StorageAccessError
+from unihema.storage import StorageAccessError, StorageSession
 
 from data_prep import audit, registry
 from data_prep import spec as spec_file
@@ -32,10 +39,41 @@ from data_prep.pipeline import ConversionFailed, ConvertSettings, DatasetNotFoun
 from data_prep.upload import UploadError
 
 
+# An override is a bare `a.b=value` whose first key is a config section (storage.region=eu-west-1).
+_SECTIONS = "|".join(f.name for f in dataclasses.fields(UniHemaConfig))
+_OVERRIDE = re.compile(rf"^({_SECTIONS})(\.[A-Za-z0-9_]+)+=")
+
+
+def split_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """(arguments for argparse, ``a.b=value`` config overrides); an option's own value is never an override."""
+    takes_value = {opt for sub in _subparsers(p) for action in sub._actions if action.nargs != 0
+                   for opt in action.option_strings}
+    rest, overrides = [], []
+    for i, token in enumerate(argv):
+        after_option = i > 0 and argv[i - 1] in takes_value
+        (overrides if _OVERRIDE.match(token) and not after_option else rest).append(token)
+    return rest, overrides
+
+
+def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    return [p, *(q for a in subs for q in a.choices.values())]
+
+
 def _storage(args) -> StorageConfig:
-    region = getattr(args, "region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return StorageConfig(endpoint_url=getattr(args, "endpoint_url", None) or "", region=region or "us-east-1",
-                         embedded=False)
+    """The resolved config's storage, with --endpoint-url / --region on top."""
+    defaults = ["storage.embedded=false"]  # data_prep writes where the endpoint points unless told otherwise
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        defaults.append(f"storage.region={region}")
+    storage = load_config(None, getattr(args, "config", []), args.overrides, defaults).storage
+    changes = {k: v for k, v in (("endpoint_url", getattr(args, "endpoint_url", None)),
+                                 ("region", getattr(args, "region", None))) if v}
+    return dataclasses.replace(storage, **changes)
+
+
+def _uris(args) -> list[str]:
+    return [u for u in (getattr(args, "out", None), getattr(args, "uri", None), *getattr(args, "uris", ())) if u]
 
 
 def _options(pairs: list[str]) -> dict:
@@ -139,7 +177,7 @@ def cmd_convert(args) -> int:
         options=_options(args.option),
         split_ratios=tuple(float(x) for x in args.split_ratios.split(",")) if args.split_ratios else None,
         dry_run=args.dry_run)
-    result = convert(spec, args.src or spec.default_src(), args.out, _storage(args), settings)
+    result = convert(spec, args.src or spec.default_src(), args.out, args.storage, settings)
     if result.dry_run:
         print(_dry_run_report(spec, result))
         return 1 if result.failure else 0
@@ -160,7 +198,7 @@ def _train_command(uri: str, task_counts: dict) -> str:
 
 
 def cmd_validate(args) -> int:
-    report = audit.validate(args.uri, _storage(args), progress=not args.no_progress)
+    report = audit.validate(args.uri, args.storage, progress=not args.no_progress)
     for problem in report.problems[:200]:
         print(f"PROBLEM {problem}")
     if len(report.problems) > 200:
@@ -171,7 +209,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    text, manifest = audit.stats(args.uri, _storage(args))
+    text, manifest = audit.stats(args.uri, args.storage)
     if args.json:
         print(json.dumps({k: manifest.get(k) for k in ("records", "counts", "rejected", "prep", "dataset")}, indent=1))
     else:
@@ -180,7 +218,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_dedup(args) -> int:
-    report = audit.dedup(args.uris, _storage(args))
+    report = audit.dedup(args.uris, args.storage)
     print(json.dumps(report, indent=1))
     return 0
 
@@ -191,8 +229,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def storage_args(q):
-        q.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS)")
-        q.add_argument("--region", help="S3 region (default: AWS_REGION, else us-east-1)")
+        q.add_argument("--endpoint-url", help="S3 endpoint (default: storage.endpoint_url, else AWS_ENDPOINT_URL, "
+                                              "else AWS)")
+        q.add_argument("--region", help="S3 region (default: storage.region, else AWS_REGION, else us-east-1)")
+        q.add_argument("--config", action="append", default=[], metavar="FILE",
+                       help="YAML config file(s) (its storage section); storage.*=value overrides may follow anywhere")
 
     q = sub.add_parser("list", help="the registered datasets")
     q.add_argument("--task", help="only datasets serving this task")
@@ -246,17 +287,32 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    rest, overrides = split_overrides(p, list(sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(rest)
+    args.overrides = overrides
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    session = None
     try:
+        if hasattr(args, "config"):  # the commands that touch storage
+            session = StorageSession(_storage(args), _uris(args))
+            args.storage = session.storage
+        elif overrides:
+            raise ValueError(f"{args.command} takes no config overrides (got {overrides[0]!r})")
         return args.func(args)
+    except ConfigError as err:
+        print(f"error: config: {err}", file=sys.stderr)
+        return 2
     except (KeyError, DatasetNotFound, FileNotFoundError, ValueError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2
     except (ConversionFailed, StorageAccessError, UploadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        if session is not None:
+            session.close()
 
 
 __all__ = ["main", "parser"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unihema.labels import MORPHOLOGY_NAMES, NOT_ANNOTATED
 
@@ -17,8 +18,10 @@ from data_prep import templates
 from data_prep.classmap import LabelMap
 from data_prep.images import LoadedImage
 from data_prep.problems import Outcome
-from data_prep.spec import DatasetSpec
 from data_prep.splits import SplitAssigner
+
+if TYPE_CHECKING:  # a type only: spec.py validates converters, whose base imports this module
+    from data_prep.spec import DatasetSpec
 
 _PRIMARY_REASON = {
     "detection": "no_boxes: no usable box is left in this record",

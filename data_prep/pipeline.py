@@ -291,7 +291,8 @@ def convert(spec: DatasetSpec, src: str | Path, out: str | None, storage: Storag
     stats.errors = ledger.entries
     stats.rejected = ledger.rejected_codes()
     # Listed by origin, not in the shuffled processing order, so the report reads like the source tree.
-    errors = "".join(json.dumps(e) + "\n" for e in sorted(ledger.entries, key=lambda e: str(e.get("origin", "")))).encode()
+    entries = sorted(ledger.entries, key=lambda e: str(e.get("origin", "")))
+    errors = "".join(json.dumps(e) + "\n" for e in entries).encode()
     failure = ledger.failure(settings.max_error_rate)
     if settings.dry_run:
         prep = {**ledger.summary(), "units": len(plan.units), "options": ctx.options}

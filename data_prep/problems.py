@@ -57,7 +57,7 @@ class Outcome:
         self.dropped += 1
         self.note(record_id, origin, reason, ANNOTATION_DROPPED)
 
-    def reject(self, record_id: str, origin: str | None, reasons: list[str]) -> "Outcome":
+    def reject(self, record_id: str, origin: str | None, reasons: list[str]) -> Outcome:
         self.record = None
         self.rejected = True
         self.problems.append({"id": record_id, "origin": origin, "reasons": list(reasons),

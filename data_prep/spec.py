@@ -27,6 +27,8 @@ from unihema.config import read_yaml
 from unihema.config.core import ConfigError, build, closest, to_dict
 from unihema.data.schema import TASKS
 
+from data_prep.classmap import SPACES
+from data_prep.converters import CONVERTERS
 from data_prep.splits import DEFAULT_RATIOS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -79,10 +81,6 @@ class DatasetSpec:
 
     def validate(self) -> None:
         """Refuse what a conversion could not use, naming the key and what is allowed."""
-        from data_prep.classmap import SPACES
-
-        CONVERTERS = _converters()
-
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(f"name: invalid value {self.name!r}; a dataset name is letters, digits, '_', '-' "
                               "or '.', starting with a letter or digit (it prefixes record ids and shard names)")
@@ -127,7 +125,7 @@ class DatasetSpec:
 
     def label_space(self) -> str:
         """The label space (detection, cell, segmentation) the converter maps this dataset's class names into."""
-        converter = _converters()[self.converter]()
+        converter = CONVERTERS[self.converter]()
         return converter.label_space({**converter.OPTIONS, **self.options})
 
     def default_src(self) -> Path:
@@ -163,14 +161,8 @@ def spec_from_dict(data: dict, where: str = "spec") -> DatasetSpec:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise ConfigError(f"missing key {missing[0]!r}; a spec needs {', '.join(REQUIRED)} "
-                          f"(converter: one of {', '.join(sorted(_converters()))})")
+                          f"(converter: one of {', '.join(sorted(CONVERTERS))})")
     return build(DatasetSpec, data, root=where)
-
-
-def _converters() -> dict:
-    from data_prep.converters import CONVERTERS  # converters import this module: resolved late
-
-    return CONVERTERS
 
 
 def load_spec(path: str | Path) -> DatasetSpec:

@@ -57,7 +57,7 @@ def start_cli(subprocess_env):
     import subprocess
     import sys
 
-    def start(module: str, args: list[str], log: Path) -> "subprocess.Popen":
+    def start(module: str, args: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=subprocess_env,
                                 stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 

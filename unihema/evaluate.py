@@ -79,9 +79,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
-    from unihema.evaluation.checkpoint import StorageSession, load_checkpoint, resolve_device
+    from unihema.evaluation.checkpoint import load_checkpoint, resolve_device
     from unihema.evaluation.run import evaluate, now, write_results
-    from unihema.storage import StorageAccessError
+    from unihema.storage import StorageAccessError, StorageSession
 
     session = None
     start = time.perf_counter()

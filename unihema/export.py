@@ -112,8 +112,9 @@ def export_checkpoint(checkpoint: str, out: str | Path, *, preset=None, files=()
         diff, same_text = output_difference(loaded.model, reloaded.model, loaded.cfg, loaded.tokenizer)
         report.update(max_abs_difference=diff, same_generation=same_text)
         if diff != 0.0 or not same_text:
-            raise ExportMismatchError(f"the exported model does not reproduce the checkpoint: max |difference| {diff:g}, "
-                               f"generated text {'equal' if same_text else 'different'}")
+            raise ExportMismatchError(f"the exported model does not reproduce the checkpoint: "
+                                      f"max |difference| {diff:g}, "
+                                      f"generated text {'equal' if same_text else 'different'}")
     return report
 
 
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from unihema.evaluation.checkpoint import StorageSession
+    from unihema.storage import StorageSession
     from unihema.storage import StorageAccessError
 
     session = None

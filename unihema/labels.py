@@ -8,6 +8,13 @@ does not know. Appending keeps every official id stable, so official checkpoints
 
 from __future__ import annotations
 
+# The tasks, in the order configs, datasets, losses and reports list them.
+TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
+TEXT_TASKS = ("vqa", "mlm")  # answered by the T5 decoder
+
+# Semantic-mask value for "no label here": written by the data path, skipped by the loss and the metrics.
+IGNORE_INDEX = 255
+
 # Official: detection classes, ids from 1 (0 is unused by DINO's focal head).
 OFFICIAL_DETECTION_CLASSES = (
     "myeloblast", "lymphoblast", "neutrophil", "atypical lymphocyte", "promonocyte", "monoblast",

@@ -171,10 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from unihema.evaluation.checkpoint import StorageSession, load_checkpoint, resolve_device
+    from unihema.evaluation.checkpoint import load_checkpoint, resolve_device
     from unihema.evaluation.images import read_image_file
     from unihema.evaluation.inference import Predictor
-    from unihema.storage import StorageAccessError
+    from unihema.storage import StorageAccessError, StorageSession
 
     session = None
     try:

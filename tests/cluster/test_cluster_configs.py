@@ -288,7 +288,8 @@ def test_aws_launcher_shapes_match_the_paper_preset():
 
 
 def test_image_installs_what_pyproject_lists():
-    """cluster/Dockerfile: the configs' Ray, torch pinned to a CUDA build pyproject allows, Ray extras, the project installed."""
+    """cluster/Dockerfile: the configs' Ray, torch pinned to a CUDA build pyproject allows, Ray extras, the project
+    installed."""
     import ray
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.specifiers import SpecifierSet

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from unihema.config import load_config
-from unihema.data.schema import to_table
 from unihema.data.shards import list_shards
 from unihema.data.stream import MultiTaskStream, TaskStream, local_task_batches
 from unihema.storage import open_filesystem

@@ -162,7 +162,8 @@ def _best_threshold_balanced_accuracy(x: np.ndarray, positive: np.ndarray) -> fl
 
 
 def test_colour_alone_does_not_identify_the_class():
-    """Per-class hue of cell, cytoplasm and nucleus overlap: no hue threshold and no mean-colour classifier is near perfect."""
+    """Per-class hue of cell, cytoplasm and nucleus overlap: no hue threshold and no mean-colour classifier is near
+    perfect."""
     feats, labels = [], []
     for ci, cell_class in enumerate(WBC_CLASSES):
         for j in range(20):

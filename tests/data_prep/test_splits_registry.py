@@ -81,3 +81,30 @@ def test_test_from_train_moves_a_share_of_upstream_train_only():
     assert SplitAssigner()(hashes[0], "train") == ("train", "upstream")
     with pytest.raises(ValueError, match="test_from_train"):
         SplitAssigner(test_from_train=1.0)
+
+
+def test_storage_comes_from_config_overrides_and_flags(tmp_path, monkeypatch, capsys):
+    """--config, then storage.*=value anywhere, then --endpoint-url/--region; never the embedded server by default."""
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    config = tmp_path / "cfg.yaml"
+    config.write_text("storage:\n  endpoint_url: http://from-file:9000\n  region: eu-west-1\n")
+    argv = ["stats", "storage.region=us-west-2", "s3://b/d", "--config", str(config), "--option", "storage.x=1"]
+    rest, overrides = cli.split_overrides(cli.parser(), argv)
+    assert overrides == ["storage.region=us-west-2"]
+    assert rest == ["stats", "s3://b/d", "--config", str(config), "--option", "storage.x=1"]
+    args = cli.parser().parse_args(["stats", "s3://b/d", "--config", str(config)])
+    args.overrides = overrides
+    storage = cli._storage(args)
+    assert (storage.endpoint_url, storage.region, storage.embedded) == ("http://from-file:9000", "us-west-2", False)
+    args = cli.parser().parse_args(["stats", "s3://b/d", "--endpoint-url", "http://flag:1", "--region", "r1"])
+    args.overrides = ["storage.endpoint_url=http://override:2"]
+    storage = cli._storage(args)
+    assert (storage.endpoint_url, storage.region) == ("http://flag:1", "r1")
+    args.overrides, args.endpoint_url, args.region = [], None, None
+    assert cli._storage(args).region == "ap-south-1"  # the AWS chain's region when nothing else says
+
+
+def test_bad_config_override_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["stats", str(tmp_path), "storage.endpoint=x"]) == 2
+    assert "error: config:" in capsys.readouterr().err
+    assert cli.main(["list", "storage.region=x"]) == 2

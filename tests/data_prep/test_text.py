@@ -1,37 +1,8 @@
-"""Span corruption, template QA/MLM text and the WBCAtt -> official morphology mapping."""
+"""Template QA/MLM text and the WBCAtt -> official morphology mapping."""
 
 import pytest
 
 from data_prep import templates, wbcatt
-from data_prep.text import mask_spans, unmask
-
-SENTENCE = ("Peripheral blood smear showing a small round basophil with an irregular nucleus, dense chromatin "
-            "and a low nuclear-to-cytoplasmic ratio.")
-
-
-def test_mask_spans_is_deterministic_and_reversible():
-    """Same seed, same pair; input + target rebuild the text; sentinels are numbered in order."""
-    pairs = {seed: mask_spans(SENTENCE, seed) for seed in range(20)}
-    assert mask_spans(SENTENCE, 3) == pairs[3]
-    assert len(set(pairs.values())) > 5
-    for inputs, target in pairs.values():
-        assert unmask(inputs, target) == SENTENCE
-        k = inputs.count("<extra_id_")
-        assert k >= 1 and target.endswith(f"<extra_id_{k}>")
-        assert [w for w in inputs.split() if w.startswith("<extra")] == [f"<extra_id_{i}>" for i in range(k)]
-
-
-def test_mask_spans_density_and_edge_cases():
-    """About noise_density of the words are masked; one-word and empty texts are handled; bad args refused."""
-    text = " ".join(f"w{i}" for i in range(100))
-    inputs, target = mask_spans(text, "epoch-1", noise_density=0.15, mean_span_length=3)
-    masked = [w for w in target.split() if not w.startswith("<extra")]
-    assert len(masked) == 15 and 3 <= inputs.count("<extra_id_") <= 6
-    assert mask_spans("cell", 0) == ("<extra_id_0>", "<extra_id_0> cell <extra_id_1>")
-    assert mask_spans("  ", 0) == ("", "")
-    with pytest.raises(ValueError):
-        mask_spans(text, 0, noise_density=1.0)
-
 
 def test_wbcatt_mapping_to_official():
     """Each mapped WBCAtt value gives the documented official value; nucleolus is not annotated."""

@@ -19,7 +19,6 @@ N_DET = len(labels.DETECTION_CLASSES)
 
 def test_classification_scores_hand_computed():
     """Accuracy 3/4, macro F1 (2/3+2/3+1)/3, weighted F1 3/4 and the confusion matrix of a 4-cell case."""
-    pytest.importorskip("sklearn")
     out = scores.classification_scores([0, 0, 1, 2], [0, 1, 1, 2], labels.CELL_CLASSES)
     assert out["accuracy"] == pytest.approx(0.75)
     assert out["macro_f1"] == pytest.approx(7 / 9)
@@ -121,7 +120,6 @@ def test_segmentation_collector_ignores_padding_and_matches_training_metric():
 
 def test_morphology_scores_skip_not_annotated():
     """Only annotated attributes count: 3 valid labels of the first attribute give F1 2/3 both ways."""
-    pytest.importorskip("sklearn")
     na = labels.MORPHOLOGY_NOT_ANNOTATED
     y_true = [[1, na, na, na, na, na], [0, na, na, na, na, na], [1, na, na, na, na, na], [na] * 6]
     y_pred = [[1, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]]
@@ -136,7 +134,6 @@ def test_morphology_scores_skip_not_annotated():
 
 def test_morphology_collector_matches_boxes_one_to_one():
     """Annotated cells take the attributes of their best-overlapping query (IoU >= 0.5); unmatched ones are counted."""
-    pytest.importorskip("sklearn")
     na = labels.MORPHOLOGY_NOT_ANNOTATED
     gt = torch.tensor([_box(0.3, 0.3, 0.2, 0.2), _box(0.7, 0.7, 0.2, 0.2), _box(0.1, 0.9, 0.05, 0.05)])
     morph = torch.tensor([[1, 0] + [na] * 4, [0, 0] + [na] * 4, [1, 1] + [na] * 4])
@@ -159,8 +156,6 @@ def test_morphology_collector_matches_boxes_one_to_one():
 
 def test_text_scores_hand_computed():
     """Exact match 1/2, BLEU-1 3/4, BLEU-2 sqrt(3/4 * 1/2), ROUGE-L mean(2/3, 1) on two answers."""
-    pytest.importorskip("sacrebleu")
-    pytest.importorskip("rouge_score")
     out = scores.text_scores(["a b c", " Yes"], ["a b d", "yes"])
     assert out["exact_match"] == pytest.approx(0.5)
     assert out["bleu1"] == pytest.approx(0.75, abs=1e-6)
@@ -172,7 +167,6 @@ def test_text_scores_hand_computed():
 
 def test_linear_probe_separable_features():
     """Logistic regression on linearly separable features scores 1.0; one train class is skipped, not fitted."""
-    pytest.importorskip("sklearn")
     from unihema.evaluation.probe import linear_probe
 
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Box conversions and (generalized) IoU against torchvision and hand-computed values."""
+"""Box conversions and (generalized) IoU (unihema.ops.boxes) against torchvision and hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torchvision.ops as tv
 
 from .loss_fakes import random_boxes
-from unihema.losses.box_ops import (
+from unihema.ops.boxes import (
     box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, generalized_box_iou, paired_generalized_box_iou,
 )
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from unihema import labels
 from unihema.config import load_config
 from unihema.model import build_model, build_tokenizer
 
-ALL_TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
+ALL_TASKS = labels.TASKS
+NUM_DETECTION = len(labels.DETECTION_CLASSES)
+NUM_CELL = len(labels.CELL_CLASSES)
+NUM_ATTRIBUTES = len(labels.MORPHOLOGY_NAMES)
 
 
 def tiny_config(*overrides: str):
@@ -33,10 +37,10 @@ def make_batch(tokenizer, tasks, batch_size: int = 2, size=(64, 80), seed: int =
         n = 3 if i == 0 else 1
         boxes = torch.rand(n, 4, generator=g) * 0.4 + torch.tensor([0.3, 0.3, 0.05, 0.05])
         targets.append({
-            "labels": torch.randint(0, 29, (n,), generator=g),
+            "labels": torch.randint(0, NUM_DETECTION, (n,), generator=g),
             "boxes": boxes,
             "masks": torch.rand(n, h, w, generator=g) > 0.5,
-            "morphology": torch.randint(0, 2, (n, 6), generator=g),
+            "morphology": torch.randint(0, 2, (n, NUM_ATTRIBUTES), generator=g),
         })
     questions = ["what type of cell is this?", "is the nucleolus prominent?", "classify this blood cell.",
                  "how many cells are there?"][:batch_size]
@@ -48,8 +52,8 @@ def make_batch(tokenizer, tasks, batch_size: int = 2, size=(64, 80), seed: int =
         "pixel_mask": pixel_mask,
         "tasks": list(tasks),
         "targets": targets,
-        "cell_labels": torch.randint(0, 46, (batch_size,), generator=g),
-        "morphology": torch.randint(0, 2, (batch_size, 6), generator=g),
+        "cell_labels": torch.randint(0, NUM_CELL, (batch_size,), generator=g),
+        "morphology": torch.randint(0, 2, (batch_size, NUM_ATTRIBUTES), generator=g),
         "semantic_masks": torch.randint(0, 2, (batch_size, h, w), generator=g),
         "prompt_ids": prompt_ids,
         "prompt_mask": prompt_mask,
@@ -82,11 +86,6 @@ def tiny_model():
 
 @pytest.fixture(autouse=True)
 def _default_backends(monkeypatch):
-    """Model builds set the process-wide attention backends; keep each test on the defaults."""
-    from unihema.ops import set_attention_backend, set_ms_deform_attn_backend
-
+    """A developer's exported UNIHEMA_*_BACKEND must not change what the tests check."""
     monkeypatch.delenv("UNIHEMA_ATTENTION_BACKEND", raising=False)
     monkeypatch.delenv("UNIHEMA_MSDA_BACKEND", raising=False)
-    yield
-    set_attention_backend(None)
-    set_ms_deform_attn_backend(None)

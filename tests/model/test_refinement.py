@@ -41,7 +41,7 @@ def test_variants_by_name_and_their_query_sets(tokenizer):
             with torch.no_grad():
                 model.hema.refine.gate_mlp[2].bias.fill_(1.0)  # open the gate that starts closed
         seen = []
-        handle = model.hema.refine.register_forward_hook(lambda m, i, out: seen.append((i[0], out)))
+        handle = model.hema.refine.register_forward_hook(lambda m, i, out, seen=seen: seen.append((i[0], out)))
         with torch.no_grad():
             model(make_batch(tokenizer, ["detection"]))
         handle.remove()

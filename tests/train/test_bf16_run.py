@@ -62,7 +62,8 @@ def test_tiny_bf16_run_completes_with_finite_losses(tmp_path, checked_cli):
 def test_zero3_bf16_checkpoint_saves_resumes_and_exports(tmp_path, checked_cli):
     """A ZeRO-3 bf16 run checkpoints; a longer run of the same name resumes from it and exports fp32 weights."""
     runs = tmp_path / "runs"
-    common = ["--preset", "tiny", "train.precision=bf16", "train.zero_stage=3", f"storage.embedded_dir={tmp_path / 's3'}",
+    common = ["--preset", "tiny", "train.precision=bf16", "train.zero_stage=3",
+              f"storage.embedded_dir={tmp_path / 's3'}",
               f"storage.run_uri={runs}", "run_name=z3", "train.checkpoint_every=2", "train.val_every=100",
               "train.val_batches=1"]
     first = tmp_path / "first.log"

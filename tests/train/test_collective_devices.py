@@ -42,7 +42,8 @@ def test_check_devices_refuses_a_tensor_off_the_model_device():
 
 
 def test_loop_helpers_build_their_tensors_on_the_loss_device(gloo_group):
-    """Finite flag, throughput sums and box-count means reach the collective on the model's device, not the default one."""
+    """Finite flag, throughput sums and box-count means reach the collective on the model's device, not the default
+    one."""
     record: list = []
     loss = torch.tensor(2.5, device=CPU)
     with check_devices(CPU, record), torch.device("meta"):

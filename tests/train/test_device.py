@@ -106,8 +106,9 @@ def test_paper_preset_without_gpus_stops_at_once(tmp_path, subprocess_env):
     import time
 
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "unihema.pretrain", "--preset", "paper", f"data.uri={tmp_path / 'data'}",
-                           "data.synthetic_records=16", f"storage.run_uri={tmp_path / 'runs'}", "storage.embedded=false",
+    proc = subprocess.run([sys.executable, "-m", "unihema.pretrain", "--preset", "paper",
+                           f"data.uri={tmp_path / 'data'}", "data.synthetic_records=16",
+                           f"storage.run_uri={tmp_path / 'runs'}", "storage.embedded=false",
                            # Past the initial-weights check (no hub here), to the cluster check.
                            "model.backbone.pretrained=checkpoint", "model.text.pretrained=checkpoint"],
                           cwd=Path(__file__).resolve().parents[2], env=subprocess_env, capture_output=True, text=True,

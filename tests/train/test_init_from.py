@@ -67,7 +67,8 @@ def test_init_from_nothing_usable_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_pretrain_fine_tunes_from_an_export(tmp_path, start_cli):
-    """`python -m unihema.pretrain model.init_from=EXPORT` trains from those weights and reports what it re-initialised."""
+    """`python -m unihema.pretrain model.init_from=EXPORT` trains from those weights and reports what it
+    re-initialised."""
     _source_export(tmp_path / "export", "model.text.vocab_size=600")
     runs, log = tmp_path / "runs", tmp_path / "finetune.log"
     args = ["--preset", "tiny", f"storage.embedded_dir={tmp_path / 's3'}", f"storage.run_uri={runs}",

@@ -19,7 +19,8 @@ class _Toy(torch.nn.Module):
 
 
 def test_official_parameter_groups():
-    """Backbone at lr_backbone, offsets/reference points at lr x lr_linear_proj_mult, the rest at lr; frozen left out."""
+    """Backbone at lr_backbone, offsets/reference points at lr x lr_linear_proj_mult, the rest at lr; frozen left
+    out."""
     # paper: x 1.0, as the official run trained them (its 0.1 reached no group).
     assert {g["name"]: g["lr"] for g in param_groups(_Toy(), load_config("paper").train)}["linear_proj"] == 1e-4
     cfg = load_config("paper", overrides=["train.lr_linear_proj_mult=0.1"]).train
@@ -37,14 +38,16 @@ def test_schedules():
     assert [lr_factor(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_factor(9, cfg) == 1.0 and lr_factor(10, cfg) == pytest.approx(0.1)
     cos = load_config("tiny", overrides=["train.warmup_steps=0", "train.max_steps=10", "train.schedule=cosine"]).train
-    assert lr_factor(0, cos) == 1.0 and lr_factor(5, cos) == pytest.approx(0.5) and lr_factor(10, cos) == pytest.approx(0)
+    assert lr_factor(0, cos) == 1.0
+    assert lr_factor(5, cos) == pytest.approx(0.5) and lr_factor(10, cos) == pytest.approx(0)
 
 
 def test_scheduler_drives_every_group():
     """The LambdaLR scales each group's own base rate."""
     cfg = load_config("tiny", overrides=["train.warmup_steps=2"]).train
     optimizer, scheduler = build_optimizer(_Toy(), cfg)
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([cfg.lr_backbone / 2, cfg.lr * 0.1 / 2, cfg.lr / 2])
+    expected = [cfg.lr_backbone / 2, cfg.lr * 0.1 / 2, cfg.lr / 2]
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(expected)
     optimizer.step()
     scheduler.step()
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([cfg.lr_backbone, cfg.lr * 0.1, cfg.lr])

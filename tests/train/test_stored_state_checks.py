@@ -8,7 +8,6 @@ import pytest
 
 from unihema.config import StorageConfig, load_config
 from unihema.config.core import dump_yaml
-from unihema.data.synthetic import generate_dataset
 from unihema.data.synthetic.scenes import FOV_WIDTH_UM
 from unihema.train.launch import (IncompatibleStateError, check_resumable, check_synthetic_manifest, check_task_records,
                                   ensure_dataset)
@@ -57,7 +56,8 @@ def test_resuming_a_run_with_another_model_is_refused(tmp_path):
     run.mkdir(parents=True)
     saved = load_config("tiny")
     (run / "config.yaml").write_text(dump_yaml(saved))
-    check_resumable(str(run), load_config("tiny", overrides=["model.decoder.num_queries=20"]), STORAGE)  # no checkpoint yet
+    # No checkpoint yet: nothing to compare with.
+    check_resumable(str(run), load_config("tiny", overrides=["model.decoder.num_queries=20"]), STORAGE)
     (run / "checkpoint_2026-11-27_10-00-00.000000").mkdir()
     check_resumable(str(run), saved, STORAGE)
     check_resumable(str(run), load_config("tiny", overrides=["train.max_steps=12", "train.lr=3e-4"]), STORAGE)

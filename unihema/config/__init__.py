@@ -25,9 +25,9 @@ from unihema.config.presets import PRESETS
 from unihema.config.storage import StorageConfig
 from unihema.config.train import TrainConfig
 from unihema.config.tune import TuneConfig
+from unihema.labels import TASKS
 
 DEFAULT_PRESET = "demo"
-TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
 
 
 @dataclass
@@ -69,15 +69,19 @@ def load_config(
     preset: str | None = None,
     files: Iterable[str | Path] = (),
     overrides: Iterable[str] = (),
+    defaults: Iterable[str] = (),
 ) -> UniHemaConfig:
-    """Resolve preset -> files -> overrides (later wins) into a checked UniHemaConfig.
+    """Resolve preset -> defaults -> files -> overrides (later wins) into a checked UniHemaConfig.
 
     A file may name its own base preset with a top-level ``preset:`` key; an explicit
-    ``preset`` argument wins over it.
+    ``preset`` argument wins over it. ``defaults`` (``a.b=value``) are an entry point's own
+    defaults: over the preset, under anything the user gives.
     """
     layers = [read_yaml(f) for f in files]
     base = preset or next((layer.get("preset") for layer in reversed(layers) if layer.get("preset")), None)
     merged = preset_dict(base or DEFAULT_PRESET)
+    for text in defaults:
+        merged = deep_merge(merged, parse_override(text))
     for layer in layers:
         merged = deep_merge(merged, layer)
     for text in overrides:

@@ -117,8 +117,8 @@ class TextConfig:
     tie_word_embeddings: bool = False
     dropout_rate: float = field(default=0.1, metadata=PROBABILITY)
     # Initial weights and tokenizer: a Hugging Face hub id, a local save_pretrained folder,
-    # "scratch" (random weights and the built-in tokenizer) or "checkpoint" (loaded after the build). The dimensions above must be the
-    # checkpoint's (checked on load): meta-device builds read them.
+    # "scratch" (random weights and the built-in tokenizer) or "checkpoint" (loaded after the build).
+    # The dimensions above must be the checkpoint's (checked on load): meta-device builds read them.
     pretrained: str = PAPER_TEXT_WEIGHTS
     # Folder of a saved tokenizer; "" = the pretrained model's tokenizer, else the built-in one.
     tokenizer: str = ""
@@ -181,7 +181,8 @@ class ModelConfig:
     norm_groups: int = field(default=32, metadata=POSITIVE)
     # Sine position encoding temperature (official pe_temperatureH/W).
     position_temperature: float = field(default=20.0, metadata={"min": 1.0})
-    attention_backend: Literal["auto", "flash", "xformers", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "math"] = "auto"
+    attention_backend: Literal[
+        "auto", "flash", "xformers", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "math"] = "auto"
     msda_backend: Literal["auto", "triton", "reference"] = "auto"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

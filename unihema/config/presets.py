@@ -27,7 +27,8 @@ PRESETS: dict[str, dict] = {
         },
         "data": {
             "uri": "s3://unihema/synthetic-tiny", "synthetic_records": 64, "synthetic_image_size": 96,
-            "batch_size": 2, "detection_scales": (96,), "detection_max_size": 128, "detection_crop": (64, 96), "detection_crop_resize": (80, 96),
+            "batch_size": 2, "detection_scales": (96,), "detection_max_size": 128, "detection_crop": (64, 96),
+            "detection_crop_resize": (80, 96),
             "classification_size": 64, "segmentation_size": 64, "text_image_size": 64,
             "shuffle_buffer": 16, "object_store_memory_mb": 256,
         },
@@ -65,7 +66,8 @@ PRESETS: dict[str, dict] = {
             # ~12 px, about the density and scale of a downsized BCCD image. At the default width
             # the 40 queries could not cover the cells and detection stayed at chance.
             "synthetic_fov_width_um": 37.6,
-            "batch_size": 8, "detection_scales": (128,), "detection_max_size": 160, "detection_crop": (96, 128), "detection_crop_resize": (112, 128),
+            "batch_size": 8, "detection_scales": (128,), "detection_max_size": 160, "detection_crop": (96, 128),
+            "detection_crop_resize": (112, 128),
             "classification_size": 64, "segmentation_size": 128, "text_image_size": 64,
             "shuffle_buffer": 128, "object_store_memory_mb": 512,
             # Classification learns slowest from scratch and its steps are the cheapest; it

@@ -10,8 +10,9 @@ steps 3x slower than the same model in a plain process, most of it spent waiting
 GIL, one executor thread busy about two thirds of the time.
 
 ``install()`` wraps that private method so that a step which made no progress (no task
-started or finished, no block produced or handed on) is followed by a short sleep. It is private API: if the method is missing the wrapper is not
-installed and a warning says so (the runs stay correct, only slower on small machines).
+started or finished, no block produced or handed on) is followed by a short sleep. It is private
+API: if the method is missing the wrapper is not installed and a warning says so (the runs stay
+correct, only slower on small machines).
 """
 
 from __future__ import annotations

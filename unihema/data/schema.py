@@ -18,11 +18,10 @@ import pyarrow as pa
 from PIL import Image
 
 from unihema.labels import (
-    ATTRIBUTE_VALUES, CELL_CLASSES, DETECTION_CLASSES, MORPHOLOGY_NAMES, NOT_ANNOTATED, SEGMENTATION_CLASSES,
+    ATTRIBUTE_VALUES, CELL_CLASSES, DETECTION_CLASSES, MORPHOLOGY_NAMES, NOT_ANNOTATED, SEGMENTATION_CLASSES, TASKS,
 )
 
 SCHEMA_VERSION = 1
-TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
 SPLITS = ("train", "val", "test")
 IMAGE_FORMATS = ("png", "jpeg")
 

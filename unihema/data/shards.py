@@ -64,7 +64,7 @@ class ShardStats:
         self.rejected.update({reason_code(r) for r in reasons})
         self.errors.append({"id": record_id, "origin": origin, "reasons": reasons})
 
-    def merge(self, other: "ShardStats") -> "ShardStats":
+    def merge(self, other: ShardStats) -> ShardStats:
         self.files.extend(other.files)
         for key, counter in other.counts.items():
             self.counts.setdefault(key, Counter()).update(counter)
@@ -78,7 +78,7 @@ class ShardStats:
                 "records": self.records, "rejected": dict(sorted(self.rejected.items())), "errors": self.errors}
 
     @classmethod
-    def from_json(cls, data: dict) -> "ShardStats":
+    def from_json(cls, data: dict) -> ShardStats:
         stats = cls(files=list(data["files"]), records=data["records"], rejected=Counter(data["rejected"]),
                     errors=list(data["errors"]))
         for key, counter in data["counts"].items():
@@ -166,7 +166,7 @@ class ShardWriter:
             self._closed = True
         return self.stats
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

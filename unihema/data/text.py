@@ -4,11 +4,14 @@ Every task gets a prompt, because Hema-Former's text-guided refinement condition
 image queries on it; VQA uses the question; MLM corrupts the record's sentence with
 T5-style sentinel spans (``<extra_id_0>`` ...), deterministically for a given seed, so
 the same sentence is masked differently across epochs but reproducibly across runs.
+This is the project's one span corruption; the sentinel spelling is the tokenizer's.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from unihema.model.tokenizer import NUM_SENTINELS, sentinel
 
 TASK_PROMPTS = {
     "detection": "detect and classify every cell in this blood smear.",
@@ -19,17 +22,17 @@ TASK_PROMPTS = {
 }
 
 
-def sentinel(i: int) -> str:
-    return f"<extra_id_{i}>"
-
-
 def span_corrupt(text: str, rng: np.random.Generator, noise_density: float = 0.15,
-                 mean_span_length: float = 3.0, max_sentinels: int = 100) -> tuple[str, str]:
+                 mean_span_length: float = 3.0, max_sentinels: int = NUM_SENTINELS) -> tuple[str, str]:
     """T5 span corruption on words: (input with sentinels, target of sentinel + span pairs).
 
     At least one span is masked so every MLM example teaches something, and never every
     word, so the model always sees context.
     """
+    if not 0 < noise_density < 1:
+        raise ValueError(f"noise_density must be in (0, 1), got {noise_density}")
+    if mean_span_length <= 0:
+        raise ValueError(f"mean_span_length must be positive, got {mean_span_length}")
     words = text.split()
     n = len(words)
     if n == 0:

@@ -26,12 +26,11 @@ from PIL import Image, ImageEnhance
 from unihema.config import DataConfig
 from unihema.data.images import decode_mask, decode_rgb
 from unihema.labels import (
-    CELL_INDEX, DETECTION_INDEX, MORPHOLOGY_NAMES, NOT_ANNOTATED, morphology_targets,
+    CELL_INDEX, DETECTION_INDEX, IGNORE_INDEX, MORPHOLOGY_NAMES, NOT_ANNOTATED, morphology_targets,
 )
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-IGNORE_INDEX = 255
 
 
 @dataclass
@@ -64,7 +63,8 @@ def load_sample(rec: dict, with_masks: bool = True) -> Sample:
     boxes = np.asarray(rec.get("boxes") or np.zeros((0, 4)), dtype=np.float32).reshape(-1, 4)
     labels = np.asarray([DETECTION_INDEX[n] for n in rec.get("box_labels") or []], dtype=np.int64)
     box_attrs = rec.get("box_attributes") or [{} for _ in range(len(boxes))]
-    box_morph = np.asarray([morphology_targets(a) for a in box_attrs], dtype=np.int64).reshape(-1, len(MORPHOLOGY_NAMES))
+    box_morph = np.asarray([morphology_targets(a) for a in box_attrs], dtype=np.int64)
+    box_morph = box_morph.reshape(-1, len(MORPHOLOGY_NAMES))
     masks = [decode_mask(m) for m in rec.get("masks") or []] if with_masks else []
     semantic = decode_mask(rec["semantic_mask"]) if with_masks and rec.get("semantic_mask") else None
     return Sample(image, boxes, labels, box_morph, masks, semantic, is_field_of_view=bool(rec.get("semantic_mask")))

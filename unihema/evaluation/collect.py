@@ -15,11 +15,7 @@ from unihema import labels
 from unihema.eval.answer_ranking import RankingTally, rank_batches
 from unihema.eval.metrics import DetectionMetric, TextMetric
 from unihema.evaluation import scores
-
-
-def _cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = b.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+from unihema.ops.boxes import box_cxcywh_to_xyxy
 
 
 class DetectionCollector:
@@ -85,7 +81,7 @@ class ClassificationCollector:
 class SegmentationCollector:
     """Dice and IoU from the pixel confusion matrix at the target resolution (ignore index left out)."""
 
-    def __init__(self, ignore_index: int = 255):
+    def __init__(self, ignore_index: int = labels.IGNORE_INDEX):
         self.ignore = ignore_index
         n = len(labels.SEGMENTATION_CLASSES)
         self.confusion = np.zeros((n, n), np.int64)
@@ -142,8 +138,8 @@ class MorphologyCollector:
             self.annotated_boxes += int(rows.sum())
             h, w = (float(v) for v in target["size"])
             scale = torch.tensor([w, h, w, h], device=target["boxes"].device)
-            gt = _cxcywh_to_xyxy(target["boxes"][rows].float()) * scale
-            pr = _cxcywh_to_xyxy(out["pred_boxes"][i].float()) * scale
+            gt = box_cxcywh_to_xyxy(target["boxes"][rows].float()) * scale
+            pr = box_cxcywh_to_xyxy(out["pred_boxes"][i].float()) * scale
             iou = box_iou(gt, pr).cpu().numpy()
             r, c = linear_sum_assignment(-iou)
             ok = iou[r, c] >= self.match_iou

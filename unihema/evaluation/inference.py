@@ -20,6 +20,7 @@ from unihema import labels
 from unihema.config import UniHemaConfig
 from unihema.data.text import TASK_PROMPTS
 from unihema.data.transforms import IMAGENET_MEAN, IMAGENET_STD, size_for_short_side
+from unihema.ops.boxes import box_cxcywh_to_xyxy
 
 MASK_TOKEN = re.compile(r"<mask>|\[MASK\]|<extra_id_\d+>", re.IGNORECASE)
 SENTINEL = re.compile(r"<extra_id_(\d+)>")
@@ -51,11 +52,6 @@ def morphology_dict(logits: torch.Tensor) -> dict:
         positive = p >= 0.5
         out[name] = {"value": values[int(positive)], "score": round(p if positive else 1 - p, 4)}
     return out
-
-
-def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
 
 
 def upsample_mask(logits: torch.Tensor, size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
@@ -109,7 +105,7 @@ class Predictor:
         order = scores.argsort(descending=True)[: self.max_detections]
         order = order[scores[order] >= self.threshold]
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        boxes = (cxcywh_to_xyxy(out["pred_boxes"][0].float().cpu()[order.cpu()]) * scale)
+        boxes = (box_cxcywh_to_xyxy(out["pred_boxes"][0].float().cpu()[order.cpu()]) * scale)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
         objects = []

@@ -176,12 +176,14 @@ def render_markdown(metrics: dict, artifacts: dict, plots: list[str]) -> str:
     if mlm:
         lines += ["## Masked language modelling", "",
                   f"token accuracy {mlm['token_accuracy']:.3f} (most frequent token "
-                  f"{mlm['chance_token_accuracy']:.3f}) over {mlm['count']} masked tokens (teacher forcing, sentinels excluded).", ""]
+                  f"{mlm['chance_token_accuracy']:.3f}) over {mlm['count']} masked tokens "
+                  "(teacher forcing, sentinels excluded).", ""]
     probe = tasks.get("linear_probe")
     if probe:
         lines += ["## Linear probe (DinoBloom protocol)", "",
                   f"logistic regression on the frozen cell feature ({probe['feature_dim']}-d) of "
-                  f"{probe['train_count']} train cells: accuracy {probe['accuracy']:.3f}, macro F1 {probe['macro_f1']:.3f}, weighted F1 "
+                  f"{probe['train_count']} train cells: accuracy {probe['accuracy']:.3f}, "
+                  f"macro F1 {probe['macro_f1']:.3f}, weighted F1 "
                   f"{probe['weighted_f1']:.3f} on {probe['count']} cells.", ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]

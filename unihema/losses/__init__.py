@@ -4,7 +4,7 @@
 building block each (box geometry, the Hungarian matcher, element-wise loss formulas).
 """
 
-from unihema.losses.box_ops import (
+from unihema.ops.boxes import (
     box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, generalized_box_iou, paired_generalized_box_iou,
 )
 from unihema.losses.criterion import CountReducer, UniHemaCriterion, build_criterion

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from unihema.losses.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
+from unihema.ops.boxes import box_cxcywh_to_xyxy, paired_generalized_box_iou
 from unihema.losses.functional import sigmoid_focal_loss
 from unihema.losses.matcher import Indices, MatchCache, matched_targets, query_index
 

@@ -14,7 +14,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from unihema.losses.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from unihema.ops.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 
 # A matched pair is (query indices, target indices), both int64 of the same length, on the
 # device of the predictions; query indices come out sorted.
@@ -45,7 +45,7 @@ class HungarianMatcher:
         self.focal_gamma = focal_gamma
 
     @classmethod
-    def from_config(cls, cfg) -> "HungarianMatcher":
+    def from_config(cls, cfg) -> HungarianMatcher:
         return cls(cfg.match_cls, cfg.match_bbox, cfg.match_giou, cfg.focal_alpha, cfg.focal_gamma)
 
     @torch.no_grad()

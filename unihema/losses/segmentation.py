@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unihema.losses.functional import connected_zero, dice_loss, sigmoid_focal_loss
+from unihema.labels import IGNORE_INDEX
 from unihema.losses.matcher import Indices
-
-IGNORE_INDEX = 255
 
 
 def _resize(logits: Tensor, size: tuple[int, int]) -> Tensor:

@@ -14,9 +14,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from unihema.labels import TEXT_TASKS
 from unihema.losses.functional import connected_zero, cross_entropy
-
-TEXT_TASKS = ("vqa", "mlm")
 
 
 def text_losses(

@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
+from unihema.ops.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+
+from .layers import inverse_sigmoid
 
 
 class DenoisingQueries(nn.Module):

@@ -24,6 +24,7 @@ import os
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
+from transformers.models.t5.modeling_t5 import T5Attention
 
 from unihema.config import TextConfig
 from unihema.config.model import is_hub_id, loads_nothing
@@ -54,7 +55,8 @@ def t5_attention(module, query, key, value, attention_mask, dropout=0.0, scaling
         bias = attention_mask if bias is None else bias + attention_mask
     if bias is not None:
         bias = bias.to(q.dtype)
-    out = attention(q, k, v, attn_bias=bias, causal=causal, dropout_p=dropout, scale=scaling)
+    backend = getattr(module, "unihema_attention_backend", None)  # set by TextModel.set_attention_backend
+    out = attention(q, k, v, attn_bias=bias, causal=causal, dropout_p=dropout, scale=scaling, backend=backend)
     return out, None
 
 
@@ -154,6 +156,12 @@ class TextModel(nn.Module):
         super().__init__()
         self.t5 = build_t5(cfg)
         self.d_model = self.t5.config.d_model
+
+    def set_attention_backend(self, backend: str | None) -> None:
+        """Pin T5's attention (when routed through unihema.ops) to ``backend``; None decides per call."""
+        for module in self.t5.modules():
+            if isinstance(module, T5Attention):
+                module.unihema_attention_backend = backend
 
     @property
     def vocab_size(self) -> int:

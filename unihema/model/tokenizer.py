@@ -171,7 +171,7 @@ class HemaTokenizer:
             mask[i, : len(r)] = True
         return out, mask
 
-    def encode(self, texts: str | list[str], max_length: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def encode(self, texts: str | list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (B, T) long and mask (B, T) bool tensors, padded to the longest text."""
         import torch
 
@@ -204,7 +204,7 @@ class HemaTokenizer:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "HemaTokenizer":
+    def load(cls, folder: str | Path) -> HemaTokenizer:
         folder = Path(folder)
         if not (folder / "tokenizer.json").is_file():
             raise FileNotFoundError(f"no tokenizer.json in {folder}")
@@ -214,11 +214,11 @@ class HemaTokenizer:
         return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), source=source)
 
     @classmethod
-    def builtin(cls, vocab_size: int) -> "HemaTokenizer":
+    def builtin(cls, vocab_size: int) -> HemaTokenizer:
         return cls(Tokenizer.from_str(_builtin_json(min(vocab_size, BUILTIN_MAX_VOCAB))), source="builtin")
 
     @classmethod
-    def from_pretrained(cls, name: str) -> "HemaTokenizer":
+    def from_pretrained(cls, name: str) -> HemaTokenizer:
         """The T5 tokenizer of a hub model or local folder (its fast backend, which appends ``</s>``)."""
         from transformers import AutoTokenizer
 

@@ -31,11 +31,12 @@ segmentation: ``pred_masks`` (B,Q,H/8,W/8), ``semantic_logits`` (B,C_seg,H/2,W/2
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unihema import labels
 from unihema.config import ModelConfig
+from unihema.labels import TASKS
+from unihema.ops import ATTENTION_BACKENDS, MSDA_BACKENDS, MSDeformAttn, MultiheadAttention
 
 from .backbone import build_backbone, build_input_proj, project_levels
 from .decoder import ImageDecoder
@@ -45,14 +46,14 @@ from .heads import CellHeads
 from .hemaformer import QFormer, build_text_refinement
 from .layers import masked_mean
 from .maskformer import MaskFormer
+from .modeling import PretrainedMixin
 from .position import PositionEmbeddingSine
 from .proposals import TwoStageProposals
 from .text import TextModel
 
-TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
 DETECTOR_TASKS = {"detection", "segmentation"}
 CELL_TASKS = {"classification", "morphology"}
-TEXT_TASKS = {"vqa", "mlm"}
+TEXT_TASKS = set(labels.TEXT_TASKS)
 
 
 class HemaFormer(nn.Module):
@@ -67,7 +68,7 @@ class HemaFormer(nn.Module):
         self.mask_former = MaskFormer(d, len(labels.SEGMENTATION_CLASSES), cfg.norm_groups, cfg.hema.upsampler_norm)
 
 
-class UniHema(nn.Module):
+class UniHema(PretrainedMixin, nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         cfg.validate()
@@ -102,18 +103,28 @@ class UniHema(nn.Module):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_config(cls, cfg) -> "UniHema":
-        """Build from a UniHemaConfig or ModelConfig and apply its attention backends."""
+    def from_config(cls, cfg) -> UniHema:
+        """Build from a UniHemaConfig or ModelConfig, its attention modules on the config's backends."""
         model = cls(getattr(cfg, "model", cfg))
         model.set_attention_backend()
         return model
 
     def set_attention_backend(self, attention: str | None = None, msda: str | None = None) -> None:
-        """Select the process-wide dense and deformable attention backends (default: from the config)."""
-        from unihema.ops import set_attention_backend, set_ms_deform_attn_backend
+        """Put this model's dense and deformable attention on a backend (default: from the config).
 
-        set_attention_backend(attention or self.cfg.attention_backend)
-        set_ms_deform_attn_backend(msda or self.cfg.msda_backend)
+        The choice is an attribute of each attention module, not process state: two models
+        in one process can run different kernels. ``"auto"`` leaves the modules deferring to
+        the capability-based choice, which ``UNIHEMA_ATTENTION_BACKEND`` / ``UNIHEMA_MSDA_BACKEND``
+        can still steer; a named backend wins over those variables.
+        """
+        dense = _pinned(attention or self.cfg.attention_backend, ATTENTION_BACKENDS, "attention")
+        deform = _pinned(msda or self.cfg.msda_backend, MSDA_BACKENDS, "ms_deform_attn")
+        for module in self.modules():
+            if isinstance(module, MultiheadAttention):
+                module.backend = dense
+            elif isinstance(module, MSDeformAttn):
+                module.backend = deform
+        self.text.set_attention_backend(dense)
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute encoder/decoder layers and T5 blocks in backward (memory for compute)."""
@@ -249,7 +260,8 @@ class UniHema(nn.Module):
 
         out: dict = {}
         if run_cell:
-            out.update(self.heads(self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])))
+            feature = self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])
+            out.update(self.heads(feature))
         if run_detector:
             out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks,
                                     denoise=bool(tasks & DETECTOR_TASKS)))
@@ -258,19 +270,6 @@ class UniHema(nn.Module):
             decoder_ids = self.text.shift_right(batch["text_labels"])
             out["text_logits"] = self.text.decode(decoder_ids, states, states_mask)
         return out
-
-    @classmethod
-    def from_pretrained(cls, path, **kwargs) -> "UniHema":
-        """The model saved in an export folder (see :mod:`unihema.model.pretrained`)."""
-        from .pretrained import from_pretrained
-
-        return from_pretrained(path, **kwargs)
-
-    def save_pretrained(self, out_dir, cfg=None, **kwargs):
-        """Write this model as an export folder; pass the full config so data settings travel too."""
-        from .pretrained import save_pretrained
-
-        return save_pretrained(self, out_dir, cfg, **kwargs)
 
     def _answer_context(self, images, pixel_mask, prompt_ids, prompt_mask):
         """The T5 decoder's encoder states and mask for answering the prompt about the images."""
@@ -330,6 +329,16 @@ class UniHema(nn.Module):
         # Steps after </s> (padding of finished sequences) score 0 or -inf: leave them out.
         scores = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1)
         return gen.sequences, scores
+
+
+def _pinned(name: str, backends: tuple[str, ...], kind: str) -> str | None:
+    """The backend attention modules are pinned to: None for "auto" (decide per call)."""
+    name = name.strip().lower()
+    if name == "auto":
+        return None
+    if name not in backends:
+        raise ValueError(f"unknown {kind} backend {name!r}; choose one of {', '.join(('auto', *backends))}")
+    return name
 
 
 def _infer_tasks(batch: dict) -> set[str]:

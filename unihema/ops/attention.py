@@ -6,8 +6,9 @@ reference) and on H100s (flash-attn, xformers or one of torch's fused sdpa kerne
 
 Choosing a backend:
 
-* ``backend=`` on the call wins; ``None`` defers to the process-wide setting.
-* :func:`set_attention_backend` (the model passes ``model.attention_backend`` there).
+* ``backend=`` on the call wins (a model's attention modules pass their own, from
+  ``model.attention_backend``); ``None`` defers to the process-wide setting.
+* :func:`set_attention_backend` (benchmarks and tests; models do not touch it).
 * ``UNIHEMA_ATTENTION_BACKEND`` when the setting is ``"auto"``.
 * ``"auto"``: the first backend that can run the call, in the order
   flash, sdpa, xformers, math on CUDA and sdpa, math elsewhere. sdpa comes before xformers

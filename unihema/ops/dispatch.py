@@ -1,9 +1,9 @@
 """Backend selection plumbing shared by every kernel dispatcher in ``unihema.ops``.
 
 Each fused kernel (dense attention, multi-scale deformable attention) has the same contract:
-capability detection, an override that can come from a call argument, a process-wide
-setting (fed by the model config) or an environment variable, a PyTorch reference that
-always runs, and a clear error when a forced backend cannot run. The parts of that
+capability detection, an override that can come from a call argument (a model's modules
+pass their config's backend there), a process-wide setting or an environment variable, a
+PyTorch reference that always runs, and a clear error when a forced backend cannot run. The parts of that
 contract that do not depend on the kernel live here so that both dispatchers resolve
 overrides, report failures and log their choice the same way.
 """
@@ -46,9 +46,9 @@ class Requested:
 class BackendSetting:
     """Process-wide backend choice for one dispatcher, with env-var and argument overrides.
 
-    Precedence, highest first: an explicit ``backend=`` argument, the value given to the
-    setter (the model config passes ``model.attention_backend`` there), the environment
-    variable, then ``"auto"``. ``"auto"`` at the setter defers to the environment so a
+    Precedence, highest first: an explicit ``backend=`` argument (what a model's attention
+    modules pass when their config names a backend), the value given to the setter, the
+    environment variable, then ``"auto"``. ``"auto"`` at the setter defers to the environment so a
     config left at its default can still be steered by an operator's env var, while a
     config that names a backend is not silently overridden by a stale shell variable.
     """

@@ -84,7 +84,7 @@ class EmbeddedS3:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
 
-    def start(self) -> "EmbeddedS3":
+    def start(self) -> EmbeddedS3:
         if self.process is not None:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ class EmbeddedS3:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "EmbeddedS3":
+    def __enter__(self) -> EmbeddedS3:
         return self.start()
 
     def __exit__(self, *exc) -> None:

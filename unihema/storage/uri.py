@@ -34,7 +34,7 @@ class StorageURI:
         """The path as pyarrow filesystems name it ("bucket/key" for S3)."""
         return f"{self.bucket}/{self.key}".rstrip("/") if self.is_s3 else self.key
 
-    def join(self, *parts: str) -> "StorageURI":
+    def join(self, *parts: str) -> StorageURI:
         key = "/".join([self.key.rstrip("/"), *[p.strip("/") for p in parts if p]]).lstrip("/") if self.is_s3 \
             else str(Path(self.key, *parts))
         return StorageURI(self.scheme, self.bucket, key)

@@ -107,7 +107,8 @@ def check_devices(device: torch.device, record: list | None = None):
 
 
 def maybe_check_devices(device: torch.device):
-    """:func:`check_devices` when ``UNIHEMA_CHECK_COLLECTIVE_DEVICES=1`` (tests set it for the workers), else nothing."""
+    """:func:`check_devices` when ``UNIHEMA_CHECK_COLLECTIVE_DEVICES=1`` (tests set it for the workers), else
+    nothing."""
     if os.environ.get(CHECK_ENV) == "1":
         return check_devices(device)
     return contextlib.nullcontext()

@@ -20,23 +20,10 @@ from dataclasses import dataclass
 from unihema.config import StorageConfig, UniHemaConfig, save_config
 from unihema.config.core import dump_yaml
 from unihema.data.shards import read_manifest
-from unihema.storage import EmbeddedS3, check_access, endpoint_of, ensure_bucket, open_filesystem, parse_uri
+from unihema.storage import StorageSession, check_access, ensure_bucket, open_filesystem, parse_uri
 from unihema.train.run_files import has_checkpoints, read_json, read_text, write_json, write_text
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StorageSession:
-    """Storage settings in force for a run, and the embedded server if this process started one."""
-
-    storage: StorageConfig
-    server: EmbeddedS3 | None = None
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
 
 
 def open_storage(cfg: UniHemaConfig) -> StorageSession:
@@ -44,21 +31,16 @@ def open_storage(cfg: UniHemaConfig) -> StorageSession:
     uris = [cfg.data.uri, cfg.storage.run_uri]
     if cfg.model.init_from.startswith("s3://"):
         uris.append(cfg.model.init_from)
-    storage = cfg.storage
-    server = None
-    wants_s3 = any(parse_uri(u).is_s3 for u in uris)
-    if wants_s3 and cfg.storage.embedded and not endpoint_of(cfg.storage):
-        server = EmbeddedS3(cfg.storage.embedded_dir).start()
-        storage = server.storage_config()
+    session = StorageSession(cfg.storage, uris)
+    if session.server is not None:
         # Local Ray workers inherit the driver's environment: that is how they get the credentials.
-        os.environ.update(server.env())
-        log.info("embedded S3 server at %s (data in %s)", server.endpoint_url, server.data_dir)
-    session = StorageSession(storage, server)
+        os.environ.update(session.server.env())
+        log.info("embedded S3 server at %s (data in %s)", session.server.endpoint_url, session.server.data_dir)
     try:
         for uri in uris:
             if parse_uri(uri).is_s3:
-                ensure_bucket(uri, storage)
-            check_access(uri, storage)
+                ensure_bucket(uri, session.storage)
+            check_access(uri, session.storage)
     except BaseException:
         session.close()
         raise
@@ -134,8 +116,9 @@ def check_synthetic_manifest(manifest: dict, cfg: UniHemaConfig) -> None:
     differ = _differences({k: found.get(k) for k in wanted}, wanted)
     if differ:
         said = ", ".join(f"{key}: {old} there, {new} asked" for key, old, new in differ)
-        raise IncompatibleStateError(f"the synthetic dataset at {cfg.data.uri} was generated with other settings ({said}); "
-                         f"point data.uri at a new location, or delete that dataset to have it regenerated")
+        raise IncompatibleStateError(f"the synthetic dataset at {cfg.data.uri} was generated with other settings "
+                                     f"({said}); point data.uri at a new location, or delete that dataset to have "
+                                     "it regenerated")
 
 
 def keep_local_ray_on_loopback() -> None:
@@ -239,8 +222,9 @@ def check_resumable(run_uri: str, cfg: UniHemaConfig, storage: StorageConfig) ->
     if differ:
         shown = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differ[:5])
         more = f" (and {len(differ) - 5} more)" if len(differ) > 5 else ""
-        raise IncompatibleStateError(f"run {run_uri} has checkpoints of a model built with other settings ({shown}{more}); "
-                         f"start a new run with run_name=<name>, or delete that run to start it afresh")
+        raise IncompatibleStateError(f"run {run_uri} has checkpoints of a model built with other settings "
+                                     f"({shown}{more}); start a new run with run_name=<name>, or delete that run "
+                                     "to start it afresh")
 
 
 def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -276,5 +260,5 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
                       checkpoint.filesystem if checkpoint else None, dict(result.metrics or {}))
 
 
-__all__ = ["IncompatibleStateError", "RunOutcome", "StorageSession", "build_trainer", "ensure_dataset", "init_ray", "open_storage",
-           "run_training", "save_config", "write_json", "worker_config"]
+__all__ = ["IncompatibleStateError", "RunOutcome", "StorageSession", "build_trainer", "ensure_dataset", "init_ray",
+           "open_storage", "run_training", "save_config", "write_json", "worker_config"]

@@ -143,7 +143,8 @@ class MaskedAdamW(torch.optim.Optimizer):
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "masked_adamw": MaskedAdamW}
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     optimizer = OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     return optimizer, scheduler

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.0)
     p.add_argument("--fov-fraction", type=float, default=0.5, help="share of field-of-view records vs cell crops")
     p.add_argument("--fov-width-um", type=float, default=FOV_WIDTH_UM,
-                   help=f"width of a field of view in micrometres (default {FOV_WIDTH_UM:.1f}; less: fewer, larger cells)")
+                   help=f"width of a field of view in micrometres (default {FOV_WIDTH_UM:.1f}; "
+                        "less: fewer, larger cells)")
     p.add_argument("--chunk-size", type=int, default=None, help="records per worker task (default: automatic)")
     p.add_argument("--endpoint-url", default="", help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
     p.add_argument("--region", default="us-east-1")

@@ -177,7 +177,7 @@ class _progress:
         if self.bar is not None:
             self.bar.update(k)
 
-    def __enter__(self) -> "_progress":
+    def __enter__(self) -> _progress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -30,7 +30,7 @@ class Patch:
     dy: np.ndarray | None = None  # (h, 1); both None for a bare window (stamped sprites)
 
     @classmethod
-    def around(cls, cx: float, cy: float, radius: float, height: int, width: int) -> "Patch | None":
+    def around(cls, cx: float, cy: float, radius: float, height: int, width: int) -> Patch | None:
         """The window covering a disc of ``radius`` at (cx, cy); None when it misses the image."""
         x0, x1 = max(0, math.floor(cx - radius) - 1), min(width, math.ceil(cx + radius) + 2)
         y0, y1 = max(0, math.floor(cy - radius) - 1), min(height, math.ceil(cy + radius) + 2)

@@ -1,7 +1,8 @@
-"""Box geometry shared by the matcher and the detection losses.
+"""Box geometry: the one definition of the cxcywh <-> xyxy conversions and of (G)IoU.
 
-The model predicts normalized (cx, cy, w, h) boxes; IoU and GIoU are defined on corners,
-so both conversions live here. The IoU functions are written out (rather than calling
+The model predicts normalized (cx, cy, w, h) boxes; IoU and GIoU are defined on corners.
+The denoising queries, the matcher, the detection losses and evaluation all convert here,
+so a box means the same thing to each of them. The IoU functions are written out (rather than calling
 ``torchvision.ops``) for two reasons: an ``eps`` keeps degenerate boxes (zero width after a
 sigmoid saturates) from producing NaN, which would make ``linear_sum_assignment`` raise
 mid-run, and :func:`paired_generalized_box_iou` scores matched pairs without building the
