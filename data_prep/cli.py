@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 import yaml
@@ -33,8 +32,9 @@ from data_prep.upload import UploadError
 
 
 def _storage(args) -> StorageConfig:
-    region = getattr(args, "region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return StorageConfig(endpoint_url=getattr(args, "endpoint_url", None) or "", region=region or "us-east-1",
+    # No region given: the bucket's own (unihema.storage.bucket_region), not a guess that
+    # would sign every request for us-east-1.
+    return StorageConfig(endpoint_url=getattr(args, "endpoint_url", None) or "", region=getattr(args, "region", None) or "",
                          embedded=False)
 
 
@@ -192,7 +192,8 @@ def parser() -> argparse.ArgumentParser:
 
     def storage_args(q):
         q.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS)")
-        q.add_argument("--region", help="S3 region (default: AWS_REGION, else us-east-1)")
+        q.add_argument("--region", help="S3 region (default: the bucket's own; where the server does not say, "
+                                        "AWS_REGION, else us-east-1)")
 
     q = sub.add_parser("list", help="the registered datasets")
     q.add_argument("--task", help="only datasets serving this task")
