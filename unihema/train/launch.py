@@ -233,8 +233,10 @@ def check_resumable(run_uri: str, cfg: UniHemaConfig, storage: StorageConfig) ->
     old_text = read_text(run_uri, "config.yaml", storage)
     if old_text is None or not has_checkpoints(run_uri, storage):
         return
-    old = (yaml.safe_load(old_text) or {}).get("model", {})
-    new = yaml.safe_load(dump_yaml(cfg, redact=True)).get("model", {})
+    # Whether to trust an init_from file says nothing about the model the checkpoints hold.
+    old = {k: v for k, v in ((yaml.safe_load(old_text) or {}).get("model", {})).items() if k != "trust_checkpoint"}
+    new = {k: v for k, v in yaml.safe_load(dump_yaml(cfg, redact=True)).get("model", {}).items()
+           if k != "trust_checkpoint"}
     differ = _differences({"model": old}, {"model": new})
     if differ:
         shown = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differ[:5])
