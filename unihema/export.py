@@ -11,7 +11,8 @@ given with --preset/--config), ``tokenizer/`` and a model card (``README.md``: d
 metrics, limitations), and loads with ``unihema.model.pretrained.from_pretrained(DIR)``.
 
 DeepSpeed files are loaded weights only; one that holds other pickled objects is refused,
-named, unless ``--trust-checkpoint`` says its source is trusted.
+named, unless ``--trust-checkpoint`` says its source is trusted. An ``s3://`` DIR is checked
+after the upload: every file must be there with its local size.
 
 Unless ``--no-verify``, the folder is loaded back and run on a fixed input for every task:
 its outputs must equal the checkpoint's, or the export fails.
@@ -124,6 +125,7 @@ def upload_folder(local: Path, uri: str, storage) -> None:
     import pyarrow.fs as pafs
 
     from unihema.storage import describe_failure, ensure_bucket, open_filesystem, parse_uri
+    from unihema.storage.verify import verify_upload
 
     ensure_bucket(uri, storage)
     fs, root = open_filesystem(parse_uri(uri), storage)
@@ -131,6 +133,7 @@ def upload_folder(local: Path, uri: str, storage) -> None:
         pafs.copy_files(str(local), root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     except OSError as err:
         raise describe_failure(uri, storage, err) from None
+    verify_upload(local, fs, root, uri)  # every file there, full size, before the export is reported
 
 
 def main(argv=None) -> int:

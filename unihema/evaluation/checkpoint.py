@@ -92,6 +92,7 @@ def download(uri: str, storage: StorageConfig, dest: Path) -> Path:
     import pyarrow.fs as pafs
 
     from unihema.storage import describe_failure, open_filesystem, parse_uri
+    from unihema.storage.verify import verify_local_checkpoint
 
     parsed = parse_uri(uri)
     fs, root = open_filesystem(parsed, storage)
@@ -122,9 +123,11 @@ def download(uri: str, storage: StorageConfig, dest: Path) -> Path:
     if runs:  # a run folder: its latest checkpoint and the run's config
         copy(f"{root}/{runs[-1]}", dest / runs[-1])
         copy_sidecars(root, dest)
+        verify_local_checkpoint(dest / runs[-1], where=f"{uri}/{runs[-1]}")
         return dest / runs[-1]
     copy(root, dest / "ckpt")
     copy_sidecars(root.rsplit("/", 1)[0], dest)
+    verify_local_checkpoint(dest / "ckpt", where=uri)  # sha256 against the ranks' manifests, when it has them
     return dest / "ckpt"
 
 

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import torch
 
 from unihema.config import StorageConfig, UniHemaConfig
+from unihema.storage.verify import verify_local_checkpoint
 from unihema.train.safe_load import TRUST_FLAG, UntrustedCheckpointError, check_files, weights_only_loads
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,9 @@ def export_run(cfg: UniHemaConfig, outcome, storage: StorageConfig) -> str:
         local_ckpt = Path(tmp, "ckpt")
         pafs.copy_files(outcome.checkpoint_path, str(local_ckpt), source_filesystem=outcome.checkpoint_filesystem,
                         destination_filesystem=pafs.LocalFileSystem())
+        verify_local_checkpoint(local_ckpt, where=f"checkpoint {outcome.checkpoint_path}")
         state = consolidate_checkpoint(local_ckpt, trusted=True)  # the run's own checkpoint, just written
         folder = write_export_folder(state, cfg, Path(tmp, "export"), outcome.status, source=outcome.checkpoint_path)
-        upload_dir(folder, outcome.run_uri, "export", storage)
+        upload_dir(folder, outcome.run_uri, "export", storage, verify=True)
     log.info("exported %d tensors to %s/export", len(state), outcome.run_uri)
     return f"{outcome.run_uri}/export"

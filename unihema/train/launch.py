@@ -274,6 +274,11 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
     result = trainer.fit()
     status = read_json(run_uri, "status.json", storage) or {"status": "unknown: the workers wrote no status"}
     checkpoint = result.checkpoint
+    if checkpoint is not None:
+        from unihema.storage.verify import verify_stored_checkpoint
+
+        # Ray Train uploaded it; before the run names it, every file the ranks wrote is there, full size.
+        verify_stored_checkpoint(checkpoint.filesystem, checkpoint.path, f"checkpoint {checkpoint.path}")
     return RunOutcome(run_uri, status, checkpoint.path if checkpoint else None,
                       checkpoint.filesystem if checkpoint else None, dict(result.metrics or {}))
 

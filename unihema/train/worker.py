@@ -24,6 +24,7 @@ from unihema.data.collate import move_to, normalize_images, uint8_images
 from unihema.data.stream import MultiTaskStream, local_task_batches, task_weights
 from unihema.eval.metrics import CHANCE, HEADLINE
 from unihema.eval.runner import evaluate_batches
+from unihema.storage.verify import write_file_manifest
 from unihema.train.collectives import all_ranks_finite, maybe_check_devices, sum_over_ranks
 from unihema.train.deepspeed_config import deepspeed_config, resolve_precision
 from unihema.train.device import process_group_backend, rank_seed, seed_everything, training_device
@@ -102,6 +103,7 @@ def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, 
         engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": step})
         Path(tmp, f"data_state_rank{rank}.json").write_text(json.dumps(
             {"step": step, "positions": stream.positions()}))
+        write_file_manifest(tmp, rank)  # sizes and sha256 of what this rank hands Ray Train to upload
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
