@@ -110,10 +110,15 @@ def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, 
 def _resume(engine, rank: int) -> tuple[int, dict]:
     import ray.train
 
+    from unihema.train.resume_cache import node_local_checkpoint
+
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0, {}
-    with checkpoint.as_directory() as ckpt_dir:
+    barrier = dist.barrier if dist.is_available() and dist.is_initialized() else (lambda: None)
+    # One verified download per node, shared by its ranks (see resume_cache for why not as_directory).
+    with node_local_checkpoint(checkpoint, ray.train.get_context().get_local_rank(), barrier) as copy:
+        ckpt_dir = str(copy.path)
         _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
         state_file = Path(ckpt_dir, f"data_state_rank{rank}.json")
         if not state_file.exists():  # resumed with more workers than saved: start these streams afresh
