@@ -1,12 +1,14 @@
-"""One download of a checkpoint per node when a run resumes, shared by the node's ranks.
+"""One download of a checkpoint per node when a run resumes, verified, shared by the node's ranks.
 
-``Checkpoint.as_directory()`` downloads into a folder named after the Checkpoint object,
-and deletes it when the last reader on the node leaves: ranks that reach the load at
-different times (one slow to build its engine) each fetch the whole checkpoint again, which
-on a node of 8 ranks is 8 copies of every rank's optimizer state. Here the folder is named
-after the checkpoint's path, the first rank of the node to take its lock downloads and
-verifies it (sizes and sha256 against the manifests the ranks wrote), and the others find it
-complete. The node's local rank 0 removes it once every rank has loaded.
+Ray's ``Checkpoint.as_directory()`` shares a download among the ranks of a node only while
+they read at the same time: the last reader to leave deletes it, so a rank that gets there
+after the others are done (its engine slower to build) fetches every
+rank's files again, into the system temp folder, and nothing checks what arrived. Here the
+folder is named after the checkpoint's path (``train.resume_cache_dir``, else the temp
+folder); the first rank of the node to take its lock downloads it and checks sizes and
+sha256 against the manifests the ranks wrote; the others find it complete. The node's local
+rank 0 removes it after a barrier, once every rank has loaded. A copy left by an attempt
+that failed is complete and verified, and a retry on the node reuses it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def fetch_once(filesystem: pafs.FileSystem, path: str, base: str | Path | None =
     from filelock import FileLock
 
     target = cache_dir_for(filesystem, path, base)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock", timeout=lock_timeout_s):
         if (target / _DONE).is_file():
             return NodeCopy(target, downloaded=False, owned=True)
@@ -77,12 +80,13 @@ def release(copy: NodeCopy, local_rank: int) -> None:
 
 
 @contextlib.contextmanager
-def node_local_checkpoint(checkpoint, local_rank: int, barrier) -> Iterator[NodeCopy]:
+def node_local_checkpoint(checkpoint, local_rank: int, barrier, base: str | Path | None = None
+                          ) -> Iterator[NodeCopy]:
     """``fetch_once`` for a Ray Train checkpoint; ``barrier()`` (all ranks) precedes the clean-up.
 
-    On an error the copy stays: a retry of the run on this node finds it complete and verified.
+    On an error the copy stays (no barrier: the other ranks may never reach it).
     """
-    copy = fetch_once(checkpoint.filesystem, checkpoint.path)
+    copy = fetch_once(checkpoint.filesystem, checkpoint.path, base)
     yield copy
     barrier()
     release(copy, local_rank)

@@ -107,7 +107,7 @@ def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _resume(engine, rank: int) -> tuple[int, dict]:
+def _resume(engine, rank: int, cache_dir: str = "") -> tuple[int, dict]:
     import ray.train
 
     from unihema.train.resume_cache import node_local_checkpoint
@@ -116,8 +116,9 @@ def _resume(engine, rank: int) -> tuple[int, dict]:
     if checkpoint is None:
         return 0, {}
     barrier = dist.barrier if dist.is_available() and dist.is_initialized() else (lambda: None)
-    # One verified download per node, shared by its ranks (see resume_cache for why not as_directory).
-    with node_local_checkpoint(checkpoint, ray.train.get_context().get_local_rank(), barrier) as copy:
+    # One verified download per node, shared by its ranks however late each arrives (see resume_cache).
+    with node_local_checkpoint(checkpoint, ray.train.get_context().get_local_rank(), barrier,
+                               base=cache_dir or None) as copy:
         ckpt_dir = str(copy.path)
         _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
         state_file = Path(ckpt_dir, f"data_state_rank{rank}.json")
@@ -174,7 +175,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ds_config = deepspeed_config(cfg.train, cfg.data.batch_size, world, on_gpu, num_tasks)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config, dist_init_required=False)
-    start_step, positions = _resume(engine, rank)
+    start_step, positions = _resume(engine, rank, cfg.train.resume_cache_dir)
     stream = MultiTaskStream(cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
                              positions=positions, start_step=start_step * micro_steps)
 
