@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import re
 import sys
 
@@ -63,9 +62,8 @@ def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
 def _storage(args) -> StorageConfig:
     """The resolved config's storage, with --endpoint-url / --region on top."""
     defaults = ["storage.embedded=false"]  # data_prep writes where the endpoint points unless told otherwise
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        defaults.append(f"storage.region={region}")
+    # No region given: the bucket's own (unihema.storage.bucket_region), not a guess that would
+    # sign every request for us-east-1 or make AWS_REGION an explicit choice that may contradict it.
     storage = load_config(None, getattr(args, "config", []), args.overrides, defaults).storage
     changes = {k: v for k, v in (("endpoint_url", getattr(args, "endpoint_url", None)),
                                  ("region", getattr(args, "region", None))) if v}
@@ -231,7 +229,8 @@ def parser() -> argparse.ArgumentParser:
     def storage_args(q):
         q.add_argument("--endpoint-url", help="S3 endpoint (default: storage.endpoint_url, else AWS_ENDPOINT_URL, "
                                               "else AWS)")
-        q.add_argument("--region", help="S3 region (default: storage.region, else AWS_REGION, else us-east-1)")
+        q.add_argument("--region", help="S3 region (default: storage.region, else the bucket's own; where the server does not say, "
+                                        "AWS_REGION, else us-east-1)")
         q.add_argument("--config", action="append", default=[], metavar="FILE",
                        help="YAML config file(s) (its storage section); storage.*=value overrides may follow anywhere")
 

@@ -62,7 +62,7 @@ class S3Uploader:
         self.part_size = max(part_size, 5 << 20)  # S3's minimum for every part but the last
         self.attempts = attempts
         self.backoff_s = backoff_s
-        self.client = client or boto3_client(self.storage)
+        self.client = client or boto3_client(self.storage, self.uri.bucket)
         self.uploaded: list[str] = []
         self.skipped: list[str] = []
 

@@ -2,6 +2,7 @@
 
     python -m unihema.evaluate --checkpoint PATH --data URI [--out DIR] [--split val]
                                [--tasks detection,vqa] [--max-batches N] [--no-probe] [--no-plots]
+                               [--trust-checkpoint]
                                [--preset P] [--config FILE] [a.b=value ...]
 
 PATH is an export folder, a DeepSpeed / Ray Train checkpoint folder or a run folder
@@ -9,6 +10,8 @@ PATH is an export folder, a DeepSpeed / Ray Train checkpoint folder or a run fol
 (``split=<name>/``) written by ``data_prep`` or the synthetic generator. The config comes
 from the export's ``config.yaml`` or the run's, then ``--config`` files and overrides
 (``data.batch_size=4``, ...); a bare DeepSpeed checkpoint needs ``--preset`` or ``--config``.
+DeepSpeed files are loaded weights only; one that holds other pickled objects is refused,
+named, unless ``--trust-checkpoint`` says its source is trusted.
 
 Metrics: detection COCO mAP / mAP50 / mAP75 and per-class AP (pycocotools); classification
 accuracy, weighted and macro F1, confusion matrix (scikit-learn); segmentation Dice and IoU;
@@ -70,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at most N train batches of cells for the linear probe")
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a DeepSpeed checkpoint in full (unpickling arbitrary objects) when it holds more "
+                             "than weights: only for files from a source you trust")
     add_config_arguments(parser)
     return parser
 
@@ -95,7 +101,7 @@ def main(argv=None) -> int:
         device = resolve_device(args.device)
         loaded = load_checkpoint(args.checkpoint, preset=args.preset, files=args.config,
                                  overrides=list(args.overrides) + ([f"data.uri={args.data}"] if args.data else []),
-                                 device=device, storage=session.storage)
+                                 device=device, storage=session.storage, trust=args.trust_checkpoint)
         cfg = loaded.cfg
         session.ensure([cfg.data.uri])  # the dataset named by the checkpoint's own config
         print(f"[evaluate] {loaded.kind} checkpoint {loaded.source} on {cfg.data.uri} split {args.split}", flush=True)

@@ -1,6 +1,6 @@
 """``python -m unihema.export``: a DeepSpeed checkpoint (any ZeRO stage) -> a shareable model folder.
 
-    python -m unihema.export --checkpoint PATH --out DIR [--metrics metrics.json] [--no-verify]
+    python -m unihema.export --checkpoint PATH --out DIR [--metrics metrics.json] [--no-verify] [--trust-checkpoint]
                              [--preset P] [--config FILE] [a.b=value ...]
 
 PATH is a Ray Train ``checkpoint_*`` folder (holding the DeepSpeed tag folder), the tag
@@ -9,6 +9,10 @@ folder itself, a run folder (its latest checkpoint) or an export folder, locally
 ``model.safetensors``, ``config.yaml`` (the run's config, found next to the checkpoint or
 given with --preset/--config), ``tokenizer/`` and a model card (``README.md``: data, tasks,
 metrics, limitations), and loads with ``unihema.model.pretrained.from_pretrained(DIR)``.
+
+DeepSpeed files are loaded weights only; one that holds other pickled objects is refused,
+named, unless ``--trust-checkpoint`` says its source is trusted. An ``s3://`` DIR is checked
+after the upload: every file must be there with its local size.
 
 Unless ``--no-verify``, the folder is loaded back and run on a fixed input for every task:
 its outputs must equal the checkpoint's, or the export fails.
@@ -95,13 +99,13 @@ def card_info(loaded, metrics_file: str | None) -> dict:
 
 
 def export_checkpoint(checkpoint: str, out: str | Path, *, preset=None, files=(), overrides=(), metrics_file=None,
-                      verify: bool = True, storage=None) -> dict:
+                      verify: bool = True, storage=None, trust: bool = False) -> dict:
     """Write the export folder for ``checkpoint`` into ``out`` (local); returns what happened."""
     from unihema.evaluation.checkpoint import load_checkpoint
     from unihema.model.pretrained import load_pretrained, save_pretrained
 
     loaded = load_checkpoint(checkpoint, preset=preset, files=files, overrides=overrides, device="cpu",
-                             storage=storage)
+                             storage=storage, trust=trust)
     folder = save_pretrained(loaded.model, out, loaded.cfg, tokenizer=loaded.tokenizer,
                              card_info=card_info(loaded, metrics_file))
     report = {"checkpoint": loaded.source, "kind": loaded.kind, "out": str(folder),
@@ -122,6 +126,7 @@ def upload_folder(local: Path, uri: str, storage) -> None:
     import pyarrow.fs as pafs
 
     from unihema.storage import describe_failure, ensure_bucket, open_filesystem, parse_uri
+    from unihema.storage.verify import verify_upload
 
     ensure_bucket(uri, storage)
     fs, root = open_filesystem(parse_uri(uri), storage)
@@ -129,6 +134,7 @@ def upload_folder(local: Path, uri: str, storage) -> None:
         pafs.copy_files(str(local), root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     except OSError as err:
         raise describe_failure(uri, storage, err) from None
+    verify_upload(local, fs, root, uri)  # every file there, full size, before the export is reported
 
 
 def main(argv=None) -> int:
@@ -140,6 +146,9 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics", default=None, metavar="FILE",
                         help="metrics.json of `python -m unihema.evaluate` for the model card")
     parser.add_argument("--no-verify", action="store_true", help="skip reloading the folder and comparing outputs")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a DeepSpeed checkpoint in full (unpickling arbitrary objects) when it holds more "
+                             "than weights: only for files from a source you trust")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -157,7 +166,8 @@ def main(argv=None) -> int:
                 raise UserInputError(f"{local_out}: exists and is not a folder")
             report = export_checkpoint(args.checkpoint, local_out, preset=args.preset, files=args.config,
                                        overrides=args.overrides, metrics_file=args.metrics,
-                                       verify=not args.no_verify, storage=session.storage)
+                                       verify=not args.no_verify, storage=session.storage,
+                                       trust=args.trust_checkpoint)
             if remote:
                 upload_folder(local_out, args.out, session.storage)
                 report["out"] = args.out

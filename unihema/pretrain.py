@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     from unihema.train.launch import keep_local_ray_on_loopback
 
     keep_local_ray_on_loopback()  # before anything below imports ray
+    from unihema.evaluation.errors import UserInputError
     from unihema.train.export import export_run
     from unihema.train.device import ClusterCapacityError
     from unihema.train.launch import IncompatibleStateError, ensure_dataset, init_ray, open_storage, run_training
@@ -92,7 +93,8 @@ def main(argv=None) -> int:
             "elapsed_s": time.perf_counter() - start}, session.storage)
         print_summary(outcome, export_uri, time.perf_counter() - start)
         return 0 if outcome.status.get("status") == "completed" else 1
-    except (StorageAccessError, FileNotFoundError, IncompatibleStateError, ClusterCapacityError) as err:
+    except (StorageAccessError, FileNotFoundError, IncompatibleStateError, ClusterCapacityError,
+            UserInputError) as err:  # UserInputError: a model.init_from checkpoint it cannot (or may not) load
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -173,6 +173,9 @@ class ModelConfig:
     # the rest keep their initialisation (listed in the run's init_from.json). A run that
     # resumes from its own checkpoint ignores it. "" = from the initialisation above.
     init_from: str = ""
+    # A DeepSpeed init_from checkpoint loads weights only; true also unpickles what else its
+    # files hold, which runs code of the file's choosing: only for a source you trust.
+    trust_checkpoint: bool = False
     hidden_dim: int = field(default=256, metadata=POSITIVE)
     nheads: int = field(default=8, metadata=POSITIVE)
     num_feature_levels: int = field(default=4, metadata={"min": 1, "max": 5})

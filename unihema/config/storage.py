@@ -11,7 +11,10 @@ class StorageConfig:
     run_uri: str = "s3://unihema/runs"
     # S3 endpoint override for S3-compatible stores; "" uses AWS's own endpoints.
     endpoint_url: str = ""
-    region: str = "us-east-1"
+    # "" = the bucket's own region, asked of the server once per process (AWS_REGION, else
+    # us-east-1, where the server does not say); a region given here that differs from the
+    # bucket's is an error naming both.
+    region: str = ""
     # Empty means the standard AWS credential chain; never printed or saved.
     access_key_id: str = field(default="", metadata={"secret": True})
     secret_access_key: str = field(default="", metadata={"secret": True})

@@ -52,6 +52,9 @@ class TrainConfig:
     log_every: int = field(default=50, metadata=POSITIVE)
     max_consecutive_nonfinite: int = field(default=5, metadata=POSITIVE)
     max_failures: int = field(default=3, metadata=NON_NEGATIVE)
+    # Node-local folder a resuming run downloads its checkpoint into, once per node (all of a
+    # checkpoint's ranks' files: put it on a disk with room for that). "" = the system temp folder.
+    resume_cache_dir: str = ""
     activation_checkpointing: bool = False
     # How long a collective may wait before the process group fails the step (NCCL/gloo
     # timeout), in minutes. Ray's default of 30 minutes left a hung rank holding every GPU.

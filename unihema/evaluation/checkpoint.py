@@ -29,6 +29,7 @@ from unihema.model.pretrained import (
     CONFIG_FILE, PretrainedError, build_from_state, is_pretrained_folder, load_pretrained, offline_model_config,
     scrub_secrets,
 )
+from unihema.train.safe_load import TRUST_FLAG
 
 log = logging.getLogger(__name__)
 MODEL_STATES = "mp_rank_00_model_states.pt"  # ZeRO 0-2; ZeRO-3 writes zero_pp_rank_<r>_mp_rank_00_model_states.pt
@@ -91,6 +92,7 @@ def download(uri: str, storage: StorageConfig, dest: Path) -> Path:
     import pyarrow.fs as pafs
 
     from unihema.storage import describe_failure, open_filesystem, parse_uri
+    from unihema.storage.verify import verify_local_checkpoint
 
     parsed = parse_uri(uri)
     fs, root = open_filesystem(parsed, storage)
@@ -121,9 +123,11 @@ def download(uri: str, storage: StorageConfig, dest: Path) -> Path:
     if runs:  # a run folder: its latest checkpoint and the run's config
         copy(f"{root}/{runs[-1]}", dest / runs[-1])
         copy_sidecars(root, dest)
+        verify_local_checkpoint(dest / runs[-1], where=f"{uri}/{runs[-1]}")
         return dest / runs[-1]
     copy(root, dest / "ckpt")
     copy_sidecars(root.rsplit("/", 1)[0], dest)
+    verify_local_checkpoint(dest / "ckpt", where=uri)  # sha256 against the ranks' manifests, when it has them
     return dest / "ckpt"
 
 
@@ -204,11 +208,15 @@ def run_status(folder: Path) -> dict:
         return {}
 
 
-def consolidated_state(folder: Path, tag: str) -> dict[str, torch.Tensor]:
+def consolidated_state(folder: Path, tag: str, trust: bool = False, trust_hint: str = TRUST_FLAG
+                       ) -> dict[str, torch.Tensor]:
     from unihema.train.export import consolidate_checkpoint
+    from unihema.train.safe_load import UntrustedCheckpointError
 
     try:
-        return consolidate_checkpoint(folder, tag=tag)
+        return consolidate_checkpoint(folder, tag=tag, trusted=trust, trust_hint=trust_hint)
+    except UntrustedCheckpointError as err:
+        raise UserInputError(str(err)) from None
     except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
         raise UserInputError(f"{folder / tag}: unreadable DeepSpeed checkpoint: {type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}") from None
@@ -226,7 +234,8 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def load_local(path: Path, *, preset: str | None = None, files: Iterable[str | Path] = (),
-               overrides: Iterable[str] = (), device="cpu", source: str | None = None) -> Loaded:
+               overrides: Iterable[str] = (), device="cpu", source: str | None = None, trust: bool = False,
+               trust_hint: str = TRUST_FLAG) -> Loaded:
     from unihema.model.tokenizer import build_tokenizer
 
     kind, folder, tag = locate(path)
@@ -240,7 +249,7 @@ def load_local(path: Path, *, preset: str | None = None, files: Iterable[str | P
             return Loaded(bundle.model, bundle.cfg, bundle.tokenizer, source or str(path), kind, folder,
                           {"status": run_status(folder)})
         cfg = checkpoint_config(folder, preset, files, overrides)
-        state = consolidated_state(folder, tag)
+        state = consolidated_state(folder, tag, trust, trust_hint)
         model = build_from_state(cfg, state, f"{folder / tag}", device)
     except PretrainedError as err:
         raise UserInputError(str(err)) from None
@@ -250,13 +259,19 @@ def load_local(path: Path, *, preset: str | None = None, files: Iterable[str | P
 
 
 def load_checkpoint(path: str, *, preset: str | None = None, files: Iterable[str | Path] = (),
-                    overrides: Iterable[str] = (), device="cpu", storage: StorageConfig | None = None) -> Loaded:
-    """Model (eval mode), config and tokenizer from any checkpoint path or s3:// URI (see module doc)."""
+                    overrides: Iterable[str] = (), device="cpu", storage: StorageConfig | None = None,
+                    trust: bool = False, trust_hint: str = TRUST_FLAG) -> Loaded:
+    """Model (eval mode), config and tokenizer from any checkpoint path or s3:// URI (see module doc).
+
+    DeepSpeed files load weights only unless ``trust``; a file that needs more is refused with
+    a UserInputError naming it and ``trust_hint`` (how the caller's user says they trust it).
+    """
     device = resolve_device(device) if not isinstance(device, torch.device) else device
+    options = dict(preset=preset, files=files, overrides=overrides, device=device, trust=trust, trust_hint=trust_hint)
     if str(path).startswith("s3://"):
         tmp = tempfile.TemporaryDirectory(prefix="unihema-ckpt-")
         local = download(str(path), storage or StorageConfig(), Path(tmp.name))
-        loaded = load_local(local, preset=preset, files=files, overrides=overrides, device=device, source=str(path))
+        loaded = load_local(local, source=str(path), **options)
         loaded._tmp = tmp
         return loaded
-    return load_local(Path(path), preset=preset, files=files, overrides=overrides, device=device)
+    return load_local(Path(path), **options)

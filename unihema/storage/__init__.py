@@ -2,12 +2,12 @@
 
 from unihema.storage.embedded_s3 import EmbeddedS3, find_weed
 from unihema.storage.uri import (
-    StorageAccessError, StorageURI, boto3_client, check_access, describe_failure, endpoint_of,
+    StorageAccessError, StorageURI, boto3_client, bucket_region, check_access, describe_failure, endpoint_of,
     ensure_bucket, open_filesystem, parse_uri, s3_filesystem,
 )
 from unihema.storage.session import StorageSession
 
 __all__ = [
-    "EmbeddedS3", "StorageAccessError", "StorageSession", "StorageURI", "boto3_client", "check_access",
+    "EmbeddedS3", "StorageAccessError", "StorageSession", "StorageURI", "boto3_client", "bucket_region", "check_access",
     "describe_failure", "endpoint_of", "ensure_bucket", "find_weed", "open_filesystem", "parse_uri", "s3_filesystem",
 ]

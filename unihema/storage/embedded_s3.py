@@ -7,6 +7,7 @@ bound to loopback; the server is stopped by the PID this helper started, nothing
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -71,11 +72,15 @@ class EmbeddedS3:
     """
 
     def __init__(self, data_dir: str | Path | None = None, *, access_key: str | None = None,
-                 secret_key: str | None = None, startup_timeout: float = 30.0):
+                 secret_key: str | None = None, startup_timeout: float = 30.0, scoped_prefixes: tuple[str, ...] = ()):
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="unihema-s3-"))
         self.access_key = access_key or "unihema-" + secrets.token_hex(6)
         self.secret_key = secret_key or secrets.token_urlsafe(24)
+        # "bucket/prefix" -> (access key, secret key) allowed to read, write and list that prefix only,
+        # as an AWS policy scoped to a prefix would: what a shared bucket hands each team.
+        self.scoped = {p.strip("/"): ("scoped-" + secrets.token_hex(6), secrets.token_urlsafe(24))
+                       for p in scoped_prefixes}
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
@@ -98,6 +103,8 @@ class EmbeddedS3:
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
+        if self.scoped:
+            cmd.append(f"-s3.config={self._write_identities()}")
         self._log_path = self.data_dir / "weed.log"
         log_file = open(self._log_path, "ab")
         # Own process group so stop() ends weed's children too, and only them.
@@ -111,6 +118,23 @@ class EmbeddedS3:
             raise
         log.info("embedded S3 ready at %s (data in %s)", self.endpoint_url, self.data_dir)
         return self
+
+    def _write_identities(self) -> Path:
+        """SeaweedFS's identities file: the admin key, and one key per scoped prefix (``Action:bucket/prefix/*``)."""
+        identities = [{"name": "admin", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]
+        for i, (prefix, (key, secret)) in enumerate(self.scoped.items()):
+            identities.append({"name": f"scoped{i}", "credentials": [{"accessKey": key, "secretKey": secret}],
+                               "actions": [f"{action}:{prefix}/*" for action in ("Read", "Write", "List")]})
+        path = self.data_dir / "identities.json"
+        path.write_text(json.dumps({"identities": identities}))
+        path.chmod(0o600)
+        return path
+
+    def scoped_config(self, prefix: str, **overrides) -> StorageConfig:
+        """A StorageConfig with the credentials limited to ``bucket/prefix`` (given at construction)."""
+        key, secret = self.scoped[prefix.strip("/")]
+        return self.storage_config(access_key_id=key, secret_access_key=secret, **overrides)
 
     def _wait_ready(self) -> None:
         client = self.client()

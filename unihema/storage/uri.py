@@ -63,9 +63,69 @@ def endpoint_of(cfg: StorageConfig) -> str:
     return cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
 
 
-def s3_filesystem(cfg: StorageConfig) -> pafs.S3FileSystem:
+def _default_region(cfg: StorageConfig) -> str:
+    return cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+# (endpoint, bucket, access key, configured region) -> the region requests to that bucket are signed for.
+_REGIONS: dict[tuple[str, str, str, str], str] = {}
+
+
+def _discover_region(bucket: str, cfg: StorageConfig) -> str | None:
+    """The region the server says ``bucket`` is in, or None when it does not say."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = _client(cfg, _default_region(cfg), attempts=1)
+    try:
+        headers = client.head_bucket(Bucket=bucket)["ResponseMetadata"]["HTTPHeaders"]
+    except ClientError as err:
+        # AWS names the bucket's region even when it refuses the HEAD (403 for a prefix-scoped
+        # policy, 301 for another region's endpoint).
+        headers = err.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    except BotoCoreError:
+        raise  # unreachable: the caller leaves it to the request that follows to say so
+    if headers.get("x-amz-bucket-region"):
+        return headers["x-amz-bucket-region"]
+    try:
+        location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    except ClientError:
+        return None
+    if location:
+        return "eu-west-1" if location == "EU" else location  # S3's legacy name for Ireland
+    # AWS answers an empty constraint for us-east-1; other servers (SeaweedFS) answer it for all.
+    return None if endpoint_of(cfg) else "us-east-1"
+
+
+def bucket_region(bucket: str, cfg: StorageConfig) -> str:
+    """The region to sign requests to ``bucket`` for: the bucket's own, found once per process.
+
+    An explicit ``storage.region`` that differs from the bucket's is a StorageAccessError saying
+    both, not requests that fail with a signature or redirect error. A server that names no
+    region (SeaweedFS, most S3-compatible stores) gets ``storage.region``, else AWS_REGION,
+    else us-east-1.
+    """
+    from botocore.exceptions import BotoCoreError
+
+    key = (endpoint_of(cfg), bucket, cfg.access_key_id, cfg.region)
+    if key not in _REGIONS:
+        try:
+            found = _discover_region(bucket, cfg)
+        except BotoCoreError:  # not cached: a later call may reach the server
+            return _default_region(cfg)
+        if found and cfg.region and found != cfg.region:
+            endpoint = endpoint_of(cfg) or "the AWS default endpoint"
+            raise StorageAccessError(
+                f"object storage at {endpoint}, bucket {bucket!r}: the bucket is in region {found}, but "
+                f"storage.region={cfg.region}: set storage.region={found}, or leave storage.region empty to use "
+                f"the bucket's own region")
+        _REGIONS[key] = found or _default_region(cfg)
+    return _REGIONS[key]
+
+
+def s3_filesystem(cfg: StorageConfig, bucket: str | None = None) -> pafs.S3FileSystem:
+    """A pyarrow S3 filesystem; with ``bucket``, signed for that bucket's region (:func:`bucket_region`)."""
     endpoint = endpoint_of(cfg)
-    kwargs: dict = {"region": cfg.region}
+    kwargs: dict = {"region": bucket_region(bucket, cfg) if bucket else _default_region(cfg)}
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
@@ -81,23 +141,27 @@ def open_filesystem(uri: str | StorageURI, cfg: StorageConfig | None = None) -> 
     """(filesystem, path) for a URI; S3 settings come from ``cfg`` and the AWS environment."""
     parsed = parse_uri(uri) if isinstance(uri, str) else uri
     if parsed.is_s3:
-        return s3_filesystem(cfg or StorageConfig()), parsed.fs_path
+        return s3_filesystem(cfg or StorageConfig(), parsed.bucket), parsed.fs_path
     return pafs.LocalFileSystem(), parsed.fs_path
 
 
-def boto3_client(cfg: StorageConfig):
-    """A boto3 S3 client with the same endpoint and credentials as the pyarrow filesystem."""
+def _client(cfg: StorageConfig, region: str, attempts: int = 5):
     import boto3
     from botocore.config import Config
 
-    kwargs: dict = {"region_name": cfg.region,
-                    "config": Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)}
+    kwargs: dict = {"region_name": region,
+                    "config": Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5)}
     endpoint = endpoint_of(cfg)
     if endpoint:
         kwargs["endpoint_url"] = endpoint
     if cfg.access_key_id and cfg.secret_access_key:
         kwargs.update(aws_access_key_id=cfg.access_key_id, aws_secret_access_key=cfg.secret_access_key)
     return boto3.client("s3", **kwargs)
+
+
+def boto3_client(cfg: StorageConfig, bucket: str | None = None):
+    """A boto3 S3 client with the same endpoint, credentials and region as the pyarrow filesystem."""
+    return _client(cfg, bucket_region(bucket, cfg) if bucket else _default_region(cfg))
 
 
 _DENIED_MARKERS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden",
@@ -114,7 +178,8 @@ def describe_failure(uri: str | StorageURI, cfg: StorageConfig, err: BaseExcepti
             text = text.replace(secret, "***")
     flat = text.lower().replace("_", "")  # pyarrow says SIGNATURE_DOES_NOT_MATCH, boto3 SignatureDoesNotMatch
     if any(marker.lower() in flat for marker in _DENIED_MARKERS):
-        reason = "access denied: the credentials were refused (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        reason = ("access denied: the credentials were refused, or do not cover this prefix "
+                  "(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the policy)")
     elif "nosuchbucket" in flat or "does not exist" in flat:
         reason = "the bucket does not exist"
     else:
@@ -123,11 +188,14 @@ def describe_failure(uri: str | StorageURI, cfg: StorageConfig, err: BaseExcepti
 
 
 def check_access(uri: str, cfg: StorageConfig) -> None:
-    """Fail fast, with a clear message, when ``uri`` cannot be listed with the given settings."""
+    """Fail fast, with a clear message, when ``uri`` cannot be listed with the given settings.
+
+    Only the URI's own prefix is listed, so credentials scoped to that prefix pass.
+    """
     parsed = parse_uri(uri)
-    fs, path = open_filesystem(parsed, cfg)
     try:
-        fs.get_file_info(pafs.FileSelector(parsed.bucket if parsed.is_s3 else path, allow_not_found=True))
+        fs, path = open_filesystem(parsed, cfg)
+        fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except OSError as err:
         raise describe_failure(parsed, cfg, err) from None
 
@@ -138,14 +206,19 @@ def ensure_bucket(uri: str, cfg: StorageConfig) -> None:
     if not parsed.is_s3:
         Path(parsed.key).mkdir(parents=True, exist_ok=True)
         return
-    client = boto3_client(cfg)
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
+        client = boto3_client(cfg, parsed.bucket)
         client.head_bucket(Bucket=parsed.bucket)
         return
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
+        if code in ("403", "AccessDenied", "Forbidden"):
+            # Credentials scoped to a prefix may not HEAD the bucket itself: the bucket is there
+            # when they can list their prefix; if they cannot, that error names the reason.
+            _list_prefix(client, parsed, cfg)
+            return
         if code not in ("404", "NoSuchBucket", "NotFound"):
             raise describe_failure(parsed, cfg, err) from None
     except BotoCoreError as err:
@@ -155,3 +228,13 @@ def ensure_bucket(uri: str, cfg: StorageConfig) -> None:
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise describe_failure(parsed, cfg, err) from None
+
+
+def _list_prefix(client, parsed: StorageURI, cfg: StorageConfig) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    prefix = f"{parsed.key.rstrip('/')}/" if parsed.key else ""
+    try:
+        client.list_objects_v2(Bucket=parsed.bucket, Prefix=prefix, MaxKeys=1)
+    except (ClientError, BotoCoreError) as err:
+        raise describe_failure(parsed, cfg, err) from None

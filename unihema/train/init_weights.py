@@ -57,7 +57,8 @@ def prepare_init_weights(cfg: UniHemaConfig, storage: StorageConfig, run_uri: st
     from unihema.evaluation.checkpoint import load_checkpoint
     from unihema.model import build_model
 
-    source = load_checkpoint(cfg.model.init_from, device="cpu", storage=storage)
+    source = load_checkpoint(cfg.model.init_from, device="cpu", storage=storage, trust=cfg.model.trust_checkpoint,
+                             trust_hint="set model.trust_checkpoint=true")
     source_state = source.model.state_dict()
     own = build_model(cfg).state_dict()
     load, report = match_state(own, source_state)

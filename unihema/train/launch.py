@@ -216,8 +216,10 @@ def check_resumable(run_uri: str, cfg: UniHemaConfig, storage: StorageConfig) ->
     old_text = read_text(run_uri, "config.yaml", storage)
     if old_text is None or not has_checkpoints(run_uri, storage):
         return
-    old = (yaml.safe_load(old_text) or {}).get("model", {})
-    new = yaml.safe_load(dump_yaml(cfg, redact=True)).get("model", {})
+    # Whether to trust an init_from file says nothing about the model the checkpoints hold.
+    old = {k: v for k, v in ((yaml.safe_load(old_text) or {}).get("model", {})).items() if k != "trust_checkpoint"}
+    new = {k: v for k, v in yaml.safe_load(dump_yaml(cfg, redact=True)).get("model", {}).items()
+           if k != "trust_checkpoint"}
     differ = _differences({"model": old}, {"model": new})
     if differ:
         shown = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differ[:5])
@@ -256,6 +258,11 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
     result = trainer.fit()
     status = read_json(run_uri, "status.json", storage) or {"status": "unknown: the workers wrote no status"}
     checkpoint = result.checkpoint
+    if checkpoint is not None:
+        from unihema.storage.verify import verify_stored_checkpoint
+
+        # Ray Train uploaded it; before the run names it, every file the ranks wrote is there, full size.
+        verify_stored_checkpoint(checkpoint.filesystem, checkpoint.path, f"checkpoint {checkpoint.path}")
     return RunOutcome(run_uri, status, checkpoint.path if checkpoint else None,
                       checkpoint.filesystem if checkpoint else None, dict(result.metrics or {}))
 

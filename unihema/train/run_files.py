@@ -14,6 +14,7 @@ import pyarrow.fs as pafs
 
 from unihema.config import StorageConfig
 from unihema.storage import describe_failure, open_filesystem, parse_uri
+from unihema.storage.verify import verify_upload
 
 
 def write_bytes(run_uri: str, name: str, data: bytes, storage: StorageConfig) -> str:
@@ -68,8 +69,12 @@ def has_checkpoints(run_uri: str, storage: StorageConfig) -> bool:
     return any(e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_") for e in entries)
 
 
-def upload_dir(local_dir: str | Path, run_uri: str, name: str, storage: StorageConfig) -> None:
-    """Copy a local folder (TensorBoard events, an export) into the run folder."""
+def upload_dir(local_dir: str | Path, run_uri: str, name: str, storage: StorageConfig, verify: bool = False) -> None:
+    """Copy a local folder (TensorBoard events, an export) into the run folder.
+
+    ``verify``: list what arrived and raise StorageIntegrityError unless every file is there
+    with its local size (not for TensorBoard events, which grow while they are copied).
+    """
     local_dir = Path(local_dir)
     if not local_dir.is_dir():
         return
@@ -79,9 +84,11 @@ def upload_dir(local_dir: str | Path, run_uri: str, name: str, storage: StorageC
         import shutil
 
         shutil.copytree(local_dir, f"{root}/{name}", dirs_exist_ok=True)
-        return
-    try:
-        pafs.copy_files(str(local_dir), f"{root}/{name}", source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=fs)
-    except OSError as err:
-        raise describe_failure(target, storage, err) from None
+    else:
+        try:
+            pafs.copy_files(str(local_dir), f"{root}/{name}", source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+        except OSError as err:
+            raise describe_failure(target, storage, err) from None
+    if verify:
+        verify_upload(local_dir, fs, f"{root}/{name}", str(target.join(name)))

@@ -24,6 +24,7 @@ from unihema.data.collate import move_to, normalize_images, uint8_images
 from unihema.data.stream import MultiTaskStream, local_task_batches, task_weights
 from unihema.eval.metrics import CHANCE, HEADLINE
 from unihema.eval.runner import evaluate_batches
+from unihema.storage.verify import write_file_manifest
 from unihema.train.collectives import all_ranks_finite, maybe_check_devices, sum_over_ranks
 from unihema.train.deepspeed_config import deepspeed_config, resolve_precision
 from unihema.train.device import process_group_backend, rank_seed, seed_everything, training_device
@@ -102,16 +103,23 @@ def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, 
         engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": step})
         Path(tmp, f"data_state_rank{rank}.json").write_text(json.dumps(
             {"step": step, "positions": stream.positions()}))
+        write_file_manifest(tmp, rank)  # sizes and sha256 of what this rank hands Ray Train to upload
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _resume(engine, rank: int) -> tuple[int, dict]:
+def _resume(engine, rank: int, cache_dir: str = "") -> tuple[int, dict]:
     import ray.train
+
+    from unihema.train.resume_cache import node_local_checkpoint
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0, {}
-    with checkpoint.as_directory() as ckpt_dir:
+    barrier = dist.barrier if dist.is_available() and dist.is_initialized() else (lambda: None)
+    # One verified download per node, shared by its ranks however late each arrives (see resume_cache).
+    with node_local_checkpoint(checkpoint, ray.train.get_context().get_local_rank(), barrier,
+                               base=cache_dir or None) as copy:
+        ckpt_dir = str(copy.path)
         _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
         state_file = Path(ckpt_dir, f"data_state_rank{rank}.json")
         if not state_file.exists():  # resumed with more workers than saved: start these streams afresh
@@ -167,7 +175,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ds_config = deepspeed_config(cfg.train, cfg.data.batch_size, world, on_gpu, num_tasks)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config, dist_init_required=False)
-    start_step, positions = _resume(engine, rank)
+    start_step, positions = _resume(engine, rank, cfg.train.resume_cache_dir)
     stream = MultiTaskStream(cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
                              positions=positions, start_step=start_step * micro_steps)
 

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "less: fewer, larger cells)")
     p.add_argument("--chunk-size", type=int, default=None, help="records per worker task (default: automatic)")
     p.add_argument("--endpoint-url", default="", help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
-    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--region", default="", help="S3 region (default: the bucket's own)")
     p.add_argument("--overwrite", action="store_true", help="replace shards already under --out")
     p.add_argument("--check-images", action="store_true", help="also decode every PNG header while writing")
     p.add_argument("--no-progress", action="store_true")
