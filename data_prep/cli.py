@@ -229,8 +229,8 @@ def parser() -> argparse.ArgumentParser:
     def storage_args(q):
         q.add_argument("--endpoint-url", help="S3 endpoint (default: storage.endpoint_url, else AWS_ENDPOINT_URL, "
                                               "else AWS)")
-        q.add_argument("--region", help="S3 region (default: storage.region, else the bucket's own; where the server does not say, "
-                                        "AWS_REGION, else us-east-1)")
+        q.add_argument("--region", help="S3 region (default: storage.region, else the bucket's own; where the "
+                                        "server does not say, AWS_REGION, else us-east-1)")
         q.add_argument("--config", action="append", default=[], metavar="FILE",
                        help="YAML config file(s) (its storage section); storage.*=value overrides may follow anywhere")
 

@@ -9,7 +9,10 @@ SCOPED_PREFIX = "second/team-a"
 
 @pytest.fixture(scope="module")
 def scoped_s3(tmp_path_factory):
-    """SeaweedFS with buckets ``unihema`` and ``second``; ``scoped_config(SCOPED_PREFIX)`` may touch only second/team-a/."""
+    """SeaweedFS with buckets ``unihema`` and ``second``.
+
+    ``scoped_config(SCOPED_PREFIX)`` may touch only second/team-a/.
+    """
     from unihema.storage import EmbeddedS3
 
     server = EmbeddedS3(tmp_path_factory.mktemp("scoped-s3"), scoped_prefixes=(SCOPED_PREFIX,))

@@ -52,8 +52,8 @@ def test_stored_checkpoint_is_checked_against_every_ranks_manifest(embedded_s3, 
         pafs.copy_files(str(local), root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     assert verify_stored_checkpoint(fs, root, "ckpt") == 4
     client = embedded_s3.client()
-    client.put_object(Bucket="unihema", Key="verify/checkpoint_000/checkpoint/zero_pp_rank_1_mp_rank_00_optim_states.pt",
-                      Body=b"cut short")
+    key = "verify/checkpoint_000/checkpoint/zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    client.put_object(Bucket="unihema", Key=key, Body=b"cut short")
     client.delete_object(Bucket="unihema", Key="verify/checkpoint_000/data_state_rank0.json")
     with pytest.raises(StorageIntegrityError) as info:
         verify_stored_checkpoint(fs, root, "s3://unihema/verify/checkpoint_000")

@@ -56,7 +56,8 @@ def test_ranks_of_a_node_download_once(embedded_s3, tmp_path, subprocess_env):
     base = tmp_path / "node-tmp"
     base.mkdir()
     ranks = [subprocess.Popen([sys.executable, "-c", _RANK, settings, uri, str(base)], env=subprocess_env,
-                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
     results = []
     for proc in ranks:
         out, err = proc.communicate(timeout=120)
