@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from unihema.config import StorageConfig
+from unihema.data.plan import PIECE_ROWS
 from unihema.data.schema import (
     RECORD_SCHEMA, SCHEMA_VERSION, check_table_schema, from_arrow_row, reason_code, to_table, validate_record,
 )
@@ -148,7 +149,8 @@ class ShardWriter:
             return
         table = to_table(records)
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        # Row groups of one plan piece: the training stream reads a piece as one row group.
+        pq.write_table(table, sink, compression="zstd", row_group_size=PIECE_ROWS)
         payload = sink.getvalue().to_pybytes()
         name = f"split={split}/{self.tag}-{self._shard_index[split]:05d}.parquet"
         self._shard_index[split] += 1
