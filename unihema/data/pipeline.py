@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from unihema.config import TASKS, DataConfig, ModelConfig, StorageConfig
+from unihema.config import DataConfig, ModelConfig, StorageConfig
 from unihema.data.images import ImageDecodeError
 from unihema.data.schema import from_arrow_row, reason_code, validate_record
 from unihema.data.shards import list_shards
@@ -203,8 +203,10 @@ def configure_data_context(cfg: DataConfig) -> None:
     from ray.data import DataContext, ExecutionResources
 
     from unihema.data import executor_idle
+    from unihema.train.console import quiet_ray_loggers
 
     executor_idle.install()
+    quiet_ray_loggers()
     ctx = DataContext.get_current()
     limits = {}
     if cfg.object_store_memory_mb:

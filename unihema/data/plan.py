@@ -176,7 +176,10 @@ class RankPlan:
         return [(f, rg, rows[rng.permutation(len(rows))]) for f, rg, rows in mine]
 
     def _load(self, task: str) -> bool:
-        """Queue the next piece of ``task`` for reading and put its keys in the window; False at the last epoch's end."""
+        """Queue the next piece of ``task`` for reading and put its keys in the window.
+
+        False once a bounded plan's last epoch has no piece left.
+        """
         if not self._queue[task]:
             if self.epochs is not None and self._epoch[task] + 1 >= self.epochs:
                 return False

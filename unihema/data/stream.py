@@ -38,13 +38,18 @@ class DataStats:
     bad_shards: dict = field(default_factory=dict)
     wait_s: float = 0.0
     images: int = 0
+    task_images: Counter = field(default_factory=Counter)  # images this rank trained on, per task
 
 
 def local_task_batches(task: str, split: str, cfg: UniHemaConfig, storage, *, rank: int = 0, world_size: int = 1,
-                       max_batches: int | None = None, stats: DataStats | None = None):
-    """One pass of collated batches decoded in this process (validation and evaluation)."""
+                       max_batches: int | None = None, stats: DataStats | None = None, shards: tuple | None = None):
+    """One pass of collated batches decoded in this process (validation and evaluation).
+
+    ``shards`` = (filesystem, readable paths) of the split from :func:`task_files`, when the
+    caller checked them already; otherwise every shard's footer is read first.
+    """
     stats = stats if stats is not None else DataStats()
-    fs, files = task_files(split, cfg.data, storage, stats.bad_shards)
+    fs, files = shards if shards is not None else task_files(split, cfg.data, storage, stats.bad_shards)
     for raw in iter_local_batches(task, split, cfg.data, cfg.model, fs, files, batch_size=cfg.data.batch_size,
                                   seed=cfg.train.seed, rank=rank, world_size=world_size, max_batches=max_batches):
         batch = collate(raw, task, stats.errors)
@@ -98,6 +103,19 @@ _COLUMNS = ("id", "error", "image", "boxes", "labels", "box_morphology", "masks"
             "morphology", "has_morphology", "prompt_ids", "prompt_mask")
 
 
+def _owned(value):
+    """A row's value that does not keep its whole decoded block alive.
+
+    Rows wait in the shuffle windows for tens of steps, drawn at random; a view into a
+    block's 4-D image array would pin all 16 images of the block until its last row is
+    drawn (about 3.5x the window's own bytes at batch 8 and window 256, by the expected
+    lifetime of a block's last row).
+    """
+    if isinstance(value, np.ndarray) and value.base is not None:
+        return value.copy()
+    return value
+
+
 class MultiTaskStream:
     """Endless (task, batch) pairs for one rank, the task of each micro-step from ``train.task_schedule``.
 
@@ -129,7 +147,7 @@ class MultiTaskStream:
         self._planned: dict[str, deque] = {t: deque() for t in names}
         self._plan_step = 0  # micro-steps planned (ahead of those served)
         self._exhausted: set[str] = set()
-        self._rows: dict[int, tuple[dict, int]] = {}  # plan key -> (decoded block, row in it)
+        self._rows: dict[int, dict] = {}  # plan key -> decoded row, waiting for its batch
         self._blocks = None  # the current execution's block iterator
         self._unread: deque[list] = deque()  # read units not yet handed to an execution
         self.step = 0
@@ -207,10 +225,10 @@ class MultiTaskStream:
                         raise RuntimeError(f"rank {self.rank}: planned row {key} of {task!r} was never read")
                     continue
                 for i, k in enumerate(block["plan_key"].tolist()):
-                    self._rows[k] = (block, i)
+                    self._rows[k] = {c: _owned(block[c][i]) for c in _COLUMNS + ("text_labels",)}
         picked = [self._rows.pop(k) for k in keys]
         columns = _COLUMNS + (("text_labels",) if task in ("vqa", "mlm") else ())
-        return {c: [block[c][i] for block, i in picked] for c in columns}
+        return {c: [row[c] for row in picked] for c in columns}
 
     def next_batch(self, task: str) -> dict | None:
         """The next collated batch of ``task`` (None once a bounded stream has no rows of it left)."""
@@ -223,6 +241,7 @@ class MultiTaskStream:
             batch = collate(raw, task, self.stats.errors)
             if batch is not None:  # every row failed: the next planned batch of the task takes its place
                 self.stats.images += len(batch["ids"])
+                self.stats.task_images[task] += len(batch["ids"])
                 return batch
 
     def __iter__(self):
@@ -241,9 +260,19 @@ class MultiTaskStream:
 
     def close(self) -> None:
         """Stop the Ray Data execution (also done when the stream is collected)."""
-        if self._blocks is not None:
-            self._blocks.close()
+        blocks = getattr(self, "_blocks", None)  # None also when __init__ failed part-way
+        if blocks is not None:
             self._blocks = None
+            blocks.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     def positions(self) -> dict:
         return {"micro_step": self.step}

@@ -102,8 +102,11 @@ class ProgressWriter:
         self.writer.flush()
 
     def line(self, text: str) -> None:
+        # Written to the stream, not print(): in a Ray Train worker print() goes to the root
+        # logger and, because Ray wraps sys.stdout, to the stream too (every line twice).
         if self.enabled:
-            print(text, file=sys.stdout, flush=True)
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def close(self) -> None:
         if self.writer is not None:
