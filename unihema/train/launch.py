@@ -21,7 +21,7 @@ from unihema.config import StorageConfig, UniHemaConfig, save_config
 from unihema.config.core import dump_yaml
 from unihema.data.shards import read_manifest
 from unihema.storage import StorageSession, check_access, ensure_bucket, open_filesystem, parse_uri
-from unihema.train.console import SETUP_HOOK, quiet_ray_loggers
+from unihema.train.console import SETUP_HOOK, WORKER_ENV, quiet_ray_loggers
 from unihema.train.run_files import has_checkpoints, read_json, read_text, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def init_ray(cfg: UniHemaConfig, embedded_env: bool = False) -> None:
         # Joining a cluster (e.g. under `ray job submit`): the embedded server's credentials,
         # when this process started one, reach the workers only through the runtime env.
         env_vars = {k: v for k, v in os.environ.items() if k.startswith("AWS_")} if embedded_env else {}
-        runtime_env = {"worker_process_setup_hook": SETUP_HOOK, **({"env_vars": env_vars} if env_vars else {})}
+        runtime_env = {"worker_process_setup_hook": SETUP_HOOK, "env_vars": {**WORKER_ENV, **env_vars}}
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, runtime_env=runtime_env)
         return
     # Training workers reserve their CPUs for the whole run; Ray Data's decode tasks need
@@ -157,8 +157,8 @@ def init_ray(cfg: UniHemaConfig, embedded_env: bool = False) -> None:
     reserved = math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker)
     ray.init(num_cpus=(os.cpu_count() or 1) + reserved, include_dashboard=False,
              runtime_env={"worker_process_setup_hook": SETUP_HOOK,
-                          "env_vars": {k: v for k, v in os.environ.items()
-                                       if k.startswith(("AWS_", "GLOO_", "TORCH_EXTENSIONS_DIR"))}})
+                          "env_vars": {**WORKER_ENV, **{k: v for k, v in os.environ.items()
+                                                        if k.startswith(("AWS_", "GLOO_", "TORCH_EXTENSIONS_DIR"))}}})
 
 
 def worker_config(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
