@@ -15,7 +15,10 @@ class, and compares three orders at the same batch size:
     python -m data_prep convert pbc_wbcatt --src ../shared/datasets/pbc_wbcatt --out /tmp/pbc
     python benchmarks/shuffle_bench.py /tmp/pbc                  # classification, batch 16
     python benchmarks/shuffle_bench.py /tmp/pbc --task morphology --batch 8 --world 4
+    python benchmarks/shuffle_bench.py /tmp/pbc --sort-by-class     # shards written class after class
 
+``--sort-by-class`` first copies the train split into shards sorted by class (the layout of
+a source converted folder by folder, or of sources one after another) and measures that.
 Nothing is decoded and Ray is not started: only the ``tasks`` and ``cell_class`` columns are read.
 Writes ``benchmarks/results/shuffle-<dataset folder>-<task>.json``.
 """
@@ -28,6 +31,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +65,18 @@ def _row_offsets(index, fs) -> dict[tuple[int, int], int]:
     return offsets
 
 
+def sorted_copy(data: str, out: Path) -> str:
+    """The train split rewritten class after class, in row groups of the stream's piece size."""
+    from unihema.data.plan import PIECE_ROWS
+
+    tables = [pq.read_table(p) for p in list_shards(data, "train")]
+    table = pa.concat_tables(tables)
+    order = sorted(range(table.num_rows), key=lambda i: str(table.column("cell_class")[i].as_py()))
+    (out / "split=train").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.take(order), out / "split=train" / "sorted-00000.parquet", row_group_size=PIECE_ROWS)
+    return str(out)
+
+
 def distinct_per_batch(batches: list[list]) -> float:
     return float(np.mean([len(set(b)) for b in batches]))
 
@@ -73,12 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", type=int, default=1, help="ranks; the plan of rank 0 is measured")
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--preset", default="demo", help="the preset whose data.shuffle_buffer is used")
+    parser.add_argument("--window", type=int, default=None, help="data.shuffle_buffer instead of the preset's")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sort-by-class", action="store_true", help="measure a class-sorted copy of the split")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    source = args.data
+    if args.sort_by_class:
+        import tempfile
+
+        args.data = sorted_copy(args.data, Path(tempfile.mkdtemp(prefix="shuffle-bench-")) / "sorted")
 
     storage = StorageConfig()
-    cfg = load_config(args.preset, overrides=[f"data.uri={args.data}"])
+    cfg = load_config(args.preset, overrides=[f"data.uri={args.data}", *(
+        [f"data.shuffle_buffer={args.window}"] if args.window is not None else [])])
     fs, _ = open_filesystem(parse_uri(args.data), storage)
     index = build_shard_index(list_shards(args.data, "train", storage), fs)
     classes = class_table(index, fs)
@@ -103,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = {c: labels.count(c) for c in sorted(set(labels), key=str)}
     result = {
         "command": "python benchmarks/shuffle_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "data": args.data, "task": args.task, "batch": args.batch, "world": args.world,
+        "data": source, "sorted_by_class": args.sort_by_class, "task": args.task, "batch": args.batch,
+        "world": args.world,
         "shuffle_buffer": cfg.data.shuffle_buffer, "train_records": len(labels), "shards": len(index.paths),
         "classes": counts,
         "distinct_classes_per_batch": {"plan": distinct_per_batch(planned), "iid": distinct_per_batch(iid),
@@ -112,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     result["plan_vs_iid"] = result["distinct_classes_per_batch"]["plan"] / result["distinct_classes_per_batch"]["iid"]
     print(json.dumps(result, indent=1))
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / (
-        f"shuffle-{Path(args.data.rstrip('/')).name}-{args.task}.json")
+        f"shuffle-{Path(source.rstrip('/')).name}-{args.task}{'-sorted' if args.sort_by_class else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
