@@ -163,8 +163,9 @@ def measure(pipeline: str, task: str, uri: str, preset: str, workers: int, overr
     from unihema.config import StorageConfig
 
     storage = StorageConfig()  # endpoint and credentials come from the AWS_* environment
-    cfg = load_config(preset, overrides=[f"data.uri={uri}", "data.batch_size=32", "model.text.vocab_size=512",
-                                         *overrides])
+    # The project's own tokenizer, not the paper's FLAN-T5 (a hub download): the data cost is the same.
+    cfg = load_config(preset, overrides=[f"data.uri={uri}", "data.batch_size=32", "model.text.pretrained=scratch",
+                                         "model.text.vocab_size=512", *overrides])
     if pipeline == "ray_data":
         import ray
 

@@ -19,3 +19,9 @@ def test_only_the_repeated_notices_are_dropped(caplog):
         logging.getLogger("ray.data._internal.execution.streaming_executor").warning("a real Ray Data warning")
     assert [r.getMessage() for r in caplog.records] == ["Failed to clean up placement group: boom",
                                                         "a real Ray Data warning"]
+
+
+def test_eta_is_short_and_readable():
+    from unihema.train.telemetry import format_duration
+
+    assert [format_duration(s) for s in (0, 12.4, 245, 3720, -3)] == ["0s", "12s", "4m05s", "1h02m", "0s"]

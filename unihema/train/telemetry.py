@@ -44,6 +44,16 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``4m05s`` or ``12s``: the ETA of a progress line."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 class StepTimer:
     """Accumulates per-interval totals between progress reports."""
 

@@ -32,7 +32,9 @@ from unihema.train.device import process_group_backend, rank_seed, seed_everythi
 from unihema.train.optim import build_optimizer
 from unihema.train.precision import Precision
 from unihema.train.run_files import upload_dir, write_json
-from unihema.train.telemetry import ProgressWriter, StepTimer, count_flops, device_peak_tflops, peak_memory_mb
+from unihema.train.telemetry import (
+    ProgressWriter, StepTimer, count_flops, device_peak_tflops, format_duration, peak_memory_mb,
+)
 from unihema.train.validation_model import validation_model
 
 log = logging.getLogger(__name__)
@@ -268,10 +270,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 progress.scalars("train", summary, step)
                 loss_text = " ".join(f"{k[5:]}={v:.3f}" for k, v in sorted(summary.items())
                                      if k.startswith("loss_"))
+                eta_s = summary["step_time_s"] * micro_steps * (cfg.train.max_steps - step)
                 progress.line(f"[unihema] step {step}/{cfg.train.max_steps} loss={summary.get('loss', 0):.3f} "
                               f"{loss_text} | {summary['images_per_s']:.1f} img/s, data wait "
                               f"{summary['data_wait_fraction']:.0%}, lr {summary['lr']:.2e}, "
-                              f"peak {summary['peak_memory_mb']:.0f} MB")
+                              f"peak {summary['peak_memory_mb']:.0f} MB, ETA {format_duration(eta_s)}")
                 timer.reset()
             is_last = step == cfg.train.max_steps
             if step % cfg.train.val_every == 0 or is_last:
