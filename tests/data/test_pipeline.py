@@ -1,6 +1,7 @@
 """Ray Data task streams from the embedded S3: batches, determinism, sharding, bad input."""
 
 import io
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
@@ -26,7 +27,7 @@ def _ids(stream, n):
 @pytest.mark.parametrize("task", ["detection", "classification", "segmentation", "morphology", "vqa", "mlm"])
 def test_task_batches_follow_the_model_contract(task, cfg, embedded_s3, local_ray):
     """Each task's stream yields normalized padded images, targets and tokenized text."""
-    batch = next(TaskStream(task, "train", cfg, embedded_s3.storage_config()))
+    batch = next(TaskStream(task, cfg, embedded_s3.storage_config()))
     n = len(batch["ids"])
     assert batch["tasks"] == [task] and batch["images"].shape[:2] == (n, 3)
     assert batch["pixel_mask"].shape == (n, *batch["images"].shape[2:]) and batch["pixel_mask"].dtype == torch.bool
@@ -46,33 +47,30 @@ def test_task_batches_follow_the_model_contract(task, cfg, embedded_s3, local_ra
 def test_same_seed_and_epoch_give_same_batches(cfg, embedded_s3, local_ray):
     """Two streams with the same seed produce identical batches; another seed reorders them."""
     storage = embedded_s3.storage_config()
-    first = next(TaskStream("classification", "train", cfg, storage, seed=5))
-    second = next(TaskStream("classification", "train", cfg, storage, seed=5))
+    first = next(TaskStream("classification", cfg, storage, seed=5))
+    second = next(TaskStream("classification", cfg, storage, seed=5))
     assert first["ids"] == second["ids"] and torch.equal(first["images"], second["images"])
-    orders = {tuple(_ids(TaskStream("classification", "train", cfg, storage, seed=s, endless=False), 100))
+    orders = {tuple(_ids(TaskStream("classification", cfg, storage, seed=s, endless=False), 100))
               for s in (5, 6, 7)}
     assert len(orders) > 1
 
 
 def test_epochs_are_reshuffled_and_counted(cfg, embedded_s3, local_ray):
-    """An endless stream passes every record once per epoch, then starts a new epoch."""
-    stream = TaskStream("mlm", "train", cfg, embedded_s3.storage_config(), seed=1)
-    by_epoch: dict[int, list] = {0: [], 1: []}
-    while True:
-        ids = next(stream)["ids"]
-        if stream.position.epoch > 1:
-            break
-        by_epoch[stream.position.epoch].extend(ids)
-    assert sorted(by_epoch[0]) == sorted(set(by_epoch[0])) == sorted(by_epoch[1])
-    assert stream.position == type(stream.position)(2, 1)
+    """Each epoch passes every record of the task once, in a new order."""
+    stream = MultiTaskStream(cfg, embedded_s3.storage_config(), tasks={"mlm": 1.0}, epochs=2, seed=1)
+    ids = [i for _, b in stream for i in b["ids"]]
+    assert Counter(ids) == {i: 2 for i in set(ids)}
+    half = len(ids) // 2
+    assert ids[:half] != ids[half:]  # the second epoch is dealt and drawn in another order
+    assert stream.plan.epoch_of("mlm") == 1
 
 
 def test_ranks_see_disjoint_shares(cfg, embedded_s3, local_ray):
     """Two ranks of one job get disjoint records that together cover the split."""
     storage = embedded_s3.storage_config()
-    shares = [set(_ids(TaskStream("vqa", "train", cfg, storage, rank=r, world_size=2, endless=False), 100))
+    shares = [set(_ids(TaskStream("vqa", cfg, storage, rank=r, world_size=2, endless=False), 100))
               for r in range(2)]
-    whole = set(_ids(TaskStream("vqa", "train", cfg, storage, endless=False), 100))
+    whole = set(_ids(TaskStream("vqa", cfg, storage, endless=False), 100))
     assert shares[0] and shares[1] and not shares[0] & shares[1] and shares[0] | shares[1] == whole
 
 
@@ -80,7 +78,7 @@ def test_local_batches_match_the_ray_stream(cfg, embedded_s3, local_ray):
     """Validation's in-process reader yields the same records as the Ray Data stream."""
     storage = embedded_s3.storage_config()
     local = {i for b in local_task_batches("segmentation", "train", cfg, storage) for i in b["ids"]}
-    ray_ids = set(_ids(TaskStream("segmentation", "train", cfg, storage, endless=False), 100))
+    ray_ids = set(_ids(TaskStream("segmentation", cfg, storage, endless=False), 100))
     assert local == ray_ids
 
 
@@ -133,7 +131,7 @@ def test_bad_records_and_unreadable_shards_are_counted(cfg, embedded_s3, local_r
     bad_cfg = load_config("tiny", overrides=[f"data.uri={uri}", "data.batch_size=2"])
     tasks_of = {r["id"]: r["tasks"] for r in rows}
     task = next(t for t in rows[0]["tasks"])
-    stream = TaskStream(task, "train", bad_cfg, storage, endless=False)
+    stream = TaskStream(task, bad_cfg, storage, endless=False)
     ids = [i for b in stream for i in b["ids"]]
     assert rows[0]["id"] not in ids and set(ids) == {i for i, t in tasks_of.items() if task in t} - {rows[0]["id"]}
     assert stream.stats.errors == {"undecodable_image": 1}

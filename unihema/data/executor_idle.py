@@ -1,18 +1,21 @@
 """Keep idle Ray Data executions from spinning in the training workers.
 
-Each training worker keeps one streaming execution per task (six), and at any step all but
-one are backpressured: their output is full and no task of theirs is running. Ray Data's
+Each training worker keeps one streaming execution (its read plan), which is backpressured
+most of the time: it reads ahead until its output budget is full, then waits for the
+training loop, which spends most of a step in the model. Ray Data's
 scheduling loop (``StreamingExecutor._scheduling_loop_step``, Ray 2.60) blocks in ``ray.wait`` only while
 it has tasks in flight, and a task whose next block is ready but may not be read yet
 (backpressure) ends that wait at once; so a backpressured execution's thread loops without
-pause, holding the GIL against the training thread. Measured on the 2-core demo:
-steps 3x slower than the same model in a plain process, most of it spent waiting for the
-GIL, one executor thread busy about two thirds of the time.
+pause, holding the GIL against the training thread. Measured on the 2-core demo with six
+executions per worker: steps 3x slower than the same model in a plain process, most of it
+spent waiting for the GIL. With one execution per worker it is still 2x: 7.4 img/s without
+the throttle against 14-20 with it (steps 20-80 of the demo preset, same batches).
 
 ``install()`` wraps that private method so that a step which made no progress (no task
-started or finished, no block produced or handed on) is followed by a short sleep. It is private
-API: if the method is missing the wrapper is not installed and a warning says so (the runs stay
-correct, only slower on small machines).
+started or finished, no block produced or handed on) is followed by a short sleep. It is
+private API, so ``pyproject.toml`` pins Ray to the minor version tested and
+``tests/data/test_executor_idle.py`` fails when the method moves; at run time a missing
+method only logs a warning (the runs stay correct, only slower on small machines).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from unihema.config import TASKS, DataConfig, ModelConfig, StorageConfig
+from unihema.config import DataConfig, ModelConfig, StorageConfig
 from unihema.data.images import ImageDecodeError
 from unihema.data.schema import from_arrow_row, reason_code, validate_record
 from unihema.data.shards import list_shards
@@ -203,8 +203,10 @@ def configure_data_context(cfg: DataConfig) -> None:
     from ray.data import DataContext, ExecutionResources
 
     from unihema.data import executor_idle
+    from unihema.train.console import quiet_ray_loggers
 
     executor_idle.install()
+    quiet_ray_loggers()
     ctx = DataContext.get_current()
     limits = {}
     if cfg.object_store_memory_mb:
@@ -240,28 +242,58 @@ def task_files(split: str, data_cfg: DataConfig, storage: StorageConfig,
     return fs, check.good
 
 
-def build_task_dataset(task: str, split: str, data_cfg: DataConfig, model_cfg: ModelConfig, fs, files: list[str],
-                       *, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1):
-    """A streaming Ray Dataset of one task's augmented, tokenized rows for this worker and epoch."""
+_ROW_GROUPS: dict[tuple, pa.Table] = {}
+
+
+def _row_group(fs, path: str, row_group: int, columns: list[str]) -> pa.Table:
+    """One row group's columns, the last two kept per process: shards written before data_prep cut
+    row groups to plan pieces hold one large row group, read piece by piece."""
+    key = (path, row_group, tuple(columns))
+    if key not in _ROW_GROUPS:
+        with fs.open_input_file(path) as f:
+            table = pq.ParquetFile(f).read_row_group(row_group, columns=columns)
+        while len(_ROW_GROUPS) >= 2:
+            _ROW_GROUPS.pop(next(iter(_ROW_GROUPS)))
+        _ROW_GROUPS[key] = table
+    return _ROW_GROUPS[key]
+
+
+class PlanReader:
+    """Ray Data map_batches callable: read units of a rank's plan -> decoded rows with their plan keys."""
+
+    def __init__(self, paths: list[str], fs, data_cfg: DataConfig, model_cfg: ModelConfig, seed: int,
+                 chunk_rows: int = 16):
+        self.paths, self.fs, self.data_cfg, self.model_cfg = paths, fs, data_cfg, model_cfg
+        self.seed, self.chunk_rows = seed, chunk_rows
+
+    def __call__(self, batch: dict):
+        for i in range(len(batch["task"])):
+            task, epoch = str(batch["task"][i]), int(batch["epoch"][i])
+            rows = np.asarray(batch["rows"][i], np.int64)
+            keys = np.asarray(batch["keys"][i], np.int64)
+            path = self.paths[int(batch["file"][i])]
+            try:
+                table = _row_group(self.fs, path, int(batch["row_group"][i]), read_columns(task)).take(rows)
+            except (OSError, pa.ArrowInvalid) as err:
+                raise OSError(f"shard {path} row group {int(batch['row_group'][i])}: {err}") from err
+            transform = TaskTransform(task, self.data_cfg, self.model_cfg, True, self.seed, epoch)
+            for start in range(0, len(rows), self.chunk_rows):
+                out = transform(table.slice(start, self.chunk_rows))
+                out["plan_key"] = keys[start:start + self.chunk_rows]
+                if "text_labels" not in out:  # one schema for every block of the stream
+                    out["text_labels"] = np.full_like(out["prompt_ids"], -100)
+                yield out
+
+
+def build_plan_dataset(units: list, paths: list[str], fs, data_cfg: DataConfig, model_cfg: ModelConfig,
+                       seed: int = 0):
+    """A streaming Ray Dataset of the decoded rows of ``units`` (one Ray task per unit), in order."""
     import ray.data
 
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    train = split == "train"
-    order = list(files)
-    if train:
-        np.random.default_rng([seed, epoch]).shuffle(order)
-    row_split = world_size > 1 and len(order) < world_size
-    mine = order if row_split or world_size == 1 else order[rank::world_size]
     placement = {"resources": dict(data_cfg.task_resources)} if data_cfg.task_resources else {}
-    # One read task per shard: splitting each shard's output into many small blocks cost a
-    # Ray task per block downstream, and blocks Ray from fusing the read with the decode.
-    ds = ray.data.read_parquet(mine, filesystem=fs, columns=read_columns(task), partitioning=None,
-                               override_num_blocks=len(mine),
-                               num_cpus=data_cfg.read_cpus, ray_remote_args=placement)
-    transform = TaskTransform(task, data_cfg, model_cfg, train, seed, epoch, rank, world_size, row_split)
-    return ds.map_batches(transform.in_chunks, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
-                          num_cpus=data_cfg.decode_cpus, **placement)
+    ds = ray.data.from_items([u.to_item() for u in units], override_num_blocks=len(units))
+    return ds.map_batches(PlanReader(paths, fs, data_cfg, model_cfg, seed), batch_size=None, batch_format="numpy",
+                          zero_copy_batch=True, num_cpus=data_cfg.decode_cpus, **placement)
 
 
 def iter_local_batches(task: str, split: str, data_cfg: DataConfig, model_cfg: ModelConfig, fs, files: list[str],

@@ -6,6 +6,12 @@ Layout under a dataset URI::
     <uri>/manifest.json     counts per split/task/class/source, files with sha256, schema version
     <uri>/errors.jsonl      one line per record not written: id, origin, reasons
 
+A *corpus* is a folder of converted datasets, one per subfolder (``data_prep convert
+bccd --out corpus/bccd``, ``... pbc_wbcatt --out corpus/pbc``): its shards are every
+dataset's, and its manifest is theirs merged (:func:`read_manifest`). Training on several
+sources is pointing ``data.uri`` at the corpus; each dataset keeps its own manifest, error
+report and content hashes, so one can be re-converted without touching the others.
+
 Writers stream: memory holds at most one shard per split. Several writers (one per
 worker process, each with its own ``tag``) can fill one URI; ``write_manifest`` merges
 their statistics. Readers check the schema of every shard and every record.
@@ -26,6 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from unihema.config import StorageConfig
+from unihema.data.plan import PIECE_ROWS
 from unihema.data.schema import (
     RECORD_SCHEMA, SCHEMA_VERSION, check_table_schema, from_arrow_row, reason_code, to_table, validate_record,
 )
@@ -148,7 +155,8 @@ class ShardWriter:
             return
         table = to_table(records)
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        # Row groups of one plan piece: the training stream reads a piece as one row group.
+        pq.write_table(table, sink, compression="zstd", row_group_size=PIECE_ROWS)
         payload = sink.getvalue().to_pybytes()
         name = f"split={split}/{self.tag}-{self._shard_index[split]:05d}.parquet"
         self._shard_index[split] += 1
@@ -196,28 +204,81 @@ def write_manifest(uri: str, stats: ShardStats, storage: StorageConfig | None = 
 
 
 def read_manifest(uri: str, storage: StorageConfig | None = None) -> dict | None:
-    """The manifest at ``uri``, or None when there is none yet."""
+    """The manifest at ``uri`` (a corpus: its datasets' merged), or None when there is none yet."""
     target = parse_uri(uri)
     cfg = storage or StorageConfig()
     fs, root = open_filesystem(target, cfg)
     try:
         info = fs.get_file_info(f"{root}/{MANIFEST}")
-        if info.type != pafs.FileType.File:
-            return None
-        with fs.open_input_stream(f"{root}/{MANIFEST}") as f:
-            return json.loads(f.read())
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(f"{root}/{MANIFEST}") as f:
+                return json.loads(f.read())
+        parts = _corpus_parts(fs, root)
     except OSError as err:
         raise describe_failure(target, cfg, err) from None
+    return _merge_corpus(parts, uri)
+
+
+class UnfinishedDatasetError(FileNotFoundError):
+    """A corpus holds a dataset whose conversion did not finish (shards without a manifest)."""
+
+
+def _corpus_parts(fs, root: str) -> tuple[dict[str, dict], list[str]]:
+    """(subfolder -> its manifest, subfolders with shards but no manifest) under ``root``."""
+    found = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    manifests, with_shards = {}, set()
+    for item in found:
+        parts = item.path[len(root):].strip("/").split("/")
+        if len(parts) == 2 and parts[1] == MANIFEST and item.type == pafs.FileType.File:
+            manifests[parts[0]] = item.path
+        elif len(parts) >= 3 and parts[1].startswith("split=") and item.path.endswith(".parquet"):
+            with_shards.add(parts[0])
+    loaded = {}
+    for name, path in sorted(manifests.items()):
+        with fs.open_input_stream(path) as f:
+            loaded[name] = json.loads(f.read())
+    return loaded, sorted(with_shards - set(manifests))
+
+
+def _merge_corpus(found: tuple[dict[str, dict], list[str]], uri: str) -> dict | None:
+    """The datasets of a corpus as one manifest; None when it holds none."""
+    parts, unfinished = found
+    if not parts:
+        return None
+    if unfinished:
+        raise UnfinishedDatasetError(
+            f"corpus {uri}: {', '.join(unfinished)} has shards but no {MANIFEST} (a conversion that did not "
+            "finish): convert it again, or remove that folder")
+    stats = ShardStats()
+    for name, part in parts.items():
+        files = [{**f, "path": f"{name}/{f['path']}"} for f in part.get("files", [])]
+        stats.merge(ShardStats.from_json({**part, "files": files, "errors": []}))
+    versions = sorted({p.get("schema_version") for p in parts.values()}, key=str)
+    data = stats.to_json()
+    return {"schema_version": versions[0] if len(versions) == 1 else versions, "records": data["records"],
+            "counts": data["counts"], "rejected": data["rejected"],
+            "files": sorted(data["files"], key=lambda f: f["path"]),
+            "corpus": {name: part.get("dataset") or {"records": part.get("records")} for name, part in parts.items()}}
 
 
 def list_shards(uri: str, split: str | None = None, storage: StorageConfig | None = None) -> list[str]:
-    """Filesystem paths of the Parquet shards under ``uri`` (one split or all), sorted."""
+    """Filesystem paths of the Parquet shards under ``uri`` (one split or all), sorted.
+
+    ``uri`` may be a dataset (``uri/split=train/...``) or a corpus of datasets
+    (``uri/<dataset>/split=train/...``).
+    """
     target = parse_uri(uri)
     cfg = storage or StorageConfig()
     fs, root = open_filesystem(target, cfg)
-    base = f"{root}/split={split}" if split else root
     try:
-        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        if split:
+            infos = fs.get_file_info(pafs.FileSelector(f"{root}/split={split}", recursive=True,
+                                                       allow_not_found=True))
+            if not infos:  # a corpus: the split's folder in each dataset
+                infos = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+                         if i.path[len(root):].strip("/").split("/")[1:2] == [f"split={split}"]]
+        else:
+            infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     except OSError as err:
         raise describe_failure(target, cfg, err) from None
     return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
@@ -253,4 +314,4 @@ class ShardReader:
 
 
 __all__ = ["ERRORS", "MANIFEST", "RECORD_SCHEMA", "ShardReader", "ShardStats", "ShardWriter", "list_shards",
-           "read_manifest", "write_manifest"]
+           "UnfinishedDatasetError", "read_manifest", "write_manifest"]

@@ -21,6 +21,7 @@ from unihema.config import StorageConfig, UniHemaConfig, save_config
 from unihema.config.core import dump_yaml
 from unihema.data.shards import read_manifest
 from unihema.storage import StorageSession, check_access, ensure_bucket, open_filesystem, parse_uri
+from unihema.train.console import SETUP_HOOK, WORKER_ENV, quiet_ray_loggers
 from unihema.train.run_files import has_checkpoints, read_json, read_text, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -127,12 +128,10 @@ def keep_local_ray_on_loopback() -> None:
     Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is first imported, so entry points
     call this before anything imports ray. Joining an existing cluster is left alone.
     """
-    if "ray" in sys.modules and not os.environ.get("RAY_ADDRESS"):
-        from ray._private import ray_constants
-
-        if ray_constants.ENABLE_RAY_CLUSTER:
-            log.warning("ray was imported before the loopback setting; a local cluster may advertise "
-                        "this machine's address (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)")
+    if ("ray" in sys.modules and not os.environ.get("RAY_ADDRESS")
+            and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0"):
+        log.warning("ray was imported before the loopback setting; a local cluster may advertise "
+                    "this machine's address (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)")
     if not os.environ.get("RAY_ADDRESS"):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -141,6 +140,7 @@ def keep_local_ray_on_loopback() -> None:
 def init_ray(cfg: UniHemaConfig, embedded_env: bool = False) -> None:
     """Join the given cluster, or start a local one that keeps all traffic on 127.0.0.1."""
     keep_local_ray_on_loopback()
+    quiet_ray_loggers()
     import ray
 
     if ray.is_initialized():
@@ -149,15 +149,16 @@ def init_ray(cfg: UniHemaConfig, embedded_env: bool = False) -> None:
         # Joining a cluster (e.g. under `ray job submit`): the embedded server's credentials,
         # when this process started one, reach the workers only through the runtime env.
         env_vars = {k: v for k, v in os.environ.items() if k.startswith("AWS_")} if embedded_env else {}
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True,
-                 runtime_env={"env_vars": env_vars} if env_vars else None)
+        runtime_env = {"worker_process_setup_hook": SETUP_HOOK, "env_vars": {**WORKER_ENV, **env_vars}}
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, runtime_env=runtime_env)
         return
     # Training workers reserve their CPUs for the whole run; Ray Data's decode tasks need
     # CPUs of their own, so a local cluster advertises both.
     reserved = math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker)
     ray.init(num_cpus=(os.cpu_count() or 1) + reserved, include_dashboard=False,
-             runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                       if k.startswith(("AWS_", "GLOO_", "TORCH_EXTENSIONS_DIR"))}})
+             runtime_env={"worker_process_setup_hook": SETUP_HOOK,
+                          "env_vars": {**WORKER_ENV, **{k: v for k, v in os.environ.items()
+                                                        if k.startswith(("AWS_", "GLOO_", "TORCH_EXTENSIONS_DIR"))}}})
 
 
 def worker_config(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
@@ -175,15 +176,19 @@ def build_trainer(cfg: UniHemaConfig, storage: StorageConfig, run_name: str):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from unihema.data.stream import build_train_index
     from unihema.train.device import process_group_backend, worker_bundle
     from unihema.train.worker import train_loop_per_worker
 
     run_root = parse_uri(cfg.storage.run_uri)
     fs, root_path = open_filesystem(run_root, storage)
     resources = worker_bundle(cfg.train)
+    # The shards' footers and task columns are read once, here, not by every worker and epoch.
+    shard_index = build_train_index(cfg.data, storage)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": worker_config(cfg, storage), "run_uri": str(run_root.join(run_name))},
+        train_loop_config={"config": worker_config(cfg, storage), "run_uri": str(run_root.join(run_name)),
+                           "shard_index": shard_index},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(

@@ -44,6 +44,16 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``4m05s`` or ``12s``: the ETA of a progress line."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 class StepTimer:
     """Accumulates per-interval totals between progress reports."""
 
@@ -102,8 +112,11 @@ class ProgressWriter:
         self.writer.flush()
 
     def line(self, text: str) -> None:
+        # Written to the stream, not print(): in a Ray Train worker print() goes to the root
+        # logger and, because Ray wraps sys.stdout, to the stream too (every line twice).
         if self.enabled:
-            print(text, file=sys.stdout, flush=True)
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def close(self) -> None:
         if self.writer is not None:

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from unihema.config import UniHemaConfig
 from unihema.config.core import build
 from unihema.data.collate import move_to, normalize_images, uint8_images
+from unihema.data.pipeline import task_files
 from unihema.data.stream import MultiTaskStream, local_task_batches, task_weights
 from unihema.eval.metrics import CHANCE, HEADLINE
 from unihema.eval.runner import evaluate_batches
@@ -31,7 +32,9 @@ from unihema.train.device import process_group_backend, rank_seed, seed_everythi
 from unihema.train.optim import build_optimizer
 from unihema.train.precision import Precision
 from unihema.train.run_files import upload_dir, write_json
-from unihema.train.telemetry import ProgressWriter, StepTimer, count_flops, device_peak_tflops, peak_memory_mb
+from unihema.train.telemetry import (
+    ProgressWriter, StepTimer, count_flops, device_peak_tflops, format_duration, peak_memory_mb,
+)
 from unihema.train.validation_model import validation_model
 
 log = logging.getLogger(__name__)
@@ -74,14 +77,19 @@ def _batch_tokens(batch: dict) -> int:
     return tokens
 
 
-def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: int, device) -> dict:
-    """Per-task validation metrics on the held-out split, merged across ranks."""
+def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: int, device,
+             shards: tuple | None = None) -> dict:
+    """Per-task validation metrics on the held-out split, merged across ranks.
+
+    ``shards``: the split's (filesystem, readable shards), checked once per run by the caller.
+    """
     results = {}
     for task in (t for t in HEADLINE if getattr(cfg.data.mix, t) > 0):
         metric = state = None
         try:
             batches = (normalize_images(move_to(b, device)) for b in local_task_batches(
-                task, "val", cfg, storage, rank=rank, world_size=world, max_batches=cfg.train.val_batches))
+                task, "val", cfg, storage, rank=rank, world_size=world, max_batches=cfg.train.val_batches,
+                shards=shards))
             metric = evaluate_batches(model, task, batches, tokenizer, max_batches=cfg.train.val_batches)
             state = metric.state()
         except (FileNotFoundError, RuntimeError) as err:  # no val shards, or none for this rank
@@ -93,6 +101,15 @@ def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: in
                     metric.merge(other)
             results[task] = metric.compute()
     return results
+
+
+def _val_shards(cfg: UniHemaConfig, storage, bad_shards: dict) -> tuple | None:
+    """The validation split's footers, read once per run (None: no readable val shards)."""
+    try:
+        return task_files("val", cfg.data, storage, bad_shards)
+    except FileNotFoundError as err:
+        log.warning("no validation shards: %s", err)
+        return None
 
 
 def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, rank: int) -> None:
@@ -122,7 +139,7 @@ def _resume(engine, rank: int, cache_dir: str = "") -> tuple[int, dict]:
         ckpt_dir = str(copy.path)
         _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
         state_file = Path(ckpt_dir, f"data_state_rank{rank}.json")
-        if not state_file.exists():  # resumed with more workers than saved: start these streams afresh
+        if not state_file.exists():  # resumed with more workers than saved: the plan is dealt anew
             state_file = Path(ckpt_dir, "data_state_rank0.json")
         state = json.loads(state_file.read_text())
     step = int((client_state or {}).get("step", state["step"]))
@@ -175,9 +192,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ds_config = deepspeed_config(cfg.train, cfg.data.batch_size, world, on_gpu, num_tasks)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config, dist_init_required=False)
-    start_step, positions = _resume(engine, rank, cfg.train.resume_cache_dir)
+    start_step, _ = _resume(engine, rank, cfg.train.resume_cache_dir)
+    # Its position is the micro-step: the read plan is replayed to it, whatever the world size was.
     stream = MultiTaskStream(cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
-                             positions=positions, start_step=start_step * micro_steps)
+                             start_step=start_step * micro_steps, index=loop_config.get("shard_index"))
 
     tb_dir = tempfile.mkdtemp(prefix="unihema-tb-") if rank == 0 else None
     progress = ProgressWriter(tb_dir, enabled=rank == 0)
@@ -196,6 +214,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                   f"ZeRO-{cfg.train.zero_stage}, {precision}, "
                   f"steps {start_step}->{cfg.train.max_steps}, tasks {list(stream.weights)}")
     status = "completed"
+    val_shards = _val_shards(cfg, storage, stream.stats.bad_shards)
     # uint8 images (pinned on GPU) normalized on the device; the device check is for tests.
     scopes = contextlib.ExitStack()
     scopes.enter_context(uint8_images(pin_memory=device.type == "cuda"))
@@ -251,17 +270,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 progress.scalars("train", summary, step)
                 loss_text = " ".join(f"{k[5:]}={v:.3f}" for k, v in sorted(summary.items())
                                      if k.startswith("loss_"))
+                eta_s = summary["step_time_s"] * micro_steps * (cfg.train.max_steps - step)
                 progress.line(f"[unihema] step {step}/{cfg.train.max_steps} loss={summary.get('loss', 0):.3f} "
                               f"{loss_text} | {summary['images_per_s']:.1f} img/s, data wait "
                               f"{summary['data_wait_fraction']:.0%}, lr {summary['lr']:.2e}, "
-                              f"peak {summary['peak_memory_mb']:.0f} MB")
+                              f"peak {summary['peak_memory_mb']:.0f} MB, ETA {format_duration(eta_s)}")
                 timer.reset()
             is_last = step == cfg.train.max_steps
             if step % cfg.train.val_every == 0 or is_last:
                 # Under ZeRO-3 a gathered plain copy: the engine's forwards are collectives.
                 val_model = validation_model(engine, cfg, cfg.train.zero_stage, device)
                 with amp.autocast():
-                    last_val = validate(val_model, cfg, storage, tokenizer, rank, world, device)
+                    last_val = validate(val_model, cfg, storage, tokenizer, rank, world, device, val_shards)
                 del val_model
                 if rank == 0:
                     for task, values in last_val.items():
@@ -281,13 +301,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         status = f"stopped: {err}"
         progress.line(f"[unihema] {status}")
     finally:
+        stream.close()  # an execution left open keeps the worker from exiting
         scopes.close()
         progress.close()
+    # What each rank trained on (a rank without a task would show here, and fail earlier).
+    rank_task_images = _gather_objects(dict(stream.stats.task_images))
     if rank == 0:
         if tb_dir:
             upload_dir(tb_dir, run_uri, "tensorboard", storage)
         write_json(run_uri, "status.json", {
             "status": status, "step": step, "nonfinite_steps": nonfinite_total, "task_steps": dict(stream.task_steps),
             "data_errors": dict(stream.stats.errors), "bad_shards": dict(stream.stats.bad_shards),
-            "validation": last_val, "world_size": world, "zero_stage": cfg.train.zero_stage,
-            "precision": precision, "pid": os.getpid()}, storage)
+            "validation": last_val, "rank_task_images": rank_task_images, "world_size": world,
+            "zero_stage": cfg.train.zero_stage, "precision": precision, "pid": os.getpid()}, storage)
