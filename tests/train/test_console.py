@@ -5,20 +5,33 @@ import logging
 from unihema.train.console import quiet_ray_loggers
 
 
-def test_only_the_repeated_notices_are_dropped(caplog):
+def test_only_the_repeated_notices_are_dropped():
     quiet_ray_loggers()
     quiet_ray_loggers()  # idempotent: one filter per logger
     cleaner = logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner")
     progress = logging.getLogger("ray.data._internal.progress")
+    executor = logging.getLogger("ray.data._internal.execution.streaming_executor")
     assert len(cleaner.filters) == 1 and len(progress.filters) == 1
-    with caplog.at_level(logging.INFO):
+    # A handler of our own on each logger: Ray may have turned propagation to the root off.
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    # ... and an explicit level on the cleaner's logger, whatever Ray's logging config set above it.
+    cleaner_level = cleaner.level
+    cleaner.setLevel(logging.WARNING)
+    for logger in (cleaner, progress, executor):
+        logger.addHandler(handler)
+    try:
         cleaner.warning("Failed to query Ray Train Controller actor state. State API may be temporarily unavailable.")
         cleaner.warning("Failed to clean up placement group: boom")
         progress.warning("Progress bars disabled. To enable, set ...")
-        logging.getLogger("ray.data._internal.execution.streaming_executor").info("Execution plan of Dataset x")
-        logging.getLogger("ray.data._internal.execution.streaming_executor").warning("a real Ray Data warning")
-    assert [r.getMessage() for r in caplog.records] == ["Failed to clean up placement group: boom",
-                                                        "a real Ray Data warning"]
+        executor.info("Execution plan of Dataset x")
+        executor.warning("a real Ray Data warning")
+    finally:
+        cleaner.setLevel(cleaner_level)
+        for logger in (cleaner, progress, executor):
+            logger.removeHandler(handler)
+    assert seen == ["Failed to clean up placement group: boom", "a real Ray Data warning"]
 
 
 def test_eta_is_short_and_readable():

@@ -172,19 +172,18 @@ def run_name_of(cfg: UniHemaConfig) -> str:
     return cfg.run_name or f"unihema-{cfg.preset or 'custom'}"
 
 
-def build_trainer(cfg: UniHemaConfig, storage: StorageConfig, run_name: str):
+def build_trainer(cfg: UniHemaConfig, storage: StorageConfig, run_name: str, shard_index=None):
+    """The run's TorchTrainer. ``shard_index`` (``build_train_index``) goes to every worker;
+    without it each worker reads the shards' footers itself."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from unihema.data.stream import build_train_index
     from unihema.train.device import process_group_backend, worker_bundle
     from unihema.train.worker import train_loop_per_worker
 
     run_root = parse_uri(cfg.storage.run_uri)
     fs, root_path = open_filesystem(run_root, storage)
     resources = worker_bundle(cfg.train)
-    # The shards' footers and task columns are read once, here, not by every worker and epoch.
-    shard_index = build_train_index(cfg.data, storage)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": worker_config(cfg, storage), "run_uri": str(run_root.join(run_name)),
@@ -254,8 +253,11 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
         from unihema.train.init_weights import prepare_init_weights
 
         prepare_init_weights(cfg, storage, run_uri)
-    trainer = build_trainer(cfg, storage, run_name)
+    from unihema.data.stream import build_train_index
     from unihema.train.device import check_cluster_capacity
+
+    # The shards' footers and task columns are read once, here, not by every worker and epoch.
+    trainer = build_trainer(cfg, storage, run_name, shard_index=build_train_index(cfg.data, storage))
 
     # Ray Train would retry starting a worker group that cannot be placed for ever; a local
     # cluster started here cannot grow, a joined one may (autoscaler), for a while.

@@ -65,6 +65,7 @@ def run_trial(params: dict, base: dict) -> None:
     """The function trainable: one TorchTrainer run; raises when training did not complete."""
     import ray.tune
 
+    from unihema.data.stream import build_train_index
     from unihema.train.launch import build_trainer
     from unihema.train.run_files import read_json, write_text
 
@@ -73,7 +74,7 @@ def run_trial(params: dict, base: dict) -> None:
     storage = cfg.storage  # endpoint only: credentials come from the environment, never the config
     run_uri = str(parse_uri(cfg.storage.run_uri).join(trial_id))
     write_text(run_uri, "config.yaml", dump_yaml(cfg, redact=True), storage)
-    trainer = build_trainer(cfg, storage, trial_id)
+    trainer = build_trainer(cfg, storage, trial_id, shard_index=build_train_index(cfg.data, storage))
     # build_trainer has no callbacks argument; its RunConfig is read again at fit() time.
     trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), ObjectiveReportCallback(cfg.tune)]
     trainer.fit()
