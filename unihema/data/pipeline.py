@@ -1,14 +1,13 @@
-"""Ray Data streams from the shards into the training workers, one stream per task.
+"""Reading and decoding records: the Ray Data side of the training stream, and the in-process reader.
 
-    read_parquet (this worker's files, shuffled per epoch) -> keep records serving the task
-    -> decode, augment and tokenize in Ray Data CPU tasks -> worker: iter_batches (bounded
-    local shuffle) -> collate -> the model
+    read units of a rank's plan (``unihema.data.plan``) -> ``PlanReader`` in Ray Data CPU
+    tasks: read the piece's row group (only the columns its task needs), decode, augment,
+    tokenize (``TaskTransform``) -> rows tagged with their plan keys -> the worker's stream
+    (``unihema.data.stream``) -> collate -> the model
 
-Each training worker builds its own stream per task and epoch (``unihema.data.stream``):
-files are divided among workers by rank, or, when there are fewer files than workers,
-records are divided by a hash of their id. Both the file order and every augmentation
-depend only on (seed, epoch, record id), so a run is reproducible and a resumed run sees
-the same data epoch it stopped in.
+Every augmentation depends only on (seed, epoch, record id), so a run is reproducible and
+a resumed run sees the same data. Validation and evaluation decode in their own process
+(``iter_local_batches``): a bounded number of batches does not pay for a Ray execution.
 
 Execution is streaming: Ray Data never materializes a dataset, and its object store and
 CPU budgets come from the config, so memory does not grow with the number of images.
@@ -299,7 +298,7 @@ def build_plan_dataset(units: list, paths: list[str], fs, data_cfg: DataConfig, 
 def iter_local_batches(task: str, split: str, data_cfg: DataConfig, model_cfg: ModelConfig, fs, files: list[str],
                        *, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
                        max_batches: int | None = None):
-    """The same rows as ``build_task_dataset`` for one pass, decoded in this process.
+    """One pass over a split's records of ``task``, decoded in this process.
 
     Validation reads a bounded number of batches; starting a Ray Data execution per task
     and per validation would cost more than the decoding itself at that size.
