@@ -5,7 +5,7 @@ a GPU is prepared here, rehearsed on CPU at tiny shapes (``--rehearse``), and ru
 Each stage is its own process (the shell gives each a timeout) and writes
 ``OUT/stages/<stage>.json`` with a ``status``: ``ok``, ``skipped: <why>`` or
 ``failed: <why>``; ``summarize`` folds them, and the shell's exit codes, into
-``OUT/summary.json``. Stages reuse what already measures: ``kernels.py`` for backend
+``OUT/summary.json``. Stages reuse what already measures: ``kernel_bench.py`` for backend
 timings (CUDA events), ``train_bench.make_batches`` for real collated batches, and the
 trainer's own precision recipe, criterion and CLI.
 
@@ -125,14 +125,14 @@ def stage_gpu_tests(out: Path, rehearse: bool) -> dict:
 
 
 def stage_kernels(out: Path, rehearse: bool) -> dict:
-    """kernels.py (timings with CUDA events, TFLOP/s, peak memory, auto's pick) at paper shapes, or quick on CPU."""
-    import kernels
+    """kernel_bench.py (CUDA-event timings, TFLOP/s, peak memory, auto's pick) at paper shapes, or quick on CPU."""
+    import kernel_bench
 
     path = out / "kernels.json"
     argv = ["--out", str(path)]
     argv += ["--quick", "--threads", "1", "--warmup", "1", "--repeats", "3", "--budget", "0.2"] if rehearse \
         else ["--warmup", "3", "--repeats", "20", "--budget", "1.0"]
-    kernels.main(argv)
+    kernel_bench.main(argv)
     report = json.loads(path.read_text())
     picks = {}
     for family in ("attention", "ms_deform_attn"):
@@ -150,20 +150,20 @@ def stage_kernels(out: Path, rehearse: bool) -> dict:
 
 def stage_attention_accuracy(out: Path, rehearse: bool) -> dict:
     """Every runnable attention backend vs the fp32 math oracle: output and q/k/v gradients, bf16 and fp16."""
-    import kernels
+    import kernel_bench
 
     from unihema.ops import attention, check_attention_backends, choose_attention_backend
 
     device = torch.device("cuda" if on_gpu() else "cpu")
     dtypes = (torch.bfloat16, torch.float16) if on_gpu() else (torch.bfloat16,)
-    cases = kernels.attention_cases(rehearse)
+    cases = kernel_bench.attention_cases(rehearse)
     if rehearse:
         cases = {k: v for k, v in cases.items() if k != "encoder_dense"}  # minutes of fp32 math on CPU
     results, failures = {}, []
     for name, (b, lq, lk, h, d, padding, bias, scale, _note) in cases.items():
         for dtype in dtypes:
             key = f"{name}/{str(dtype).removeprefix('torch.')}/head_dim{d}"
-            (q, k, v), kw = kernels.make_attention(b, lq, lk, h, d, padding, bias, device, dtype)
+            (q, k, v), kw = kernel_bench.make_attention(b, lq, lk, h, d, padding, bias, device, dtype)
             oracle_in = [t.detach().float().requires_grad_() for t in (q, k, v)]
             oracle_kw = {k2: (t.float() if t.is_floating_point() else t) for k2, t in kw.items()}
             try:
@@ -199,21 +199,21 @@ def stage_attention_accuracy(out: Path, rehearse: bool) -> dict:
 
 def stage_msda_accuracy(out: Path, rehearse: bool) -> dict:
     """Triton deformable attention vs the grid_sample reference in fp32: output and gradients, fp32 and bf16."""
-    import kernels
+    import kernel_bench
 
     from unihema.ops import ms_deform_attn, ms_deform_attn_reference
 
     device = torch.device("cuda" if on_gpu() else "cpu")
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         return {"status": "skipped: no CUDA device and TRITON_INTERPRET is not set"}
-    cases = kernels.msda_cases(quick=True) if rehearse else kernels.msda_cases(quick=False)
+    cases = kernel_bench.msda_cases(quick=True) if rehearse else kernel_bench.msda_cases(quick=False)
     if rehearse:  # Triton's interpreter runs a few thousand points per second
         cases = {"msda_tiny": (1, [(8, 10), (4, 5)], 24, 2, 16, 2, "interpreter-sized")}
     results, failures = {}, []
     for name, (b, levels, lq, h, d, p, _note) in cases.items():
         for dtype in (torch.float32, torch.bfloat16):
             key = f"{name}/{str(dtype).removeprefix('torch.')}"
-            value, shapes, starts, locations, weights = kernels.make_msda(b, levels, lq, h, d, p, device, dtype)
+            value, shapes, starts, locations, weights = kernel_bench.make_msda(b, levels, lq, h, d, p, device, dtype)
             leaves = [value, locations, weights]
             ref_in = [t.detach().float().requires_grad_() for t in leaves]
             ref = ms_deform_attn_reference(ref_in[0], shapes, starts, ref_in[1], ref_in[2])

@@ -7,8 +7,8 @@ run on the current device: forward and forward+backward time (median after warm-
 events on GPU), achieved TFLOP/s, peak extra memory, the speed-up over the reference, and
 which backend "auto" picks; plus a matmul TFLOP/s figure to compare the kernels with.
 
-    python benchmarks/kernels.py            # paper shapes (GPU; bf16)
-    python benchmarks/kernels.py --quick    # small shapes, CPU in under two minutes (fp32)
+    python benchmarks/kernel_bench.py            # paper shapes (GPU; bf16)
+    python benchmarks/kernel_bench.py --quick    # small shapes, CPU in under two minutes (fp32)
 
 Writes ``benchmarks/results/kernels-<device>-<torch version>[-quick].json`` and prints a
 Markdown table.
