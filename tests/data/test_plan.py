@@ -125,3 +125,21 @@ def test_shard_index_reads_task_columns_and_names_unreadable_shards(tmp_path):
     assert index.records("detection") == 150 and index.records("vqa") == 50 and index.tasks() == ["detection", "vqa"]
     assert [len(rows) for _, _, rows in index.pieces["detection"]] == [64, 64, 22]
     assert [int(r) for _, rg, rows in index.pieces["vqa"] if rg == 0 for r in rows] == list(range(0, 64, 3))
+
+
+def test_a_rank_keeps_its_pieces_every_epoch_in_a_new_order():
+    """Pieces are dealt once per run (a node can cache its share); each epoch reads them in a new order."""
+    index = _index({"classification": [PIECE_ROWS] * 9 + [30]})
+    epochs = 3
+    shares = []
+    for rank in range(2):
+        plan = RankPlan(index, ["classification"], batch_size=4, window=8, rank=rank, world_size=2, seed=11,
+                        epochs=epochs)
+        read = [[] for _ in range(epochs)]  # per epoch: the rows read, in reading order
+        while plan.next_batch("classification") is not None:
+            for unit in plan.take_pending():
+                read[unit.epoch].extend((unit.file, int(r)) for r in unit.rows)
+        assert len({frozenset(rows) for rows in read}) == 1  # the same records every epoch
+        assert len({tuple(rows) for rows in read}) == epochs  # in a different order each time
+        shares.append(set(read[0]))
+    assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == 9 * PIECE_ROWS + 30

@@ -124,14 +124,18 @@ def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _resume(engine, rank: int, cache_dir: str = "") -> tuple[int, dict]:
+def _resume(engine, rank: int, cache_dir: str = "") -> int:
+    """The step to resume at (0 for a new run), with the engine's state loaded from the checkpoint.
+
+    The data stream needs only the step: it replays its read plan to it.
+    """
     import ray.train
 
     from unihema.train.resume_cache import node_local_checkpoint
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0, {}
+        return 0
     barrier = dist.barrier if dist.is_available() and dist.is_initialized() else (lambda: None)
     # One verified download per node, shared by its ranks however late each arrives (see resume_cache).
     with node_local_checkpoint(checkpoint, ray.train.get_context().get_local_rank(), barrier,
@@ -144,7 +148,7 @@ def _resume(engine, rank: int, cache_dir: str = "") -> tuple[int, dict]:
         state = json.loads(state_file.read_text())
     step = int((client_state or {}).get("step", state["step"]))
     log.info("rank %d resumed at step %d from %s", rank, step, checkpoint.path)
-    return step, state["positions"]
+    return step
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -192,7 +196,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ds_config = deepspeed_config(cfg.train, cfg.data.batch_size, world, on_gpu, num_tasks)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config, dist_init_required=False)
-    start_step, _ = _resume(engine, rank, cfg.train.resume_cache_dir)
+    start_step = _resume(engine, rank, cfg.train.resume_cache_dir)
     # Its position is the micro-step: the read plan is replayed to it, whatever the world size was.
     stream = MultiTaskStream(cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
                              start_step=start_step * micro_steps, index=loop_config.get("shard_index"))
