@@ -39,9 +39,12 @@ def _checkpoints(trials_dir: Path) -> list[Path]:
 
 def test_interrupted_sweep_resumes_and_writes_table_preset_and_plot(tmp_path, start_cli):
     """Two trials: Ctrl+C after the first checkpoint, --resume finishes both; every report reached Tune."""
+    # FIFO: with ASHA, whether the second trial is stopped at its first rung depends on the
+    # two trials' first scores (it happened after a change of data order); this test is about
+    # interrupting and resuming, and ASHA's stopping is tested in test_stopped_trials.py.
     overrides = [f"data.uri={tmp_path / 'data'}", f"storage.run_uri={tmp_path / 'runs'}", "run_name=sweep",
                  "tune.num_samples=2", "tune.max_steps_per_trial=3", "train.val_every=1", "train.val_batches=1",
-                 "train.log_every=1"]
+                 "train.log_every=1", "tune.scheduler=fifo"]
     args = ["--preset", "tiny", *overrides, "--out", str(tmp_path / "out")]
     sweep_dir = tmp_path / "runs" / "sweep"
     start = time.monotonic()
