@@ -12,7 +12,7 @@ from unihema import labels
 from unihema.eval.metrics import DetectionMetric, SegmentationMetric
 from unihema.evaluation import scores
 from unihema.evaluation.collect import MorphologyCollector, SegmentationCollector
-from unihema.evaluation.errors import MissingDependencyError, require
+from unihema.errors import MissingDependencyError, require
 
 N_DET = len(labels.DETECTION_CLASSES)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from unihema.evaluation.collect import HEADLINE
-from unihema.evaluation.errors import require
+from unihema.errors import require
 
 
 def _figure(width: float, height: float):

@@ -19,7 +19,7 @@ import torch
 from unihema.config import TASKS
 from unihema.data.collate import collate, move_to
 from unihema.evaluation.collect import HEADLINE, new_collector
-from unihema.evaluation.errors import UserInputError
+from unihema.errors import UserInputError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from unihema.evaluation.errors import require
+from unihema.errors import require
 
 
 def classification_scores(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from unihema.checkpoint.files import CHECKPOINT_TAG
 from unihema.config import UniHemaConfig
 from unihema.config.core import build
 from unihema.data.collate import move_to, normalize_images, uint8_images
@@ -38,7 +39,6 @@ from unihema.train.telemetry import (
 from unihema.train.validation_model import validation_model
 
 log = logging.getLogger(__name__)
-CHECKPOINT_TAG = "checkpoint"
 
 
 class NonFiniteLossError(RuntimeError):
