@@ -17,7 +17,7 @@ import sys
 import time
 
 from unihema.config import ConfigError, add_config_arguments, config_from_args
-from unihema.eval.metrics import CHANCE, HEADLINE
+from unihema.evaluation.evaluators import CHANCE, HEADLINE
 from unihema.storage import StorageAccessError
 
 
