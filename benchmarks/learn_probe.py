@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from unihema.config import StorageConfig, load_config  # noqa: E402
-from unihema.eval.metrics import CHANCE, HEADLINE  # noqa: E402
+from unihema.evaluation.evaluators import CHANCE, HEADLINE  # noqa: E402
 
 
 def decode_batches(cfg, batches_per_task: int, val_batches: int, data_uri: str | None = None
@@ -118,7 +118,7 @@ def train(model, cfg, cache: dict, steps: int) -> dict:
 
 
 def evaluate(model, cfg, cache: dict) -> dict:
-    from unihema.eval.runner import evaluate_batches
+    from unihema.evaluation.evaluators import evaluate_batches
     from unihema.model.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(cfg.model)

@@ -6,7 +6,7 @@
                                [--preset P] [--config FILE] [a.b=value ...]
 
 PATH is an export folder, a DeepSpeed / Ray Train checkpoint folder or a run folder
-(local or ``s3://``; see ``unihema.evaluation.checkpoint``); URI holds Parquet shards
+(local or ``s3://``; see ``unihema.checkpoint.load``); URI holds Parquet shards
 (``split=<name>/``) written by ``data_prep`` or the synthetic generator. The config comes
 from the export's ``config.yaml`` or the run's, then ``--config`` files and overrides
 (``data.batch_size=4``, ...); a bare DeepSpeed checkpoint needs ``--preset`` or ``--config``.
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from unihema.config import TASKS, ConfigError, add_config_arguments, load_config
-from unihema.evaluation.errors import UserInputError, missing_packages, report_cli_error
+from unihema.errors import UserInputError, missing_packages, report_cli_error
 
 log = logging.getLogger("unihema.evaluate")
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
-    from unihema.evaluation.checkpoint import load_checkpoint, resolve_device
+    from unihema.checkpoint.load import load_checkpoint, resolve_device
     from unihema.evaluation.run import evaluate, now, write_results
     from unihema.storage import StorageAccessError, StorageSession
 

@@ -8,7 +8,7 @@ attributes; segmentation instances as COCO RLE; the cell class; answers; filled 
 ``<name>_overlay.png`` (boxes, masks and labels drawn on the image), plus
 ``<name>_mask.png`` (the semantic foreground) when segmenting. The default checkpoint is the
 export ``make demo`` leaves in the embedded S3 store; any export folder, DeepSpeed
-checkpoint or run folder works (see ``unihema.evaluation.checkpoint``).
+checkpoint or run folder works (see ``unihema.checkpoint.load``).
 
 Images in any mode (grayscale, palette, RGBA, 16-bit) are converted to RGB as in training;
 a file that is missing, not an image, corrupt or too large is refused with one line naming
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from unihema.config import ConfigError, add_config_arguments, load_config
 from unihema.data.images import MAX_PIXELS
-from unihema.evaluation.errors import UserInputError, one_line, report_cli_error
+from unihema.errors import UserInputError, one_line, report_cli_error
 
 TASK_CHOICES = ("detection", "segmentation", "classification", "morphology", "vqa", "mlm")
 DEFAULT_TASKS = ("detection", "segmentation", "classification")
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from unihema.evaluation.checkpoint import load_checkpoint, resolve_device
+    from unihema.checkpoint.load import load_checkpoint, resolve_device
     from unihema.evaluation.images import read_image_file
     from unihema.evaluation.inference import Predictor
     from unihema.storage import StorageAccessError, StorageSession

@@ -17,7 +17,7 @@ import sys
 import time
 
 from unihema.config import ConfigError, add_config_arguments, config_from_args
-from unihema.eval.metrics import CHANCE, HEADLINE
+from unihema.evaluation.evaluators import CHANCE, HEADLINE
 from unihema.storage import StorageAccessError
 
 
@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     from unihema.train.launch import keep_local_ray_on_loopback
 
     keep_local_ray_on_loopback()  # before anything below imports ray
-    from unihema.evaluation.errors import UserInputError
-    from unihema.train.export import export_run
+    from unihema.errors import UserInputError
+    from unihema.checkpoint.export import export_run
     from unihema.train.device import ClusterCapacityError
     from unihema.train.launch import IncompatibleStateError, ensure_dataset, init_ray, open_storage, run_training
     from unihema.train.run_files import write_json

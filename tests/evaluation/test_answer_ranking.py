@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from unihema.config import load_config
-from unihema.eval.answer_ranking import RankingTally, answer_sets, rank_answers, rank_batches
+from unihema.evaluation.answer_ranking import RankingTally, answer_sets, rank_answers, rank_batches
 from unihema.model import build_model, build_tokenizer
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unihema.export import main as export_main
-from unihema.export import output_difference
+from unihema.checkpoint.export import output_difference
 from unihema.model.pretrained import from_pretrained, load_pretrained
 
 from .helpers import write_zero0_checkpoint
@@ -86,7 +86,7 @@ def test_weights_that_do_not_fit_the_config_are_named(export_dir, tmp_path):
 def test_export_from_real_zero3_checkpoint_matches_engine(tmp_path):
     """A ZeRO-3 checkpoint after one training step exports to weights and outputs equal to the engine's model."""
     from unihema.config import load_config
-    from unihema.export import probe_batch
+    from unihema.checkpoint.export import probe_batch
     from unihema.model import build_tokenizer
 
     run = tmp_path / "run"

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from unihema import labels
-from unihema.eval.metrics import DetectionMetric, SegmentationMetric
 from unihema.evaluation import scores
-from unihema.evaluation.collect import MorphologyCollector, SegmentationCollector
-from unihema.evaluation.errors import MissingDependencyError, require
+from unihema.evaluation.evaluators import (
+    ClassificationEvaluator, DetectionEvaluator, MorphologyEvaluator, SegmentationEvaluator,
+)
+from unihema.errors import MissingDependencyError, require
 
 N_DET = len(labels.DETECTION_CLASSES)
 
@@ -28,6 +29,17 @@ def test_classification_scores_hand_computed():
     assert out["labels"] == list(labels.CELL_CLASSES[:3])
 
 
+class _Fixed(torch.nn.Module):
+    """A stand-in model that returns fixed outputs."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, batch):
+        return self.out
+
+
 def _box(cx, cy, w, h):
     return [cx, cy, w, h]
 
@@ -40,19 +52,18 @@ def test_detection_map_and_per_class_ap_hand_computed():
     # Ground truth in a 100 x 100 image: class 0 at (20,20)-(40,40), class 1 at (60,60)-(80,80).
     gt = torch.tensor([_box(0.3, 0.3, 0.2, 0.2), _box(0.7, 0.7, 0.2, 0.2)])
     pred = torch.tensor([[_box(0.3, 0.3, 0.2, 0.2), _box(0.72, 0.72, 0.2, 0.2)]])  # (62,62)-(82,82): IoU 324/476
-    metric = DetectionMetric(N_DET)
-    metric.update({"pred_logits": logits, "pred_boxes": pred},
-                  [{"boxes": gt, "labels": torch.tensor([0, 1]), "size": torch.tensor([100, 100])}])
-    values = metric.compute()
+    evaluator = DetectionEvaluator()
+    evaluator.process(_Fixed({"pred_logits": logits, "pred_boxes": pred}),
+                      {"targets": [{"boxes": gt, "labels": torch.tensor([0, 1]), "size": torch.tensor([100, 100])}]})
+    values = evaluator.compute()
     assert values["map50"] == pytest.approx(1.0)
     assert values["map"] == pytest.approx(0.7, abs=1e-6)
-    details = metric.details(labels.DETECTION_CLASSES)
-    per = details["per_class"]
+    per = values["per_class"]
     assert set(per) == {labels.DETECTION_CLASSES[0], labels.DETECTION_CLASSES[1]}
     assert per[labels.DETECTION_CLASSES[0]]["ap"] == pytest.approx(1.0)
     assert per[labels.DETECTION_CLASSES[1]]["ap"] == pytest.approx(0.4)
     assert per[labels.DETECTION_CLASSES[1]]["ap50"] == pytest.approx(1.0)
-    assert len(details["pr_curves"]["recall"]) == 101
+    assert len(evaluator.artifacts()["pr_curves"]["recall"]) == 101
 
 
 def _perfect_detections(metric, boxes, size):
@@ -60,23 +71,24 @@ def _perfect_detections(metric, boxes, size):
     logits = torch.full((1, len(boxes), N_DET), -10.0)
     logits[0, :, 0] = 5.0
     gt = torch.tensor(boxes)
-    metric.update({"pred_logits": logits, "pred_boxes": gt[None]},
-                  [{"boxes": gt, "labels": torch.zeros(len(boxes), dtype=torch.long), "size": torch.tensor(size)}])
+    metric.process(_Fixed({"pred_logits": logits, "pred_boxes": gt[None]}),
+                   {"targets": [{"boxes": gt, "labels": torch.zeros(len(boxes), dtype=torch.long),
+                                 "size": torch.tensor(size)}]})
 
 
 def test_detection_chance_is_the_image_blind_pairing():
     """Detections scored against the next image's ground truth: a layout that differs between
     the images earns nothing, the same layout (at another image size) earns everything."""
-    differing = DetectionMetric(N_DET)
+    differing = DetectionEvaluator()
     _perfect_detections(differing, [_box(0.2, 0.2, 0.1, 0.1)], (100, 100))
     _perfect_detections(differing, [_box(0.8, 0.8, 0.1, 0.1)], (100, 100))
     values = differing.compute()
     assert values["map50"] == pytest.approx(1.0) and values["chance_map50"] == 0.0
-    same = DetectionMetric(N_DET)
+    same = DetectionEvaluator()
     _perfect_detections(same, [_box(0.5, 0.5, 0.2, 0.2)], (100, 100))
     _perfect_detections(same, [_box(0.5, 0.5, 0.2, 0.2)], (60, 200))
     assert same.compute()["chance_map50"] == pytest.approx(1.0)
-    single = DetectionMetric(N_DET)
+    single = DetectionEvaluator()
     _perfect_detections(single, [_box(0.5, 0.5, 0.2, 0.2)], (100, 100))
     assert single.compute()["chance_map50"] == 0.0  # nothing to pair with
 
@@ -91,31 +103,43 @@ def test_segmentation_scores_from_confusion():
     assert out["pixel_accuracy"] == pytest.approx(9 / 12)
 
 
-class _Fixed(torch.nn.Module):
-    """A stand-in model that returns fixed outputs."""
-
-    def __init__(self, out):
-        super().__init__()
-        self.out = out
-
-    def forward(self, batch):
-        return self.out
-
-
-def test_segmentation_collector_ignores_padding_and_matches_training_metric():
-    """Ignore-index pixels are left out, and foreground Dice equals the trainer's SegmentationMetric."""
+def test_segmentation_evaluator_ignores_padding_and_merges_like_one_pass():
+    """Ignore-index pixels are left out; two ranks' statistics merged score what one pass over both scores."""
     target = torch.tensor([[[0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 1], [255, 255, 255, 255]]])
     logits = torch.zeros(1, 2, 4, 4)
     logits[0, 1] = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.float) * 2 - 1
-    collector = SegmentationCollector()
-    collector.update(_Fixed({"semantic_logits": logits}), {"semantic_masks": target})
-    out = collector.result()
+    model = _Fixed({"semantic_logits": logits})
+    evaluator = SegmentationEvaluator()
+    evaluator.process(model, {"semantic_masks": target})
+    out = evaluator.compute()
     # Valid 12 pixels: truth fg {2,3,5,6,7,11} (6), pred fg {1,2,5,6,7} (5), overlap {2,5,6,7} (4).
     assert out["dice"] == pytest.approx(2 * 4 / (6 + 5))
     assert out["pixels"] == 12 and out["count"] == 1
-    reference = SegmentationMetric()
-    reference.update(logits, target)
-    assert out["dice"] == pytest.approx(reference.compute()["dice"])
+    flipped = 1 - target.clamp(max=1) + (target == 255) * 255  # another rank's image: foreground inverted
+    one_pass = SegmentationEvaluator()
+    other = SegmentationEvaluator()
+    for batch in ({"semantic_masks": target}, {"semantic_masks": flipped}):
+        one_pass.process(model, batch)
+    other.process(model, {"semantic_masks": flipped})
+    evaluator.merge(other.state())
+    assert evaluator.compute() == one_pass.compute() and evaluator.compute()["count"] == 2
+    assert evaluator.compute()["dice"] != pytest.approx(out["dice"])
+
+
+def test_classification_evaluator_merges_like_one_pass():
+    """Unlabelled cells (-1) are left out; statistics of two ranks merged give one pass's accuracy and F1."""
+    logits = torch.eye(4, len(labels.CELL_CLASSES)) * 5  # predicts classes 0, 1, 2, 3
+    first, second = torch.tensor([0, 1, -1, 0]), torch.tensor([0, 2, 2, 3])
+    one_pass, rank0, rank1 = ClassificationEvaluator(), ClassificationEvaluator(), ClassificationEvaluator()
+    model = _Fixed({"cell_logits": logits})
+    for evaluator, batches in ((one_pass, (first, second)), (rank0, (first,)), (rank1, (second,))):
+        for cell_labels in batches:
+            evaluator.process(model, {"cell_labels": cell_labels})
+    rank0.merge(rank1.state())
+    merged = rank0.compute()
+    assert merged == one_pass.compute()
+    # Right: rows 0 and 1 of the first batch (row 3 says 3, truth 0), rows 0, 2 and 3 of the second.
+    assert merged["count"] == 7 and merged["accuracy"] == pytest.approx(5 / 7)
 
 
 def test_morphology_scores_skip_not_annotated():
@@ -132,7 +156,7 @@ def test_morphology_scores_skip_not_annotated():
     assert out["macro_f1"] == pytest.approx(2 / 3)
 
 
-def test_morphology_collector_matches_boxes_one_to_one():
+def test_morphology_evaluator_matches_boxes_one_to_one():
     """Annotated cells take the attributes of their best-overlapping query (IoU >= 0.5); unmatched ones are counted."""
     na = labels.MORPHOLOGY_NOT_ANNOTATED
     gt = torch.tensor([_box(0.3, 0.3, 0.2, 0.2), _box(0.7, 0.7, 0.2, 0.2), _box(0.1, 0.9, 0.05, 0.05)])
@@ -143,9 +167,9 @@ def test_morphology_collector_matches_boxes_one_to_one():
     model = _Fixed({"pred_boxes": pred_boxes, "pred_morphology": pred_morph})
     batch = {"morphology": torch.full((1, 6), na),
              "targets": [{"boxes": gt, "morphology": morph, "size": torch.tensor([100, 100])}]}
-    collector = MorphologyCollector()
-    collector.update(model, batch)
-    out = collector.result()
+    evaluator = MorphologyEvaluator()
+    evaluator.process(model, batch)
+    out = evaluator.compute()
     boxes = out["sources"]["boxes"]
     assert (boxes["annotated"], boxes["matched"]) == (3, 2)
     per = out["per_attribute"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unihema.evaluation.errors import UserInputError
+from unihema.errors import UserInputError
 from unihema.evaluation.images import read_image_file
 from unihema.evaluation.inference import fill_sentinels, to_sentinels
 from unihema.predict import main as predict_main

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from unihema.evaluate import main as evaluate_main
-from unihema.evaluation.checkpoint import load_checkpoint
-from unihema.evaluation.errors import UserInputError
+from unihema.checkpoint.load import load_checkpoint
+from unihema.errors import UserInputError
 from unihema.export import main as export_main
 
 from .helpers import write_zero0_checkpoint

@@ -23,7 +23,7 @@ def main(run: Path) -> None:
     import deepspeed
 
     from unihema.config import load_config, save_config
-    from unihema.export import probe_batch
+    from unihema.checkpoint.export import probe_batch
     from unihema.model import build_model, build_tokenizer
     from unihema.train.deepspeed_config import deepspeed_config
     from unihema.train.optim import build_optimizer

@@ -57,7 +57,7 @@ def test_prepared_weights_load_the_matching_tensors_exactly(tmp_path):
 
 def test_init_from_nothing_usable_is_refused(tmp_path):
     """A source none of whose tensors fits is an error naming the setting, not a silent fresh start."""
-    from unihema.evaluation.errors import UserInputError
+    from unihema.errors import UserInputError
 
     (tmp_path / "empty").mkdir()
     cfg = load_config("tiny", overrides=[f"model.init_from={tmp_path / 'empty'}"])

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from unihema.config import TASKS, load_config
-from unihema.eval.metrics import HEADLINE
+from unihema.evaluation.evaluators import HEADLINE
 from unihema.tune.__main__ import main as tune_main
 from unihema.tune.objective import chance_key, metric_key
 from unihema.tune.report import best_preset, best_row, build_rows, to_csv, to_markdown, trial_row, write_report

@@ -1,11 +1,15 @@
-"""Evaluation, inference and export of trained checkpoints (the library behind the CLIs).
+"""Evaluation and inference of trained models: the library behind the CLIs and training validation.
 
-    checkpoint   any checkpoint (export folder, DeepSpeed of any ZeRO stage, run folder, s3://) -> model
-    run          every task over a dataset split, the linear probe, metrics.json + report.md + plots
-    collect      per-task collectors of predictions; scores: the metrics (pycocotools, scikit-learn,
-                 sacrebleu, rouge-score); probe: the DinoBloom linear probe; report: markdown and plots
-    images       user image files -> RGB, or a one-line refusal naming the file and the reason
-    inference    single-image predictions for every task; overlay: boxes, masks and labels drawn
+    evaluators      one evaluator per task (forward / generate, targets, mergeable statistics,
+                    metrics, plot data), the loop that runs one, the HEADLINE / CHANCE table;
+                    training validation and ``python -m unihema.evaluate`` both use it
+    answer_ranking  VQA closed-vocabulary ranking (used by the VQA evaluator)
+    scores          the metrics over gathered predictions (scikit-learn, sacrebleu, rouge-score)
+    run             every task over a dataset split, the linear probe (probe), metrics.json +
+                    report.md + plots (report)
+    images          user image files -> RGB, or a one-line refusal naming the file and the reason
+    inference       single-image predictions for every task; overlay: boxes, masks and labels drawn
 
-Command lines: ``python -m unihema.evaluate``, ``python -m unihema.predict``, ``python -m unihema.export``.
+Checkpoints are loaded through :mod:`unihema.checkpoint`. Command lines: ``python -m unihema.evaluate``,
+``python -m unihema.predict``.
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from unihema.data.images import MAX_PIXELS, ImageDecodeError, open_image, to_rgb
-from unihema.evaluation.errors import UserInputError
+from unihema.errors import UserInputError
 
 SUPPORTED = "PNG, JPEG, TIFF, BMP, WebP, GIF"
 

@@ -16,7 +16,7 @@ import torch
 
 from unihema import labels
 from unihema.evaluation import scores
-from unihema.evaluation.errors import require
+from unihema.errors import require
 
 
 @torch.no_grad()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unihema.evaluation.collect import HEADLINE
-from unihema.evaluation.errors import require
+from unihema.evaluation.evaluators import CHANCE, HEADLINE
+from unihema.errors import require
 
 
 def _figure(width: float, height: float):
@@ -121,7 +121,7 @@ def render_markdown(metrics: dict, artifacts: dict, plots: list[str]) -> str:
              f"- written {metrics.get('created')} in {metrics.get('seconds', 0):.1f} s", ""]
     rows = []
     for task, values in tasks.items():
-        key, chance = HEADLINE.get(task, (None, None))
+        key, chance = HEADLINE.get(task), CHANCE.get(task)
         if key and key in values:
             rows.append([task, key, values[key], values.get(chance) if chance else None, values.get("count")])
     lines += ["## Summary", ""] + _table(["task", "metric", "value", "chance", "n"], rows)

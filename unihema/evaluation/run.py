@@ -1,7 +1,8 @@
 """One evaluation: every task over a split of a dataset, the linear probe, then the files.
 
 Batches are decoded in this process without augmentation (the held-out recipe, whatever the
-split), exactly as the trainer's validation sees them, only over the whole split.
+split), exactly as the trainer's validation sees them, and scored by the same loop and
+evaluators (:mod:`unihema.evaluation.evaluators`), only over the whole split.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import torch
 
 from unihema.config import TASKS
 from unihema.data.collate import collate, move_to
-from unihema.evaluation.collect import HEADLINE, new_collector
-from unihema.evaluation.errors import UserInputError
+from unihema.evaluation.evaluators import HEADLINE, evaluate_batches
+from unihema.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,13 @@ def eval_batches(task: str, split: str, cfg, storage, *, max_batches: int | None
             yield batch
 
 
+def _on_device(batches, device, seen: Counter):
+    """``batches`` moved to ``device``, their images counted into ``seen["images"]``."""
+    for batch in batches:
+        seen["images"] += len(batch["ids"])
+        yield move_to(batch, device)
+
+
 def _say(progress, text: str) -> None:
     if progress:
         print(f"[evaluate] {text}", flush=True)
@@ -64,20 +72,17 @@ def evaluate(model, cfg, tokenizer, storage, *, split: str = "val", tasks: Itera
     results, artifacts, skipped = {}, {}, {}
     for task in tasks:
         start = time.perf_counter()
-        collector = new_collector(task, cfg)
-        n = 0
-        for batch in eval_batches(task, split, cfg, storage, max_batches=max_batches, errors=errors):
-            collector.update(model, move_to(batch, device), tokenizer)
-            n += len(batch["ids"])
-        if n and hasattr(collector, "finish"):
-            collector.finish(model, tokenizer)
-        values = collector.result() if n else {}
+        seen: Counter = Counter()
+        batches = eval_batches(task, split, cfg, storage, max_batches=max_batches, errors=errors)
+        evaluator = evaluate_batches(model, task, _on_device(batches, device, seen), tokenizer)
+        n = seen["images"]
+        values = evaluator.compute() if n else {}
         if not values:
             skipped[task] = f"no {split} records with {task} targets" if not n else "no usable targets"
             _say(progress, f"{task}: skipped ({skipped[task]})")
             continue
-        results[task], artifacts[task] = values, collector.artifacts()
-        key = HEADLINE[task][0]
+        results[task], artifacts[task] = values, evaluator.artifacts()
+        key = HEADLINE[task]
         _say(progress, f"{task}: {key}={values[key]:.3f} over {n} images ({time.perf_counter() - start:.1f}s)")
     if probe:
         start = time.perf_counter()

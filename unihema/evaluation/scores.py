@@ -2,8 +2,8 @@
 
 - classification, morphology, linear probe: scikit-learn (accuracy, weighted / macro F1,
   confusion matrix, precision-recall curves);
-- detection: pycocotools (through :class:`unihema.eval.metrics.DetectionMetric`);
-- VQA: exact match as in training validation, sacrebleu corpus BLEU-1..4, rouge-score ROUGE-L;
+- detection: pycocotools (in :class:`unihema.evaluation.evaluators.DetectionEvaluator`);
+- VQA: exact match, sacrebleu corpus BLEU-1..4, rouge-score ROUGE-L;
 - segmentation: Dice and IoU from the pixel confusion matrix (per class and foreground).
 
 Every function takes plain arrays / lists and returns a JSON-ready dict, so it is tested on
@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from unihema.evaluation.errors import require
+from unihema.errors import require
 
 
 def classification_scores(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> dict:

@@ -1,13 +1,14 @@
-"""Box geometry: the one definition of the cxcywh <-> xyxy conversions and of (G)IoU.
+"""Box geometry: the one definition of the box conversions and of (G)IoU.
 
-The model predicts normalized (cx, cy, w, h) boxes; IoU and GIoU are defined on corners.
-The denoising queries, the matcher, the detection losses and evaluation all convert here,
-so a box means the same thing to each of them. The IoU functions are written out (rather than calling
-``torchvision.ops``) for two reasons: an ``eps`` keeps degenerate boxes (zero width after a
-sigmoid saturates) from producing NaN, which would make ``linear_sum_assignment`` raise
-mid-run, and :func:`paired_generalized_box_iou` scores matched pairs without building the
-N x N matrix that DETR builds and then takes the diagonal of (N is every matched box of
-every image, times the denoising groups). The tests check both against torchvision.
+The model predicts normalized (cx, cy, w, h) boxes; IoU and GIoU are defined on corners, and
+COCO scoring takes (x, y, w, h). The denoising queries, the matcher, the detection losses and
+evaluation all convert here, so a box means the same thing to each of them. The IoU
+functions are written out (rather than calling ``torchvision.ops``) for two reasons: an
+``eps`` keeps degenerate boxes (zero width after a sigmoid saturates) from producing NaN,
+which would make ``linear_sum_assignment`` raise mid-run, and
+:func:`paired_generalized_box_iou` scores matched pairs without building the N x N matrix
+that DETR builds and then takes the diagonal of (N is every matched box of every image,
+times the denoising groups). The tests check both against torchvision.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
 def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     x0, y0, x1, y1 = boxes.unbind(-1)
     return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
+
+
+def box_cxcywh_to_xywh(boxes: Tensor) -> Tensor:
+    """COCO's box format (corner, width, height), which pycocotools scores."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack((cx - 0.5 * w, cy - 0.5 * h, w, h), dim=-1)
 
 
 def box_area(boxes: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """Fine-tuning: start a run from another run's or an export's weights (``model.init_from``).
 
-The driver resolves the source once (any checkpoint :func:`unihema.evaluation.checkpoint.load_checkpoint`
+The driver resolves the source once (any checkpoint :func:`unihema.checkpoint.load.load_checkpoint`
 reads: an export, a DeepSpeed checkpoint of any ZeRO stage, a run folder; local or s3://),
 keeps the tensors whose name and shape fit the model this run builds, and writes them to the
 run folder as ``init_weights.safetensors`` with a report ``init_from.json`` (what loaded,
@@ -54,7 +54,7 @@ def prepare_init_weights(cfg: UniHemaConfig, storage: StorageConfig, run_uri: st
         return None
     from safetensors.torch import save
 
-    from unihema.evaluation.checkpoint import load_checkpoint
+    from unihema.checkpoint.load import load_checkpoint
     from unihema.model import build_model
 
     source = load_checkpoint(cfg.model.init_from, device="cpu", storage=storage, trust=cfg.model.trust_checkpoint,

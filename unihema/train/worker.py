@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from unihema.config import UniHemaConfig
+from unihema.checkpoint.files import CHECKPOINT_TAG
+from unihema.config import TASKS, UniHemaConfig
 from unihema.config.core import build
 from unihema.data.collate import move_to, normalize_images, uint8_images
 from unihema.data.pipeline import task_files
 from unihema.data.stream import MultiTaskStream, local_task_batches, task_weights
-from unihema.eval.metrics import CHANCE, HEADLINE
-from unihema.eval.runner import evaluate_batches
+from unihema.evaluation.evaluators import CHANCE, HEADLINE, RENAMED, evaluate_batches, scalar_metrics
 from unihema.storage.verify import write_file_manifest
 from unihema.train.collectives import all_ranks_finite, maybe_check_devices, sum_over_ranks
 from unihema.train.deepspeed_config import deepspeed_config, resolve_precision
@@ -38,7 +38,6 @@ from unihema.train.telemetry import (
 from unihema.train.validation_model import validation_model
 
 log = logging.getLogger(__name__)
-CHECKPOINT_TAG = "checkpoint"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,26 +80,39 @@ def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: in
              shards: tuple | None = None) -> dict:
     """Per-task validation metrics on the held-out split, merged across ranks.
 
+    Each rank scores its share of the split with the evaluation loop of
+    ``python -m unihema.evaluate`` (:func:`unihema.evaluation.evaluators.evaluate_batches`);
+    rank 0 merges the evaluators' statistics and keeps the numbers of the result.
     ``shards``: the split's (filesystem, readable shards), checked once per run by the caller.
     """
     results = {}
-    for task in (t for t in HEADLINE if getattr(cfg.data.mix, t) > 0):
-        metric = state = None
+    for task in (t for t in TASKS if getattr(cfg.data.mix, t) > 0):
+        evaluator = state = None
         try:
             batches = (normalize_images(move_to(b, device)) for b in local_task_batches(
                 task, "val", cfg, storage, rank=rank, world_size=world, max_batches=cfg.train.val_batches,
                 shards=shards))
-            metric = evaluate_batches(model, task, batches, tokenizer, max_batches=cfg.train.val_batches)
-            state = metric.state()
+            evaluator = evaluate_batches(model, task, batches, tokenizer)
+            state = evaluator.state()
         except (FileNotFoundError, RuntimeError) as err:  # no val shards, or none for this rank
             log.warning("rank %d: no validation data for %s: %s", rank, task, err)
         states = _gather_objects(state)
-        if rank == 0 and metric is not None:
+        if rank == 0 and evaluator is not None:
             for other in states[1:]:
                 if other is not None:
-                    metric.merge(other)
-            results[task] = metric.compute()
+                    evaluator.merge(other)
+            results[task] = scalar_metrics(evaluator.compute())
     return results
+
+
+def _reported_metrics(validation: dict) -> dict:
+    """``val_<task>_<key>`` of every number, plus the names training used before the metrics were renamed."""
+    out = {f"val_{t}_{k}": v for t, vals in validation.items() for k, v in vals.items()}
+    for task, renamed in RENAMED.items():
+        for old, new in renamed.items():
+            if f"val_{task}_{new}" in out:
+                out[f"val_{task}_{old}"] = out[f"val_{task}_{new}"]
+    return out
 
 
 def _val_shards(cfg: UniHemaConfig, storage, bad_shards: dict) -> tuple | None:
@@ -297,7 +309,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if step % cfg.train.checkpoint_every == 0 or is_last:
                 metrics = {"step": step, "nonfinite_steps": nonfinite_total, "task_steps": dict(stream.task_steps),
                            "data_errors": dict(stream.stats.errors), "bad_shards": dict(stream.stats.bad_shards)}
-                metrics.update({f"val_{t}_{k}": v for t, vals in last_val.items() for k, v in vals.items()})
+                metrics.update(_reported_metrics(last_val))
                 _save_checkpoint(engine, stream, step, metrics, rank)
                 if rank == 0 and tb_dir:
                     upload_dir(tb_dir, run_uri, "tensorboard", storage)

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from unihema.config import TASKS, TaskMix, TuneConfig
-from unihema.eval.metrics import CHANCE, HEADLINE
+from unihema.evaluation.evaluators import CHANCE, HEADLINE
 
 OBJECTIVE = "objective"
 

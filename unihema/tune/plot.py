@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from unihema.config import TASKS, UniHemaConfig
-from unihema.eval.metrics import HEADLINE
+from unihema.evaluation.evaluators import HEADLINE
 
 PANEL_W, PANEL_H, COLS, LEGEND_H = 380, 280, 3, 28
 

@@ -19,7 +19,7 @@ import yaml
 
 from unihema.config import TASKS, UniHemaConfig
 from unihema.config.core import deep_merge
-from unihema.eval.metrics import HEADLINE
+from unihema.evaluation.evaluators import HEADLINE
 from unihema.tune.objective import OBJECTIVE, chance_key, metric_key, score
 from unihema.tune.search import TIME_ATTR
 from unihema.tune.space import nest, searched_values

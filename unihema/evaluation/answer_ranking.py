@@ -8,9 +8,9 @@ classes, an attribute's values, counts), which has the highest summed log-likeli
 forcing? Its chance level is the constant guess: the most frequent answer of each question
 type (questions that share answers are one type, see :func:`answer_sets`).
 
-Both evaluation paths (training validation and ``python -m unihema.evaluate``) use these
-functions on batches they hold in memory, because the answer sets are only known after
-one pass over the data.
+The VQA evaluator (:class:`unihema.evaluation.evaluators.VQAEvaluator`, for training
+validation and ``python -m unihema.evaluate`` alike) calls these functions on the batches it
+holds in memory, because the answer sets are only known after one pass over the data.
 """
 
 from __future__ import annotations

@@ -1,1 +1,0 @@
-"""Evaluation: per-task metrics that can be accumulated across batches and ranks."""
