@@ -151,7 +151,7 @@ def plan_balance(index, cfg, world: int, seed: int) -> dict:
         for task in weights:
             expected = steps * batch * weights[task] / total
             shares[task].append(got[task] / expected)
-            dealt[task].append(sum(len(rows) for _, _, rows in plan._rank_pieces(task, 0)))
+            dealt[task].append(sum(len(rows) for _, _, rows in plan.rank_pieces(task, 0)))
         missing += [(rank, t) for t in weights if not got[t]]
     return {
         "world": world, "steps": steps,

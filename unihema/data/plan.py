@@ -165,7 +165,7 @@ class RankPlan:
     def epoch_of(self, task: str) -> int:
         return max(self._epoch[task], 0)
 
-    def _rank_pieces(self, task: str, epoch: int) -> list[tuple[int, int, np.ndarray]]:
+    def rank_pieces(self, task: str, epoch: int) -> list[tuple[int, int, np.ndarray]]:
         """This rank's share of a task's pieces (the same every epoch) in ``epoch``'s order, rows shuffled."""
         pieces = self.index.pieces[task]
         order = np.random.default_rng([self.seed, TASKS.index(task)]).permutation(len(pieces))
@@ -191,7 +191,7 @@ class RankPlan:
             if self.epochs is not None and self._epoch[task] + 1 >= self.epochs:
                 return False
             self._epoch[task] += 1
-            self._queue[task] = self._rank_pieces(task, self._epoch[task])[::-1]
+            self._queue[task] = self.rank_pieces(task, self._epoch[task])[::-1]
         file_no, rg, rows = self._queue[task].pop()
         keys = (np.int64(self.units_made) << KEY_BITS) + np.arange(len(rows), dtype=np.int64)
         self.units_made += 1
