@@ -207,6 +207,7 @@ def stream_child(args) -> dict:
         units = stream.resume_reads
         next(stream)
     out["resume"] = {"world": world, "record": resume_record, "step": step, "replay_s": replay_s,
+                     "window_rows": cfg.data.shuffle_buffer, "batch_size": batch,
                      "first_batch_s": time.perf_counter() - start, "rows_read": sum(len(u.rows) for u in units),
                      "bytes_read_rank": _bytes_read(units, index, storage, args.uri)}
     ray.shutdown()
