@@ -143,3 +143,14 @@ def test_a_rank_keeps_its_pieces_every_epoch_in_a_new_order():
         assert len({tuple(rows) for rows in read}) == epochs  # in a different order each time
         shares.append(set(read[0]))
     assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == 9 * PIECE_ROWS + 30
+
+
+def test_ranks_shares_differ_by_at_most_one_piece_when_pieces_differ_in_size():
+    """Row groups of 64 and 8 rows of a task (a shard's short last row group): shares still within one piece."""
+    index = _index({"detection": [PIECE_ROWS + 8] * 64})
+    world = 8
+    shares = [sum(len(rows) for _, _, rows in RankPlan(index, ["detection"], batch_size=4, window=8, rank=rank,
+                                                        world_size=world, seed=3).rank_pieces("detection", 0))
+              for rank in range(world)]
+    assert sum(shares) == 64 * (PIECE_ROWS + 8)
+    assert max(shares) - min(shares) <= PIECE_ROWS

@@ -50,8 +50,8 @@ class DataConfig:
     # Ray Data limits so that memory stays bounded however many images stream through.
     object_store_memory_mb: int = field(default=1024, metadata=NON_NEGATIVE)
     max_cpus: float = field(default=0.0, metadata=NON_NEGATIVE)
-    # CPUs each Ray Data read / decode task reserves. Fractions let the six task streams of
-    # every training worker share the data CPUs instead of waiting on whole-CPU slots. Equal
+    # CPUs each Ray Data read / decode task reserves. Fractions let the streams of all
+    # training workers share the data CPUs instead of waiting on whole-CPU slots. Equal
     # values let Ray Data fuse reading and decoding into one task (no object-store hop).
     read_cpus: float = field(default=0.5, metadata={"min": 0.0})
     decode_cpus: float = field(default=0.5, metadata={"min": 0.0})

@@ -10,9 +10,12 @@ it skipped.
 Here the unit of reading is a *piece*: up to :data:`PIECE_ROWS` rows of one task in one
 Parquet row group. The :class:`ShardIndex` lists every task's pieces; it is built once per
 run from the shards' footers and their small ``tasks`` column. Each task's pieces are dealt
-once per run, in an order drawn from (seed, task), round-robin to the ranks; a task with
-fewer pieces than ranks has its pieces cut smaller first. So every rank gets an equal share
-of every task, whatever the shard layout, and the shares are disjoint. Each epoch a rank
+once per run, in an order drawn from (seed, task), each to the rank with the fewest rows so
+far (pieces differ in size: a row group holds several tasks, a shard ends in a short one;
+dealt round-robin, the ranks' shares of a task differed by up to 15% at 64 ranks in
+``benchmarks/scale_sim.py``); a task with fewer pieces than ranks has its pieces cut smaller
+first. So every rank gets a share of every task within one piece of the others', whatever
+the shard layout, and the shares are disjoint. Each epoch a rank
 reads its own pieces in a new order drawn from (seed, task, epoch, rank), each piece's rows
 shuffled too. Keeping a piece on one rank for the whole run is what lets a node cache what
 it reads, and the global batch is still a random draw: every step averages the gradients of
@@ -30,6 +33,7 @@ in the windows.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -157,6 +161,7 @@ class RankPlan:
         self.rank, self.world_size, self.seed, self.epochs = rank, world_size, seed, epochs
         self._queue: dict[str, list] = {t: [] for t in tasks}  # this epoch's pieces still to read
         self._epoch = {t: -1 for t in tasks}
+        self._share: dict[str, list] = {}  # task -> this rank's pieces, dealt once
         self._buffer: dict[str, list[int]] = {t: [] for t in tasks}
         self._rng = np.random.default_rng([seed, rank, 0x9E37])
         self.units_made = 0
@@ -165,15 +170,28 @@ class RankPlan:
     def epoch_of(self, task: str) -> int:
         return max(self._epoch[task], 0)
 
-    def _rank_pieces(self, task: str, epoch: int) -> list[tuple[int, int, np.ndarray]]:
-        """This rank's share of a task's pieces (the same every epoch) in ``epoch``'s order, rows shuffled."""
+    def _deal(self, task: str) -> list[tuple[int, int, np.ndarray]]:
+        """This rank's pieces of ``task`` for the whole run: each piece, in a seeded order, to the emptiest rank."""
         pieces = self.index.pieces[task]
         order = np.random.default_rng([self.seed, TASKS.index(task)]).permutation(len(pieces))
         dealt = [pieces[i] for i in order]
         if len(dealt) < self.world_size:  # too few pieces to give every rank one: cut them smaller
             parts = math.ceil(self.world_size / len(dealt))
             dealt = [(f, rg, part) for f, rg, rows in dealt for part in np.array_split(rows, parts) if len(part)]
-        mine = dealt[self.rank::self.world_size]
+        ranks = [(0, r) for r in range(self.world_size)]  # (rows so far, rank): ties go to the lower rank
+        mine = []
+        for piece in dealt:
+            rows, rank = heapq.heappop(ranks)
+            if rank == self.rank:
+                mine.append(piece)
+            heapq.heappush(ranks, (rows + len(piece[2]), rank))
+        return mine
+
+    def rank_pieces(self, task: str, epoch: int) -> list[tuple[int, int, np.ndarray]]:
+        """This rank's share of a task's pieces (the same every epoch) in ``epoch``'s order, rows shuffled."""
+        if task not in self._share:
+            self._share[task] = self._deal(task)
+        mine = self._share[task]
         if not mine:
             raise NoRecordsForRankError(
                 f"task {task!r} has {self.index.records(task)} training records, fewer than the "
@@ -191,7 +209,7 @@ class RankPlan:
             if self.epochs is not None and self._epoch[task] + 1 >= self.epochs:
                 return False
             self._epoch[task] += 1
-            self._queue[task] = self._rank_pieces(task, self._epoch[task])[::-1]
+            self._queue[task] = self.rank_pieces(task, self._epoch[task])[::-1]
         file_no, rg, rows = self._queue[task].pop()
         keys = (np.int64(self.units_made) << KEY_BITS) + np.arange(len(rows), dtype=np.int64)
         self.units_made += 1

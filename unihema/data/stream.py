@@ -154,6 +154,7 @@ class MultiTaskStream:
         # Micro-steps each task has had since the run began; a resumed run replays the
         # schedule and the plan up to where it stopped (no data is read), so counts and order continue.
         self.task_steps: Counter = Counter()
+        self.resume_reads: list = []  # read units a resume must read again (rows still in the windows)
         if start_step:
             self._replay(start_step)
 
@@ -194,6 +195,7 @@ class MultiTaskStream:
         self.task_steps = Counter({t: n for t, n in self.task_steps.items() if n})
         self.step = start_step
         waiting = self.plan.waiting_rows(self.plan.take_pending())
+        self.resume_reads = list(waiting)
         if waiting:
             self._unread.append(waiting)
         log.info("rank %d: data plan replayed to step %d; %d rows still in the shuffle windows are read again",
