@@ -141,8 +141,13 @@ class ShardIterable(torch.utils.data.IterableDataset):
 
 
 def run_dataloader(task, cfg, storage, workers: int) -> tuple[int, float]:
-    loader = torch.utils.data.DataLoader(ShardIterable(task, cfg, storage, cfg.data.batch_size), batch_size=None,
-                                         num_workers=workers, prefetch_factor=2, persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        ShardIterable(task, cfg, storage, cfg.data.batch_size),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2,
+        persistent_workers=False,
+    )
     images, start = 0, time.perf_counter()
     for batch in loader:
         if batch is not None:
@@ -164,8 +169,16 @@ def measure(pipeline: str, task: str, uri: str, preset: str, workers: int, overr
 
     storage = StorageConfig()  # endpoint and credentials come from the AWS_* environment
     # The project's own tokenizer, not the paper's FLAN-T5 (a hub download): the data cost is the same.
-    cfg = load_config(preset, overrides=[f"data.uri={uri}", "data.batch_size=32", "model.text.pretrained=scratch",
-                                         "model.text.vocab_size=512", *overrides])
+    cfg = load_config(
+        preset,
+        overrides=[
+            f"data.uri={uri}",
+            "data.batch_size=32",
+            "model.text.pretrained=scratch",
+            "model.text.vocab_size=512",
+            *overrides,
+        ],
+    )
     if pipeline == "ray_data":
         import ray
 
@@ -174,24 +187,46 @@ def measure(pipeline: str, task: str, uri: str, preset: str, workers: int, overr
         ray.shutdown()
     else:
         images, seconds = run_dataloader(task, cfg, storage, workers)
-    return {"pipeline": pipeline, "task": task, "images": images, "seconds": seconds,
-            "images_per_s": images / seconds, "images_per_s_per_core": images / seconds / workers}
+    return {
+        "pipeline": pipeline,
+        "task": task,
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / seconds,
+        "images_per_s_per_core": images / seconds / workers,
+    }
 
 
 def measure_in_child(pipeline: str, args, uri: str, env: dict) -> dict:
     """One pipeline in a fresh subprocess, its process tree's memory sampled from here."""
     import subprocess
 
-    cmd = [sys.executable, __file__, "--measure", pipeline, "--uri", uri, "--task", args.task,
-           "--preset", args.preset, "--workers", str(args.workers), *args.overrides]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--measure",
+        pipeline,
+        "--uri",
+        uri,
+        "--task",
+        args.task,
+        "--preset",
+        args.preset,
+        "--workers",
+        str(args.workers),
+        *args.overrides,
+    ]
     child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with TreeMemory(child.pid) as memory:
         out, err = child.communicate()
     if child.returncode:
         raise RuntimeError(f"{pipeline} measurement failed (exit {child.returncode}):\n{err[-3000:]}")
-    return {**json.loads(out.strip().splitlines()[-1]),
-            "peak_pss_mb": memory.peak_pss / 2 ** 20, "peak_rss_sum_mb": memory.peak_rss / 2 ** 20,
-            "pss_mb_by_decile": decile_trace(memory.trace)}
+    return {
+        **json.loads(out.strip().splitlines()[-1]),
+        "peak_pss_mb": memory.peak_pss / 2**20,
+        "peak_rss_sum_mb": memory.peak_rss / 2**20,
+        "pss_mb_by_decile": decile_trace(memory.trace),
+    }
 
 
 def decile_trace(trace: list[tuple[float, int]]) -> list[float]:
@@ -202,7 +237,7 @@ def decile_trace(trace: list[tuple[float, int]]) -> list[float]:
     peaks = [0.0] * 10
     for t, pss in trace:
         i = min(9, int(10 * t / end))
-        peaks[i] = max(peaks[i], pss / 2 ** 20)
+        peaks[i] = max(peaks[i], pss / 2**20)
     return [round(p) for p in peaks]
 
 
@@ -246,9 +281,10 @@ def main(argv=None) -> int:
     small, large = sizes[0], sizes[-1]
     summary = {
         "ray_vs_dataloader_images_per_s": {
-            n: by[("ray_data", n)]["images_per_s"] / by[("dataloader", n)]["images_per_s"] for n in sizes},
-        "ray_memory_growth_large_vs_small":
-            by[("ray_data", large)]["peak_pss_mb"] / by[("ray_data", small)]["peak_pss_mb"],
+            n: by[("ray_data", n)]["images_per_s"] / by[("dataloader", n)]["images_per_s"] for n in sizes
+        },
+        "ray_memory_growth_large_vs_small": by[("ray_data", large)]["peak_pss_mb"]
+        / by[("ray_data", small)]["peak_pss_mb"],
         "ray_images_per_s_per_core_large": by[("ray_data", large)]["images_per_s_per_core"],
         "ray_pss_mb_by_decile_large": by[("ray_data", large)]["pss_mb_by_decile"],
     }
@@ -261,19 +297,31 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "overrides": args.overrides,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_avg_at_end": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_avg_at_end": os.getloadavg(),
+        },
         "versions": {"torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version()},
-        "results": results, "summary": summary,
+        "results": results,
+        "summary": summary,
     }
-    path = REPO / "benchmarks" / "results" / (f"data-{os.cpu_count()}cpu-{torch.__version__.split('+')[0]}"
-                                              f"{'-quick' if args.quick else ''}.json")
+    path = (
+        REPO
+        / "benchmarks"
+        / "results"
+        / (f"data-{os.cpu_count()}cpu-{torch.__version__.split('+')[0]}{'-quick' if args.quick else ''}.json")
+    )
     path.write_text(json.dumps(out, indent=1))
-    print("\n| pipeline | records | images/s | images/s/core | peak PSS MB | peak summed RSS MB |\n"
-          "|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| pipeline | records | images/s | images/s/core | peak PSS MB | peak summed RSS MB |\n"
+        "|---|---:|---:|---:|---:|---:|"
+    )
     for r in results:
-        print(f"| {r['pipeline']} | {r['records']} | {r['images_per_s']:.1f} | {r['images_per_s_per_core']:.1f} "
-              f"| {r['peak_pss_mb']:.0f} | {r['peak_rss_sum_mb']:.0f} |")
+        print(
+            f"| {r['pipeline']} | {r['records']} | {r['images_per_s']:.1f} | {r['images_per_s_per_core']:.1f} "
+            f"| {r['peak_pss_mb']:.0f} | {r['peak_rss_sum_mb']:.0f} |"
+        )
     print(json.dumps(summary, indent=1))
     print(f"wrote {path}")
     return 0

@@ -67,23 +67,41 @@ def stage_env(out: Path, rehearse: bool) -> dict:
         except Exception as exc:  # noqa: BLE001 - optional extras: record why not
             return f"not importable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
-    info = {"cuda": describe_cuda(), "python": platform.python_version(),
-            "versions": {m: version(m) for m in ("torch", "triton", "flash_attn", "xformers", "deepspeed", "ray",
-                                                 "transformers", "timm")},
-            "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    info = {
+        "cuda": describe_cuda(),
+        "python": platform.python_version(),
+        "versions": {
+            m: version(m)
+            for m in ("torch", "triton", "flash_attn", "xformers", "deepspeed", "ray", "transformers", "timm")
+        },
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     if on_gpu():
         props = torch.cuda.get_device_properties(0)
-        info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                       "capability": f"{props.major}.{props.minor}", "count": torch.cuda.device_count()}
+        info["gpu"] = {
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "capability": f"{props.major}.{props.minor}",
+            "count": torch.cuda.device_count(),
+        }
         try:
             info["nvidia_smi"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm",
-                 "--format=csv"], capture_output=True, text=True, timeout=20).stdout.strip()
+                [
+                    "nvidia-smi",
+                    "--query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm",
+                    "--format=csv",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError) as exc:
             info["nvidia_smi"] = f"not run: {exc}"
     try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                            text=True, timeout=10).stdout.strip()
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
     info["status"] = "ok"
@@ -92,15 +110,33 @@ def stage_env(out: Path, rehearse: bool) -> dict:
 
 # --------------------------------------------------------------------------- gpu tests
 
-GPU_TEST_FILES = ["tests/ops/test_attention_dispatch.py", "tests/ops/test_msda_triton.py",
-                  "tests/train/test_input_device.py"]
+GPU_TEST_FILES = [
+    "tests/ops/test_attention_dispatch.py",
+    "tests/ops/test_msda_triton.py",
+    "tests/train/test_input_device.py",
+]
 
 
 def stage_gpu_tests(out: Path, rehearse: bool) -> dict:
     """The gpu-marked tests (they skip themselves without CUDA)."""
     xml = out / "gpu_tests.xml"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                           f"--junitxml={xml}", *GPU_TEST_FILES], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={xml}",
+            *GPU_TEST_FILES,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     counts = {}
     if xml.exists():
         text = xml.read_text()
@@ -130,8 +166,11 @@ def stage_kernels(out: Path, rehearse: bool) -> dict:
 
     path = out / "kernels.json"
     argv = ["--out", str(path)]
-    argv += ["--quick", "--threads", "1", "--warmup", "1", "--repeats", "3", "--budget", "0.2"] if rehearse \
+    argv += (
+        ["--quick", "--threads", "1", "--warmup", "1", "--repeats", "3", "--budget", "0.2"]
+        if rehearse
         else ["--warmup", "3", "--repeats", "20", "--budget", "1.0"]
+    )
     kernel_bench.main(argv)
     report = json.loads(path.read_text())
     picks = {}
@@ -139,10 +178,19 @@ def stage_kernels(out: Path, rehearse: bool) -> dict:
         for case, row in report[family].items():
             auto = row["auto"]
             timing = row["backends"].get(auto, {})
-            picks[case] = {"auto": auto, "fwd_bwd_tflops": timing.get("fwd_bwd", {}).get("tflops"),
-                           "x_reference_fwd_bwd": timing.get("fwd_bwd", {}).get("x_reference")}
-    return {"status": "ok", "file": path.name, "dtype": report["dtype"], "matmul_tflops": report["matmul_tflops"],
-            "auto": picks, "targets": report.get("targets")}
+            picks[case] = {
+                "auto": auto,
+                "fwd_bwd_tflops": timing.get("fwd_bwd", {}).get("tflops"),
+                "x_reference_fwd_bwd": timing.get("fwd_bwd", {}).get("x_reference"),
+            }
+    return {
+        "status": "ok",
+        "file": path.name,
+        "dtype": report["dtype"],
+        "matmul_tflops": report["matmul_tflops"],
+        "auto": picks,
+        "targets": report.get("targets"),
+    }
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -183,8 +231,10 @@ def stage_attention_accuracy(out: Path, rehearse: bool) -> dict:
                 inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
                 got = attention(*inputs, scale=scale, backend=check.name, **kw)
                 grads = torch.autograd.grad(got, inputs, grad_out.to(got.dtype))
-                errors = {"out": rel_error(got, ref), **{f"grad_{n}": rel_error(g, r)
-                                                         for n, g, r in zip("qkv", grads, ref_grads)}}
+                errors = {
+                    "out": rel_error(got, ref),
+                    **{f"grad_{n}": rel_error(g, r) for n, g, r in zip("qkv", grads, ref_grads)},
+                }
                 ok = all(e <= tol for e in errors.values())
                 row["backends"][check.name] = {"rel_error": errors, "tolerance": tol, "ok": ok}
                 if not ok:
@@ -222,12 +272,20 @@ def stage_msda_accuracy(out: Path, rehearse: bool) -> dict:
             inputs = [t.detach().clone().requires_grad_() for t in leaves]
             got = ms_deform_attn(inputs[0], shapes, starts, inputs[1], inputs[2], backend="triton")
             grads = torch.autograd.grad(got, inputs, grad_out.to(got.dtype))
-            errors = {"out": rel_error(got, ref), **{f"grad_{n}": rel_error(g, r) for n, g, r in
-                                                     zip(("value", "locations", "weights"), grads, ref_grads)}}
+            errors = {
+                "out": rel_error(got, ref),
+                **{
+                    f"grad_{n}": rel_error(g, r) for n, g, r in zip(("value", "locations", "weights"), grads, ref_grads)
+                },
+            }
             tol = REL_TOL[str(dtype).removeprefix("torch.")]
             ok = all(e <= tol for e in errors.values())
-            results[key] = {"shape": dict(batch=b, levels=levels, queries=lq, heads=h, head_dim=d, points=p),
-                            "rel_error": errors, "tolerance": tol, "ok": ok}
+            results[key] = {
+                "shape": dict(batch=b, levels=levels, queries=lq, heads=h, head_dim=d, points=p),
+                "rel_error": errors,
+                "tolerance": tol,
+                "ok": ok,
+            }
             if not ok:
                 failures.append(key)
     status = "ok" if not failures else f"failed: beyond tolerance: {', '.join(failures)}"
@@ -309,10 +367,16 @@ def stage_model(out: Path, rehearse: bool) -> dict:
             failures.append(f"{task}: out of memory")
         results[task] = row
     status = "ok" if not failures else f"failed: {'; '.join(failures)}"
-    return {"status": status, "preset": preset, "device": device.type, "precision": "bf16 autocast, fp32 weights",
-            "peak_bf16_tflops": peak, "parameters": sum(p.numel() for p in model.parameters()),
-            "note": "forward+backward without the optimizer step (its states are not in peak memory)",
-            "tasks": results}
+    return {
+        "status": status,
+        "preset": preset,
+        "device": device.type,
+        "precision": "bf16 autocast, fp32 weights",
+        "peak_bf16_tflops": peak,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "note": "forward+backward without the optimizer step (its states are not in peak memory)",
+        "tasks": results,
+    }
 
 
 # --------------------------------------------------------------------------- pretrain
@@ -326,30 +390,65 @@ def stage_pretrain(out: Path, rehearse: bool) -> dict:
     first, total = (2, 3) if rehearse else (10, 20)
     cpus = 1 if rehearse else max(1, min(8, (os.cpu_count() or 2) // 2))
     # Offline: random weights stand in for a checkpoint (the paper's freezing kept); the stage checks the path.
-    common = ["--preset", preset, "model.backbone.pretrained=checkpoint", "model.text.pretrained=checkpoint",
-              f"data.uri={work / 'data'}", "data.synthetic_records=96", f"storage.run_uri={work / 'runs'}",
-              "storage.embedded=false", "run_name=session", "train.num_workers=1", f"train.cpus_per_worker={cpus}",
-              f"train.use_gpu={'true' if on_gpu() else 'false'}", "train.precision=bf16", "train.log_every=1",
-              f"train.checkpoint_every={first}", f"train.val_every={first}", "train.val_batches=1",
-              "train.warmup_steps=2", "train.max_failures=0"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               RAY_USAGE_STATS_ENABLED="0", UNIHEMA_CHECK_COLLECTIVE_DEVICES="1")
+    common = [
+        "--preset",
+        preset,
+        "model.backbone.pretrained=checkpoint",
+        "model.text.pretrained=checkpoint",
+        f"data.uri={work / 'data'}",
+        "data.synthetic_records=96",
+        f"storage.run_uri={work / 'runs'}",
+        "storage.embedded=false",
+        "run_name=session",
+        "train.num_workers=1",
+        f"train.cpus_per_worker={cpus}",
+        f"train.use_gpu={'true' if on_gpu() else 'false'}",
+        "train.precision=bf16",
+        "train.log_every=1",
+        f"train.checkpoint_every={first}",
+        f"train.val_every={first}",
+        "train.val_batches=1",
+        "train.warmup_steps=2",
+        "train.max_failures=0",
+    ]
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_USAGE_STATS_ENABLED="0",
+        UNIHEMA_CHECK_COLLECTIVE_DEVICES="1",
+    )
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     runs = []
     for phase, steps, extra in (("train", first, ["--no-export"]), ("resume", total, [])):
         log = work / f"{phase}.log"
         start = time.perf_counter()
         with log.open("w") as fh:
-            proc = subprocess.run([sys.executable, "-m", "unihema.pretrain", *common, f"train.max_steps={steps}",
-                                   *extra], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            proc = subprocess.run(
+                [sys.executable, "-m", "unihema.pretrain", *common, f"train.max_steps={steps}", *extra],
+                cwd=REPO,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
         text = log.read_text()
         losses = {int(s): float(v) for s, v in re.findall(r"\[unihema\] step (\d+)/\d+ loss=(\S+)", text)}
-        runs.append({"phase": phase, "returncode": proc.returncode, "seconds": round(time.perf_counter() - start, 1),
-                     "losses": losses, "log": str(log.relative_to(out)),
-                     "resumed": bool(re.search(rf"resumed from the checkpoint at step {first}\b", text))})
+        runs.append(
+            {
+                "phase": phase,
+                "returncode": proc.returncode,
+                "seconds": round(time.perf_counter() - start, 1),
+                "losses": losses,
+                "log": str(log.relative_to(out)),
+                "resumed": bool(re.search(rf"resumed from the checkpoint at step {first}\b", text)),
+            }
+        )
         if proc.returncode != 0:
-            return {"status": f"failed: {phase} run exited {proc.returncode} (see {log.relative_to(out)})",
-                    "runs": runs, "log_tail": text.splitlines()[-20:]}
+            return {
+                "status": f"failed: {phase} run exited {proc.returncode} (see {log.relative_to(out)})",
+                "runs": runs,
+                "log_tail": text.splitlines()[-20:],
+            }
     status_file = work / "runs" / "session" / "status.json"
     status = json.loads(status_file.read_text()) if status_file.exists() else {}
     problems = []
@@ -363,9 +462,14 @@ def stage_pretrain(out: Path, rehearse: bool) -> dict:
         problems.append("non-finite logged loss")
     if not (work / "runs" / "session" / "export" / "model.safetensors").exists():
         problems.append("no export")
-    return {"status": "ok" if not problems else f"failed: {'; '.join(problems)}", "preset": preset,
-            "steps": {"first": first, "total": total}, "runs": runs, "validation": status.get("validation"),
-            "precision": status.get("precision")}
+    return {
+        "status": "ok" if not problems else f"failed: {'; '.join(problems)}",
+        "preset": preset,
+        "steps": {"first": first, "total": total},
+        "runs": runs,
+        "validation": status.get("validation"),
+        "precision": status.get("precision"),
+    }
 
 
 # --------------------------------------------------------------------------- summary
@@ -393,22 +497,34 @@ def summarize(out: Path, rehearse: bool) -> dict:
             entry.update(seconds=ended.get("seconds"), limit_s=ended.get("limit_s"))
         entry["result"] = f"stages/{stage}.json" if result is not None else None
         stages[stage] = entry
-    summary = {"mode": "rehearse (CPU, tiny shapes)" if rehearse else "gpu",
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "all_ok": all(s["status"] == "ok" or s["status"].startswith("skipped") for s in stages.values()),
-               "stages": stages}
+    summary = {
+        "mode": "rehearse (CPU, tiny shapes)" if rehearse else "gpu",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "all_ok": all(s["status"] == "ok" or s["status"].startswith("skipped") for s in stages.values()),
+        "stages": stages,
+    }
     env_file = out / "stages" / "env.json"
     if env_file.exists():
         env = json.loads(env_file.read_text())
-        summary["environment"] = {"gpu": env.get("gpu"), "cuda": env.get("cuda"), "versions": env.get("versions"),
-                                  "git_commit": env.get("git_commit")}
+        summary["environment"] = {
+            "gpu": env.get("gpu"),
+            "cuda": env.get("cuda"),
+            "versions": env.get("versions"),
+            "git_commit": env.get("git_commit"),
+        }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-STAGE_FUNCTIONS = {"env": stage_env, "gpu_tests": stage_gpu_tests, "kernels": stage_kernels,
-                   "attention_accuracy": stage_attention_accuracy, "msda_accuracy": stage_msda_accuracy,
-                   "model": stage_model, "pretrain": stage_pretrain}
+STAGE_FUNCTIONS = {
+    "env": stage_env,
+    "gpu_tests": stage_gpu_tests,
+    "kernels": stage_kernels,
+    "attention_accuracy": stage_attention_accuracy,
+    "msda_accuracy": stage_msda_accuracy,
+    "model": stage_model,
+    "pretrain": stage_pretrain,
+}
 
 
 def main(argv=None) -> int:
@@ -429,8 +545,10 @@ def main(argv=None) -> int:
     try:
         result = STAGE_FUNCTIONS[args.stage](args.out, args.rehearse)
     except Exception as exc:  # noqa: BLE001 - the stage's verdict is the record, the shell goes on
-        result = {"status": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                  "traceback": traceback.format_exc().splitlines()[-25:]}
+        result = {
+            "status": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            "traceback": traceback.format_exc().splitlines()[-25:],
+        }
     write_stage(args.out, args.stage, result)
     print(f"{args.stage}: {result['status']}")
     return 0 if result["status"] == "ok" or result["status"].startswith("skipped") else 1

@@ -51,11 +51,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from unihema.ops import (  # noqa: E402 - needs the repo on sys.path when run as a script
+    attention,
     check_attention_backends,
     check_ms_deform_attn_backends,
     choose_attention_backend,
     choose_ms_deform_attn_backend,
-    attention,
     ms_deform_attn,
 )
 
@@ -114,8 +114,13 @@ def make_msda(batch, levels, queries, heads, dim, points, device, dtype, seed=0)
     value = torch.randn(batch, int(sizes.sum()), heads, dim, generator=gen)
     locations = torch.rand(batch, queries, heads, len(levels), points, 2, generator=gen)
     weights = torch.rand(batch, queries, heads, len(levels), points, generator=gen).softmax(-1)
-    return [value.to(device, dtype), shapes.to(device), starts.to(device),
-            locations.to(device, dtype), weights.to(device, dtype)]
+    return [
+        value.to(device, dtype),
+        shapes.to(device),
+        starts.to(device),
+        locations.to(device, dtype),
+        weights.to(device, dtype),
+    ]
 
 
 # --------------------------------------------------------------------------- measuring
@@ -270,8 +275,13 @@ def bench_attention(device, dtype, args, log):
     for name, (b, lq, lk, h, d, padding, bias, scale, note) in attention_cases(args.quick).items():
         (q, k, v), kw = make_attention(b, lq, lk, h, d, padding, bias, device, dtype)
         checks = check_attention_backends(q, k, v, scale=scale, **kw)
-        case = {"shape": dict(batch=b, q_len=lq, kv_len=lk, heads=h, head_dim=d), "mask": sorted(kw), "note": note,
-                "auto": choose_attention_backend(q, k, v, **kw), "backends": {}}
+        case = {
+            "shape": dict(batch=b, q_len=lq, kv_len=lk, heads=h, head_dim=d),
+            "mask": sorted(kw),
+            "note": note,
+            "auto": choose_attention_backend(q, k, v, **kw),
+            "backends": {},
+        }
         makers = {}
         for check in checks:
             if not check.ok:
@@ -293,8 +303,12 @@ def bench_msda(device, dtype, args, log):
     results = {}
     for name, (b, levels, lq, h, d, p, note) in msda_cases(args.quick).items():
         inputs = make_msda(b, levels, lq, h, d, p, device, dtype)
-        case = {"shape": dict(batch=b, levels=levels, queries=lq, heads=h, head_dim=d, points=p), "note": note,
-                "auto": choose_ms_deform_attn_backend(*inputs), "backends": {}}
+        case = {
+            "shape": dict(batch=b, levels=levels, queries=lq, heads=h, head_dim=d, points=p),
+            "note": note,
+            "auto": choose_ms_deform_attn_backend(*inputs),
+            "backends": {},
+        }
         makers = {}
         for check in check_ms_deform_attn_backends(*inputs):
             if not check.ok:
@@ -328,8 +342,13 @@ def evaluate_targets(report):
         for name in ("qformer_image", "encoder_dense"):
             row = auto_row(att[name])
             if "fwd" not in row:
-                targets.append(dict(target=f"GPU {name}: auto >= 50% bf16 matmul and >= 3x math", met=False,
-                                    detail=row.get("skipped", "no result")))
+                targets.append(
+                    dict(
+                        target=f"GPU {name}: auto >= 50% bf16 matmul and >= 3x math",
+                        met=False,
+                        detail=row.get("skipped", "no result"),
+                    )
+                )
                 continue
             frac = row["fwd_bwd"]["tflops"] / rate
             math_row = att[name]["backends"].get("math", {})
@@ -338,29 +357,56 @@ def evaluate_targets(report):
             else:
                 xs = [row[m].get("x_reference", 0.0) for m in ("fwd", "fwd_bwd")]
                 fast, vs_math = min(xs) >= 3, "x math fwd {:.2f}, fwd+bwd {:.2f}".format(*xs)
-            targets.append(dict(target=f"GPU {name}: auto >= 50% bf16 matmul and >= 3x math", met=frac >= 0.5 and fast,
-                                detail=f"{att[name]['auto']}: {frac:.0%} of matmul (fwd+bwd), {vs_math}"))
+            targets.append(
+                dict(
+                    target=f"GPU {name}: auto >= 50% bf16 matmul and >= 3x math",
+                    met=frac >= 0.5 and fast,
+                    detail=f"{att[name]['auto']}: {frac:.0%} of matmul (fwd+bwd), {vs_math}",
+                )
+            )
         for name, case in msda.items():
             tri, ref = case["backends"].get("triton", {}), case["backends"].get("reference", {})
             if "fwd_bwd" not in tri or "fwd_bwd" not in ref:
-                targets.append(dict(target=f"GPU {name}: triton >= 3x reference fwd+bwd, lower peak memory",
-                                    met=False, detail=tri.get("skipped") or ref.get("skipped") or "no result"))
+                targets.append(
+                    dict(
+                        target=f"GPU {name}: triton >= 3x reference fwd+bwd, lower peak memory",
+                        met=False,
+                        detail=tri.get("skipped") or ref.get("skipped") or "no result",
+                    )
+                )
                 continue
             x = tri["fwd_bwd"]["x_reference"]
             lower = tri["fwd_bwd"]["peak_mib"] < ref["fwd_bwd"]["peak_mib"]
-            targets.append(dict(target=f"GPU {name}: triton >= 3x reference fwd+bwd, lower peak memory",
-                                met=x >= 3 and lower,
-                                detail=f"x{x:.2f}, peak {tri['fwd_bwd']['peak_mib']:.0f} vs "
-                                       f"{ref['fwd_bwd']['peak_mib']:.0f} MiB"))
+            targets.append(
+                dict(
+                    target=f"GPU {name}: triton >= 3x reference fwd+bwd, lower peak memory",
+                    met=x >= 3 and lower,
+                    detail=f"x{x:.2f}, peak {tri['fwd_bwd']['peak_mib']:.0f} vs {ref['fwd_bwd']['peak_mib']:.0f} MiB",
+                )
+            )
     else:
-        targets.append(dict(target="H100: auto for encoder/Q-Former shapes >= 50% bf16 matmul and >= 3x math",
-                            met=None, detail=NO_GPU))
-        targets.append(dict(target="H100: Triton MSDA >= 3x reference fwd+bwd with lower peak memory",
-                            met=None, detail=NO_GPU))
-        worst = min((auto_row(case)[mode]["x_reference"], f"{name} {mode}")
-                    for name, case in att.items() for mode in ("fwd", "fwd_bwd"))
-        targets.append(dict(target="CPU: attention auto never slower than math", met=worst[0] >= 1.0,
-                            detail=f"lowest speed-up of auto over math x{worst[0]:.2f} ({worst[1]})"))
+        targets.append(
+            dict(
+                target="H100: auto for encoder/Q-Former shapes >= 50% bf16 matmul and >= 3x math",
+                met=None,
+                detail=NO_GPU,
+            )
+        )
+        targets.append(
+            dict(target="H100: Triton MSDA >= 3x reference fwd+bwd with lower peak memory", met=None, detail=NO_GPU)
+        )
+        worst = min(
+            (auto_row(case)[mode]["x_reference"], f"{name} {mode}")
+            for name, case in att.items()
+            for mode in ("fwd", "fwd_bwd")
+        )
+        targets.append(
+            dict(
+                target="CPU: attention auto never slower than math",
+                met=worst[0] >= 1.0,
+                detail=f"lowest speed-up of auto over math x{worst[0]:.2f} ({worst[1]})",
+            )
+        )
     return targets
 
 
@@ -383,6 +429,7 @@ def environment(device, args):
                 name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
+
     def git(*cmd):
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -392,8 +439,13 @@ def environment(device, args):
         commit = None
     return {
         "device": {"type": device.type, "name": name, "cpu_threads": torch.get_num_threads()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "triton": version("triton"),
-                     "flash_attn": version("flash_attn"), "xformers": version("xformers")},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "triton": version("triton"),
+            "flash_attn": version("flash_attn"),
+            "xformers": version("xformers"),
+        },
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
         "git_commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -465,8 +517,9 @@ def main(argv=None):
     report["dtype"] = str(dtype).removeprefix("torch.")
     size = 1024 if args.quick else 8192
     report["matmul_size"] = size
-    report["matmul_tflops"] = {str(dt).removeprefix("torch."): matmul_tflops(device, dt, size, args)
-                               for dt in (torch.bfloat16, torch.float32)}
+    report["matmul_tflops"] = {
+        str(dt).removeprefix("torch."): matmul_tflops(device, dt, size, args) for dt in (torch.bfloat16, torch.float32)
+    }
     report["attention"] = bench_attention(device, dtype, args, log)
     report["ms_deform_attn"] = bench_msda(device, dtype, args, log)
     report["targets"] = evaluate_targets(report)
@@ -478,8 +531,10 @@ def main(argv=None):
     out = args.out or REPO / "benchmarks" / "results" / f"kernels-{device_slug}-{torch_version}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{report['device']['name']} ({device.type}, {report['dtype']}), torch {torch.__version__}, "
-          f"triton {report['versions']['triton']}; {report['command']}; {report['seconds']} s\n")
+    print(
+        f"{report['device']['name']} ({device.type}, {report['dtype']}), torch {torch.__version__}, "
+        f"triton {report['versions']['triton']}; {report['command']}; {report['seconds']} s\n"
+    )
     print(table(report))
     print(f"\nwrote {os.path.relpath(out, Path.cwd())}")
 

@@ -44,8 +44,9 @@ from unihema.config import StorageConfig, load_config  # noqa: E402
 from unihema.evaluation.evaluators import CHANCE, HEADLINE  # noqa: E402
 
 
-def decode_batches(cfg, batches_per_task: int, val_batches: int, data_uri: str | None = None
-                   ) -> dict[tuple[str, str], list[dict]]:
+def decode_batches(
+    cfg, batches_per_task: int, val_batches: int, data_uri: str | None = None
+) -> dict[tuple[str, str], list[dict]]:
     """Decode each task's batches once: from converted shards at ``data_uri`` (a local folder
     written by ``python -m data_prep convert``), else from the preset's synthetic dataset
     generated into a temporary folder. Tasks without records in a split are left out."""
@@ -59,9 +60,14 @@ def decode_batches(cfg, batches_per_task: int, val_batches: int, data_uri: str |
             cfg.data.uri = data_uri
         else:
             cfg.data.uri = str(Path(tmp) / "data")
-            generate_dataset(cfg.data.synthetic_records, cfg.data.uri, seed=cfg.data.synthetic_seed,
-                             image_size=cfg.data.synthetic_image_size, fov_width_um=cfg.data.synthetic_fov_width_um,
-                             progress=False)
+            generate_dataset(
+                cfg.data.synthetic_records,
+                cfg.data.uri,
+                seed=cfg.data.synthetic_seed,
+                image_size=cfg.data.synthetic_image_size,
+                fov_width_um=cfg.data.synthetic_fov_width_um,
+                progress=False,
+            )
         for split, count in (("train", batches_per_task), ("val", val_batches)):
             for task in tasks:
                 batches = list(local_task_batches(task, split, cfg, StorageConfig(), max_batches=count))
@@ -113,8 +119,11 @@ def train(model, cfg, cache: dict, steps: int) -> dict:
         last_loss[task] = float(losses[f"loss_{task}"].detach())
         if (step + 1) % max(1, cfg.train.log_every) == 0:
             print(f"step {step + 1}/{steps} " + " ".join(f"{t}={v:.3f}" for t, v in last_loss.items()), flush=True)
-    return {t: {"steps": used[t], "s_per_step": round(seconds[t] / used[t], 3), "last_loss": round(last_loss[t], 4)}
-            for t in tasks if used[t]}
+    return {
+        t: {"steps": used[t], "s_per_step": round(seconds[t] / used[t], 3), "last_loss": round(last_loss[t], 4)}
+        for t in tasks
+        if used[t]
+    }
 
 
 def evaluate(model, cfg, cache: dict) -> dict:
@@ -128,8 +137,12 @@ def evaluate(model, cfg, cache: dict) -> dict:
             continue
         metric = evaluate_batches(model, task, iter(cache[("val", task)]), tokenizer)
         values = metric.compute()
-        results[task] = {"metric": HEADLINE[task], "value": values.get(HEADLINE[task]),
-                         "chance": values.get(CHANCE[task]), "count": values.get("count")}
+        results[task] = {
+            "metric": HEADLINE[task],
+            "value": values.get(HEADLINE[task]),
+            "chance": values.get(CHANCE[task]),
+            "count": values.get("count"),
+        }
     return results
 
 
@@ -138,13 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default=None, help="named preset (default: the config file's own, else demo)")
     p.add_argument("--config", action="append", default=[], help="YAML config file(s) over the preset")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's train.max_steps)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="batch per step (default: the preset's data.batch_size x train.num_workers, the global batch)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batch per step (default: the preset's data.batch_size x train.num_workers, the global batch)",
+    )
     p.add_argument("--batches-per-task", type=int, default=110, help="train batches decoded per task (then reused)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--data", default=None,
-                   help="converted shards to probe on (a local folder from `python -m data_prep convert`); "
-                        "default: the preset's synthetic dataset")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="converted shards to probe on (a local folder from `python -m data_prep convert`); "
+        "default: the preset's synthetic dataset",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
     args = p.parse_args(argv)
@@ -169,23 +189,42 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.perf_counter() - start
     results = evaluate(model, cfg, cache)
 
-    print(f"\n{args.preset}: {steps} steps of batch {cfg.data.batch_size} in {train_s:.0f} s "
-          f"(decoding {decode_s:.0f} s), torch threads {torch.get_num_threads()}")
+    print(
+        f"\n{args.preset}: {steps} steps of batch {cfg.data.batch_size} in {train_s:.0f} s "
+        f"(decoding {decode_s:.0f} s), torch threads {torch.get_num_threads()}"
+    )
     print(f"{'task':15s} {'steps':>5s} {'s/step':>7s} {'metric':>10s} {'value':>7s} {'chance':>7s}")
     for task, r in results.items():
         t = per_task.get(task, {})
-        print(f"{task:15s} {t.get('steps', 0):5d} {t.get('s_per_step', 0):7.3f} {r['metric']:>10s} "
-              f"{r['value'] if r['value'] is not None else float('nan'):7.3f} "
-              f"{r['chance'] if r['chance'] is not None else float('nan'):7.3f}")
+        print(
+            f"{task:15s} {t.get('steps', 0):5d} {t.get('s_per_step', 0):7.3f} {r['metric']:>10s} "
+            f"{r['value'] if r['value'] is not None else float('nan'):7.3f} "
+            f"{r['chance'] if r['chance'] is not None else float('nan'):7.3f}"
+        )
     out = Path(args.out or REPO / "benchmarks" / "results" / f"learn-{args.preset}-{steps}steps.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__},
-        "preset": args.preset, "data": args.data or "synthetic", "overrides": args.overrides, "steps": steps,
-        "batch_size": cfg.data.batch_size,
-        "train_s": round(train_s, 1), "decode_s": round(decode_s, 1), "per_task": per_task, "validation": results,
-    }, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "machine": {
+                    "cpus": torch.get_num_threads(),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                },
+                "preset": args.preset,
+                "data": args.data or "synthetic",
+                "overrides": args.overrides,
+                "steps": steps,
+                "batch_size": cfg.data.batch_size,
+                "train_s": round(train_s, 1),
+                "decode_s": round(decode_s, 1),
+                "per_task": per_task,
+                "validation": results,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -59,11 +59,13 @@ def make_batch(cfg, tokenizer, task: str, batch: int, device, boxes: int, seed: 
     for _ in range(batch):
         xy = torch.rand(boxes, 2, generator=g) * 0.6 + 0.2
         wh = torch.rand(boxes, 2, generator=g) * 0.1 + 0.05
-        targets.append({
-            "labels": torch.randint(0, 29, (boxes,), generator=g).to(device),
-            "boxes": torch.cat([xy, wh], 1).to(device),
-            "morphology": torch.randint(0, 2, (boxes, 6), generator=g).to(device),
-        })
+        targets.append(
+            {
+                "labels": torch.randint(0, 29, (boxes,), generator=g).to(device),
+                "boxes": torch.cat([xy, wh], 1).to(device),
+                "morphology": torch.randint(0, 2, (boxes, 6), generator=g).to(device),
+            }
+        )
     prompts = ["what type of cell is this? describe its nucleus, chromatin and cytoplasm."] * batch
     prompt_ids, prompt_mask = tokenizer.encode(prompts, 24)
     labels, label_mask = tokenizer.encode(["a segmented neutrophil with coarse chromatin"] * batch, 12)
@@ -154,8 +156,12 @@ def _cpu_name() -> str:
 
 def environment(device) -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=False).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         commit = None
     info = {"type": device.type, "cpu_threads": torch.get_num_threads()}
@@ -168,24 +174,33 @@ def environment(device) -> dict:
 
     return {
         "device": info,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-                     "transformers": transformers.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "transformers": transformers.__version__,
+        },
         "git_commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def table(report: dict) -> str:
-    lines = [f"model benchmark, preset {report['preset']} on {report['device']['name']} ({report['dtype']})", "",
-             "| task | batch | image | fwd ms | fwd+bwd ms | fwd+bwd CPU ms | images/s | peak GiB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"model benchmark, preset {report['preset']} on {report['device']['name']} ({report['dtype']})",
+        "",
+        "| task | batch | image | fwd ms | fwd+bwd ms | fwd+bwd CPU ms | images/s | peak GiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for task, r in report["tasks"].items():
         if "skipped" in r:
             lines.append(f"| {task} | | | {r['skipped']} | | | | |")
             continue
         peak = f"{r['fwd_bwd_peak_gib']:.2f}" if "fwd_bwd_peak_gib" in r else "-"
-        lines.append(f"| {task} | {r['batch']} | {r['image'][0]}x{r['image'][1]} | {r['fwd_ms']:.1f} | "
-                     f"{r['fwd_bwd_ms']:.1f} | {r['fwd_bwd_cpu_ms']:.1f} | {r['images_per_s']:.2f} | {peak} |")
+        lines.append(
+            f"| {task} | {r['batch']} | {r['image'][0]}x{r['image'][1]} | {r['fwd_ms']:.1f} | "
+            f"{r['fwd_bwd_ms']:.1f} | {r['fwd_bwd_cpu_ms']:.1f} | {r['images_per_s']:.2f} | {peak} |"
+        )
     return "\n".join(lines)
 
 
@@ -196,8 +211,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=0, help="images per batch (default: the preset's, max 2 on GPU)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="auto = bf16 autocast on CUDA, fp32 elsewhere")
+    parser.add_argument(
+        "--dtype", choices=("auto", "fp32", "bf16"), default="auto", help="auto = bf16 autocast on CUDA, fp32 elsewhere"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None)
@@ -212,9 +228,13 @@ def main(argv=None) -> int:
     # Offline: random weights stand in for a checkpoint (the paper's freezing kept); only speed is measured.
     cfg.model.backbone.pretrained = "checkpoint"
     cfg.model.text.pretrained = "checkpoint"
-    report = {**environment(device), "preset": args.preset, "dtype": str(dtype).removeprefix("torch."),
-              "command": "python benchmarks/model_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "tasks": {}}
+    report = {
+        **environment(device),
+        "preset": args.preset,
+        "dtype": str(dtype).removeprefix("torch."),
+        "command": "python benchmarks/model_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "tasks": {},
+    }
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.preset == "paper" and device.type != "cuda":
         report["tasks"] = {t: {"skipped": NO_GPU} for t in tasks}

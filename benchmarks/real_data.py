@@ -38,8 +38,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "benchmarks" / "recipes"
 TASKS = ("detection", "classification", "segmentation", "morphology", "vqa", "mlm")
-HEADLINE = {"detection": "map50", "classification": "accuracy", "segmentation": "dice", "morphology": "macro_f1",
-            "vqa": "exact_match", "mlm": "token_accuracy"}
+HEADLINE = {
+    "detection": "map50",
+    "classification": "accuracy",
+    "segmentation": "dice",
+    "morphology": "macro_f1",
+    "vqa": "exact_match",
+    "mlm": "token_accuracy",
+}
 
 # name -> (data_prep registry name, folder under the shared datasets, recipe file, full / quick steps)
 DATASETS = {
@@ -61,8 +67,10 @@ def run(cmd: list[str], log_file: Path, env: dict) -> float:
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         tail = log_file.read_text().splitlines()[-40:]
-        raise SystemExit(f"command failed (exit {proc.returncode}) after {elapsed:.0f} s; last lines of "
-                         f"{log_file}:\n" + "\n".join(tail))
+        raise SystemExit(
+            f"command failed (exit {proc.returncode}) after {elapsed:.0f} s; last lines of "
+            f"{log_file}:\n" + "\n".join(tail)
+        )
     return elapsed
 
 
@@ -89,9 +97,15 @@ def learning_curve(train_log: Path) -> list[dict]:
         if not match or int(match.group(1)) in seen:  # Ray prints a worker's line more than once
             continue
         seen.add(int(match.group(1)))
-        curve.append({"step": int(match.group(1)), "tasks": {
-            task: {"metric": metric, "value": float(value), "chance": float(chance), "task_steps": int(steps)}
-            for task, metric, value, chance, steps in VALIDATION_ITEM.findall(match.group(2))}})
+        curve.append(
+            {
+                "step": int(match.group(1)),
+                "tasks": {
+                    task: {"metric": metric, "value": float(value), "chance": float(chance), "task_steps": int(steps)}
+                    for task, metric, value, chance, steps in VALIDATION_ITEM.findall(match.group(2))
+                },
+            }
+        )
     return curve
 
 
@@ -109,10 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a few steps per dataset (smoke test)")
     p.add_argument("--datasets", default="pbc,bccd", help="comma-separated subset of " + ", ".join(DATASETS))
-    p.add_argument("--shared", type=Path, default=None, help="folder holding bccd/ and pbc_wbcatt/ "
-                   "(default: $UNIHEMA_SHARED_DATASETS, else ../shared/datasets)")
-    p.add_argument("--work", type=Path, default=None, help="where shards, runs and evaluations go "
-                   "(default: .cache/real-data-<mode>)")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        default=None,
+        help="folder holding bccd/ and pbc_wbcatt/ (default: $UNIHEMA_SHARED_DATASETS, else ../shared/datasets)",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="where shards, runs and evaluations go (default: .cache/real-data-<mode>)",
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps per dataset (default: the recipe's)")
     p.add_argument("--init-from", default="", help="fine-tune from this run/export (model.init_from)")
     p.add_argument("--splits", default="val,test", help="held-out splits to evaluate")
@@ -129,14 +151,21 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown datasets {unknown}; choose from {sorted(DATASETS)}")
     missing = [DATASETS[n][1] for n in names if not (shared / DATASETS[n][1]).is_dir()]
     if missing:
-        print(f"the real datasets {missing} are not under {shared}: set --shared or UNIHEMA_SHARED_DATASETS",
-              file=sys.stderr)
+        print(
+            f"the real datasets {missing} are not under {shared}: set --shared or UNIHEMA_SHARED_DATASETS",
+            file=sys.stderr,
+        )
         return 2
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo",
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
     py = sys.executable
     total_start = time.perf_counter()
     results: dict = {}
@@ -146,15 +175,30 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.steps or (quick_steps if args.quick else full_steps)
         data_dir, run_root = work / "data" / name, work / "runs"
         entry: dict = {"recipe": f"benchmarks/recipes/{recipe}", "steps": steps}
-        cmd = [py, "-m", "data_prep", "convert", registry, "--src", str(shared / folder), "--out", str(data_dir),
-               "--no-progress"]
+        cmd = [
+            py,
+            "-m",
+            "data_prep",
+            "convert",
+            registry,
+            "--src",
+            str(shared / folder),
+            "--out",
+            str(data_dir),
+            "--no-progress",
+        ]
         commands.append(" ".join(cmd))
         entry["convert_s"] = round(run(cmd, work / f"convert-{name}.log", env), 1)
         present = tasks_with_records(data_dir)
         entry["train_records"] = present
         mix = [f"data.mix.{t}=0" for t in TASKS if t not in present]
-        overrides = [f"data.uri={data_dir}", f"storage.run_uri={run_root}", f"run_name={name}",
-                     f"train.max_steps={steps}", *mix]
+        overrides = [
+            f"data.uri={data_dir}",
+            f"storage.run_uri={run_root}",
+            f"run_name={name}",
+            f"train.max_steps={steps}",
+            *mix,
+        ]
         if args.quick:
             overrides += ["train.val_batches=2", f"train.checkpoint_every={steps}", "train.log_every=2"]
         if args.init_from:
@@ -170,28 +214,50 @@ def main(argv: list[str] | None = None) -> int:
         export = run_root / name / "export"
         for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
             out_dir = work / "eval" / f"{name}-{split}"
-            cmd = [py, "-m", "unihema.evaluate", "--checkpoint", str(export), "--data", str(data_dir),
-                   "--split", split, "--out", str(out_dir), "--no-plots", "--device", "cpu"]
+            cmd = [
+                py,
+                "-m",
+                "unihema.evaluate",
+                "--checkpoint",
+                str(export),
+                "--data",
+                str(data_dir),
+                "--split",
+                split,
+                "--out",
+                str(out_dir),
+                "--no-plots",
+                "--device",
+                "cpu",
+            ]
             if args.quick:
                 cmd += ["--max-batches", "2", "--probe-max-batches", "2"]
             commands.append(" ".join(cmd))
             entry[f"eval_{split}_s"] = round(run(cmd, work / f"eval-{name}-{split}.log", env), 1)
             metrics = json.loads((out_dir / "metrics.json").read_text())
-            entry[split] = {"headline": headline(metrics["tasks"]), "tasks": metrics["tasks"],
-                            "skipped": metrics.get("skipped")}
+            entry[split] = {
+                "headline": headline(metrics["tasks"]),
+                "tasks": metrics["tasks"],
+                "skipped": metrics.get("skipped"),
+            }
         results[name] = entry
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=REPO)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=REPO
+    )
     import torch
 
     report = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "mode": mode, "commit": commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
+        "mode": mode,
+        "commit": commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
-        "wall_s": round(time.perf_counter() - total_start, 1), "init_from": args.init_from or None,
-        "overrides": args.overrides, "commands": commands, "datasets": results,
+        "wall_s": round(time.perf_counter() - total_start, 1),
+        "init_from": args.init_from or None,
+        "overrides": args.overrides,
+        "commands": commands,
+        "datasets": results,
     }
     out = args.out or REPO / "benchmarks" / "results" / f"real-data-{mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -207,15 +273,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:8s} {split:5s} {task:15s} {h['metric']:14s} {h['value']:7.3f} {chance:7.3f} {steps:6d}")
             vqa = (entry.get(split) or {}).get("tasks", {}).get("vqa", {})
             if "closed_accuracy" in vqa:
-                print(f"{name:8s} {split:5s} {'vqa':15s} {'closed_acc':14s} {vqa['closed_accuracy']:7.3f} "
-                      f"{vqa['chance_closed_accuracy']:7.3f}")
+                print(
+                    f"{name:8s} {split:5s} {'vqa':15s} {'closed_acc':14s} {vqa['closed_accuracy']:7.3f} "
+                    f"{vqa['chance_closed_accuracy']:7.3f}"
+                )
             det = (entry.get(split) or {}).get("tasks", {}).get("detection", {})
             for cls, v in (det.get("per_class") or {}).items():
                 print(f"{name:8s} {split:5s} {'  AP50 ' + cls:15s} {'ap50':14s} {v['ap50']:7.3f}")
     for name, entry in results.items():
         for point in entry.get("learning_curve", []):
-            print(f"{name:8s} val at step {point['step']:4d}: " + ", ".join(
-                f"{t} {v['value']:.3f} ({v['task_steps']} steps)" for t, v in point["tasks"].items()))
+            print(
+                f"{name:8s} val at step {point['step']:4d}: "
+                + ", ".join(f"{t} {v['value']:.3f} ({v['task_steps']} steps)" for t, v in point["tasks"].items())
+            )
     print(f"wrote {out}")
     return 0
 

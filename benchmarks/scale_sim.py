@@ -56,10 +56,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from data_bench import TreeMemory, decile_trace  # noqa: E402
 
-from unihema.config import TASKS, load_config  # noqa: E402
+from unihema.config import (  # noqa: E402
+    TASKS,
+    StorageConfig,  # noqa: E402
+    load_config,
+)
 from unihema.data.plan import RankPlan, build_shard_index  # noqa: E402
 from unihema.data.stream import WeightedRoundRobin, task_weights  # noqa: E402
-from unihema.config import StorageConfig  # noqa: E402
 from unihema.storage import EmbeddedS3, open_filesystem, parse_uri  # noqa: E402
 
 CORPUS_RECORDS = 700_000
@@ -102,12 +105,19 @@ def write_corpus(uri: str, storage: StorageConfig, sizes: dict, image_size: int,
     for source, (n, tasks) in sizes.items():
         usable = [(t, [x for x in t["tasks"] if x in tasks]) for t in pool]
         usable = [(t, kept) for t, kept in usable if kept]
-        writer = ShardWriter(f"{uri}/{source}", storage, tag=source, target_shard_bytes=1 << 40,
-                             max_records_per_shard=per_shard, check_images=False)
+        writer = ShardWriter(
+            f"{uri}/{source}",
+            storage,
+            tag=source,
+            target_shard_bytes=1 << 40,
+            max_records_per_shard=per_shard,
+            check_images=False,
+        )
         for i in range(n):
             template, kept = usable[i % len(usable)]
-            ok = writer.write(dict(template, id=f"{source}-{i:07d}", source=source, tasks=kept,
-                                   origin=f"scale_sim {source} {i}"))
+            ok = writer.write(
+                dict(template, id=f"{source}-{i:07d}", source=source, tasks=kept, origin=f"scale_sim {source} {i}")
+            )
             written, rejected = written + ok, rejected + (not ok)
         stats = writer.close()
         write_manifest(f"{uri}/{source}", stats, storage, dataset=source)
@@ -143,8 +153,15 @@ def plan_balance(index, cfg, world: int, seed: int) -> dict:
     shares, missing = {t: [] for t in weights}, []
     dealt = {t: [] for t in weights}
     for rank in range(world):
-        plan = RankPlan(index, list(weights), batch_size=batch, window=cfg.data.shuffle_buffer, rank=rank,
-                        world_size=world, seed=seed)
+        plan = RankPlan(
+            index,
+            list(weights),
+            batch_size=batch,
+            window=cfg.data.shuffle_buffer,
+            rank=rank,
+            world_size=world,
+            seed=seed,
+        )
         got = Counter()
         for task in order:
             got[task] += len(plan.next_batch(task))
@@ -154,12 +171,14 @@ def plan_balance(index, cfg, world: int, seed: int) -> dict:
             dealt[task].append(sum(len(rows) for _, _, rows in plan.rank_pieces(task, 0)))
         missing += [(rank, t) for t in weights if not got[t]]
     return {
-        "world": world, "steps": steps,
+        "world": world,
+        "steps": steps,
         "every_rank_every_task": not missing,
         "share_ratio_min": min(min(v) for v in shares.values()),
         "share_ratio_max": max(max(v) for v in shares.values()),
-        "dealt_records": {t: {"min": min(v), "max": max(v), "ideal": index.records(t) / world}
-                          for t, v in dealt.items()},
+        "dealt_records": {
+            t: {"min": min(v), "max": max(v), "ideal": index.records(t) / world} for t, v in dealt.items()
+        },
     }
 
 
@@ -193,10 +212,17 @@ def stream_child(args) -> dict:
                 first = time.perf_counter() - start
     seconds = time.perf_counter() - start
     print(json.dumps({"mark": "epoch_end", "t": time.time()}), flush=True)
-    out["epoch"] = {"world": world, "rank": 0, "steps": steps, "images": images, "seconds": seconds,
-                    "first_batch_s": first, "images_per_s": images / seconds,
-                    "images_per_s_per_decode_cpu": images / seconds / args.decode_cpus,
-                    "task_images": dict(stream.stats.task_images)}
+    out["epoch"] = {
+        "world": world,
+        "rank": 0,
+        "steps": steps,
+        "images": images,
+        "seconds": seconds,
+        "first_batch_s": first,
+        "images_per_s": images / seconds,
+        "images_per_s_per_decode_cpu": images / seconds / args.decode_cpus,
+        "task_images": dict(stream.stats.task_images),
+    }
 
     world = args.ranks[-1]
     resume_record = int(RESUME_RECORD * args.records / CORPUS_RECORDS)
@@ -206,10 +232,17 @@ def stream_child(args) -> dict:
         replay_s = time.perf_counter() - start
         units = stream.resume_reads
         next(stream)
-    out["resume"] = {"world": world, "record": resume_record, "step": step, "replay_s": replay_s,
-                     "window_rows": cfg.data.shuffle_buffer, "batch_size": batch,
-                     "first_batch_s": time.perf_counter() - start, "rows_read": sum(len(u.rows) for u in units),
-                     "bytes_read_rank": _bytes_read(units, index, storage, args.uri)}
+    out["resume"] = {
+        "world": world,
+        "record": resume_record,
+        "step": step,
+        "replay_s": replay_s,
+        "window_rows": cfg.data.shuffle_buffer,
+        "batch_size": batch,
+        "first_batch_s": time.perf_counter() - start,
+        "rows_read": sum(len(u.rows) for u in units),
+        "bytes_read_rank": _bytes_read(units, index, storage, args.uri),
+    }
     ray.shutdown()
     return out
 
@@ -248,9 +281,24 @@ def _bytes_read(units, index, storage: StorageConfig, uri: str) -> int:
 
 
 def run_stream_child(args, env: dict) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--uri", args.uri, "--records", str(args.records),
-           "--ranks", ",".join(map(str, args.ranks)), "--memory-world", str(args.memory_world),
-           "--decode-cpus", str(args.decode_cpus), "--preset", args.preset, *args.overrides]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--uri",
+        args.uri,
+        "--records",
+        str(args.records),
+        "--ranks",
+        ",".join(map(str, args.ranks)),
+        "--memory-world",
+        str(args.memory_world),
+        "--decode-cpus",
+        str(args.decode_cpus),
+        "--preset",
+        args.preset,
+        *args.overrides,
+    ]
     child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     began = time.time()  # the sampler's clock starts now; the child marks its epoch in wall-clock time
     with TreeMemory(child.pid) as memory:
@@ -269,9 +317,9 @@ def run_stream_child(args, env: dict) -> dict:
         tenth = [pss for t, pss in epoch if t <= end / 10]
         later = [pss for t, pss in epoch if t > end / 10]
         level = max(tenth) if tenth else 0
-        result["epoch"]["pss_mb_at_first_tenth"] = level / 2 ** 20
-        result["epoch"]["pss_mb_max_after"] = max(later, default=level) / 2 ** 20
-    result["peak_pss_mb"] = memory.peak_pss / 2 ** 20
+        result["epoch"]["pss_mb_at_first_tenth"] = level / 2**20
+        result["epoch"]["pss_mb_max_after"] = max(later, default=level) / 2**20
+    result["peak_pss_mb"] = memory.peak_pss / 2**20
     return result
 
 
@@ -282,11 +330,16 @@ def main(argv=None) -> int:
     parser.add_argument("--ranks", default="2,8,32,64", help="simulated world sizes, comma separated")
     parser.add_argument("--records-per-shard", type=int, default=700)
     parser.add_argument("--image-size", type=int, default=32, help="synthetic image size (pixels)")
-    parser.add_argument("--memory-world", type=int, default=64,
-                        help="world size whose rank 0 reads its whole share of an epoch under the memory sampler")
+    parser.add_argument(
+        "--memory-world",
+        type=int,
+        default=64,
+        help="world size whose rank 0 reads its whole share of an epoch under the memory sampler",
+    )
     parser.add_argument("--decode-cpus", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray")
-    parser.add_argument("--preset", default="paper",
-                        help="preset whose transforms, batch, shuffle window and task mix are used")
+    parser.add_argument(
+        "--preset", default="paper", help="preset whose transforms, batch, shuffle window and task mix are used"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.shuffle_buffer=512")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -311,16 +364,21 @@ def main(argv=None) -> int:
         print(f"index: {report['index']}", flush=True)
         report["plans"] = [plan_balance(index, cfg, world, seed=0) for world in args.ranks]
         for row in report["plans"]:
-            print(f"plan N={row['world']}: every task {row['every_rank_every_task']}, share "
-                  f"{row['share_ratio_min']:.3f}-{row['share_ratio_max']:.3f}", flush=True)
+            print(
+                f"plan N={row['world']}: every task {row['every_rank_every_task']}, share "
+                f"{row['share_ratio_min']:.3f}-{row['share_ratio_max']:.3f}",
+                flush=True,
+            )
         report["stream"] = run_stream_child(args, {**os.environ, **s3.env()})
 
     report["summary"] = summarize(report)
-    report.update({
-        "command": " ".join(["python", "benchmarks/scale_sim.py", *(argv if argv is not None else sys.argv[1:])]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-    })
+    report.update(
+        {
+            "command": " ".join(["python", "benchmarks/scale_sim.py", *(argv if argv is not None else sys.argv[1:])]),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        }
+    )
     path = args.out or REPO / "benchmarks" / "results" / f"scale-sim-{args.records}.json"
     path.write_text(json.dumps(report, indent=1))
     print(json.dumps(report["summary"], indent=1))
@@ -349,7 +407,8 @@ def summarize(report: dict) -> dict:
         "largest_world": largest["world"],
         "share_ratio_range_largest_world": [largest["share_ratio_min"], largest["share_ratio_max"]],
         "dealt_records_spread_largest_world": {
-            t: [v["min"] / v["ideal"], v["max"] / v["ideal"]] for t, v in largest["dealt_records"].items()},
+            t: [v["min"] / v["ideal"], v["max"] / v["ideal"]] for t, v in largest["dealt_records"].items()
+        },
         "epoch_images_per_s_per_decode_cpu": epoch["images_per_s_per_decode_cpu"],
         "memory_growth_after_first_tenth": growth,
         "memory_growth_from_second_tenth": max(deciles[1:]) / deciles[1] if len(deciles) > 1 and deciles[1] else None,
@@ -358,9 +417,9 @@ def summarize(report: dict) -> dict:
     }
     summary["targets"] = {
         "time to first batch grows less than linearly with shards": start_all / start_small < shard_ratio,
-        "every rank every task within 10% of its share at the largest world":
-            largest["every_rank_every_task"] and 0.9 <= largest["share_ratio_min"]
-            and largest["share_ratio_max"] <= 1.1,
+        "every rank every task within 10% of its share at the largest world": largest["every_rank_every_task"]
+        and 0.9 <= largest["share_ratio_min"]
+        and largest["share_ratio_max"] <= 1.1,
         "memory within 10% after the first tenth": growth is not None and growth <= 1.10,
         "resume reads < 1% of the corpus (one rank)": summary["resume_fraction_of_corpus_read_one_rank"] < 0.01,
         "resume reads < 1% of the corpus (all ranks)": summary["resume_fraction_of_corpus_read_all_ranks"] < 0.01,

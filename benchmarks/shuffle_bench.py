@@ -101,15 +101,27 @@ def main(argv: list[str] | None = None) -> int:
         args.data = sorted_copy(args.data, Path(tempfile.mkdtemp(prefix="shuffle-bench-")) / "sorted")
 
     storage = StorageConfig()
-    cfg = load_config(args.preset, overrides=[f"data.uri={args.data}", *(
-        [f"data.shuffle_buffer={args.window}"] if args.window is not None else [])])
+    cfg = load_config(
+        args.preset,
+        overrides=[
+            f"data.uri={args.data}",
+            *([f"data.shuffle_buffer={args.window}"] if args.window is not None else []),
+        ],
+    )
     fs, _ = open_filesystem(parse_uri(args.data), storage)
     index = build_shard_index(list_shards(args.data, "train", storage), fs)
     classes = class_table(index, fs)
     offsets = _row_offsets(index, fs)
 
-    plan = RankPlan(index, [args.task], batch_size=args.batch, window=cfg.data.shuffle_buffer, rank=0,
-                    world_size=args.world, seed=args.seed)
+    plan = RankPlan(
+        index,
+        [args.task],
+        batch_size=args.batch,
+        window=cfg.data.shuffle_buffer,
+        rank=0,
+        world_size=args.world,
+        seed=args.seed,
+    )
     where: dict[int, str] = {}
     planned = []
     for _ in range(args.batches):
@@ -123,21 +135,35 @@ def main(argv: list[str] | None = None) -> int:
     labels = [classes[f][offsets[f, rg] + int(r)] for f, rg, rows in index.pieces[args.task] for r in rows]
     rng = np.random.default_rng(args.seed)
     iid = [[labels[i] for i in rng.integers(0, len(labels), args.batch)] for _ in range(args.batches)]
-    in_order = [labels[i:i + args.batch] for i in range(0, min(len(labels), args.batch * args.batches), args.batch)]
+    in_order = [labels[i : i + args.batch] for i in range(0, min(len(labels), args.batch * args.batches), args.batch)]
     counts = {c: labels.count(c) for c in sorted(set(labels), key=str)}
     result = {
         "command": "python benchmarks/shuffle_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "data": source, "sorted_by_class": args.sort_by_class, "task": args.task, "batch": args.batch,
+        "data": source,
+        "sorted_by_class": args.sort_by_class,
+        "task": args.task,
+        "batch": args.batch,
         "world": args.world,
-        "shuffle_buffer": cfg.data.shuffle_buffer, "train_records": len(labels), "shards": len(index.paths),
+        "shuffle_buffer": cfg.data.shuffle_buffer,
+        "train_records": len(labels),
+        "shards": len(index.paths),
         "classes": counts,
-        "distinct_classes_per_batch": {"plan": distinct_per_batch(planned), "iid": distinct_per_batch(iid),
-                                       "file_order": distinct_per_batch(in_order)},
+        "distinct_classes_per_batch": {
+            "plan": distinct_per_batch(planned),
+            "iid": distinct_per_batch(iid),
+            "file_order": distinct_per_batch(in_order),
+        },
     }
     result["plan_vs_iid"] = result["distinct_classes_per_batch"]["plan"] / result["distinct_classes_per_batch"]["iid"]
     print(json.dumps(result, indent=1))
-    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / (
-        f"shuffle-{Path(source.rstrip('/')).name}-{args.task}{'-sorted' if args.sort_by_class else ''}.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else REPO
+        / "benchmarks"
+        / "results"
+        / (f"shuffle-{Path(source.rstrip('/')).name}-{args.task}{'-sorted' if args.sort_by_class else ''}.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -123,7 +123,7 @@ def memory_report(module, optimizer) -> dict:
     # Optimizer tensors that alias parameter storage (plain AdamW's param_groups) count once, as parameters.
     param_ptrs = {t.untyped_storage().data_ptr() for t in params if t.numel()}
     opt_only = [t for t in opt if t.numel() and t.untyped_storage().data_ptr() not in param_ptrs]
-    return {"param_mb": storage_bytes(params) / 2 ** 20, "optimizer_mb": storage_bytes(opt_only) / 2 ** 20}
+    return {"param_mb": storage_bytes(params) / 2**20, "optimizer_mb": storage_bytes(opt_only) / 2**20}
 
 
 def train_steps(step_fn, batches, warmup: int, barrier=lambda: None) -> tuple[float, int]:
@@ -154,6 +154,7 @@ def build_training(cfg):
 
 def plain_step(model, criterion, optimizer, scheduler, clip_max_norm: float):
     """One PyTorch training step: loss, backward, clip, AdamW, schedule."""
+
     def step(task, batch):
         loss = criterion(model(batch), batch)["loss"]
         optimizer.zero_grad(set_to_none=True)
@@ -162,6 +163,7 @@ def plain_step(model, criterion, optimizer, scheduler, clip_max_norm: float):
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
         optimizer.step()
         scheduler.step()
+
     return step
 
 
@@ -170,9 +172,16 @@ def run_single(cfg, batches, warmup: int, threads: int, name: str = "single") ->
     model, criterion, optimizer, scheduler = build_training(cfg)
     step = plain_step(model, criterion, optimizer, scheduler, cfg.train.clip_max_norm)
     seconds, samples = train_steps(step, batches, warmup)
-    return {"config": name, "workers": 1, "cores": threads, "seconds": seconds, "samples": samples,
-            "samples_per_s": samples / seconds, "samples_per_s_per_core": samples / seconds / threads,
-            "ranks": [memory_report(model, optimizer)]}
+    return {
+        "config": name,
+        "workers": 1,
+        "cores": threads,
+        "seconds": seconds,
+        "samples": samples,
+        "samples_per_s": samples / seconds,
+        "samples_per_s_per_core": samples / seconds / threads,
+        "ranks": [memory_report(model, optimizer)],
+    }
 
 
 def distributed_loop(loop_config: dict) -> None:
@@ -200,9 +209,13 @@ def distributed_loop(loop_config: dict) -> None:
         from unihema.train.deepspeed_config import deepspeed_config
 
         micro = len(batches[0][1]["ids"])
-        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                               config=deepspeed_config(cfg.train, micro, world, on_gpu=False),
-                                               dist_init_required=False)
+        engine, _, _, _ = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=deepspeed_config(cfg.train, micro, world, on_gpu=False),
+            dist_init_required=False,
+        )
         model, optimizer = engine.module, engine.optimizer
 
         def step(task, batch):
@@ -210,8 +223,18 @@ def distributed_loop(loop_config: dict) -> None:
             engine.step()
 
     seconds, samples = train_steps(step, batches, loop_config["warmup"], barrier=dist.barrier)
-    _hand_over(loop_config, rank, world, {"rank": rank, "seconds": seconds, "samples": samples,
-                                          "threads": torch.get_num_threads(), **memory_report(model, optimizer)})
+    _hand_over(
+        loop_config,
+        rank,
+        world,
+        {
+            "rank": rank,
+            "seconds": seconds,
+            "samples": samples,
+            "threads": torch.get_num_threads(),
+            **memory_report(model, optimizer),
+        },
+    )
 
 
 def _hand_over(loop_config: dict, rank: int, world: int, report: dict) -> None:
@@ -236,20 +259,33 @@ def run_distributed(cfg, name: str, batches_file: str, warmup: int, workers: int
         report = Path(storage, "ranks.json")
         trainer = TorchTrainer(
             distributed_loop,
-            train_loop_config={"config": cfg.to_dict(), "batches": batches_file, "warmup": warmup,
-                               "mode": "ddp" if name == "ddp" else "zero", "report": str(report)},
+            train_loop_config={
+                "config": cfg.to_dict(),
+                "batches": batches_file,
+                "warmup": warmup,
+                "mode": "ddp" if name == "ddp" else "zero",
+                "report": str(report),
+            },
             scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
             run_config=RunConfig(name=name, storage_path=storage),
-            torch_config=TorchConfig(backend="gloo"))
+            torch_config=TorchConfig(backend="gloo"),
+        )
         trainer.fit()
         if not report.exists():
             raise RuntimeError(f"{name}: the workers finished without reporting")
         ranks = json.loads(report.read_text())
     seconds = max(r["seconds"] for r in ranks)
     samples = sum(r["samples"] for r in ranks)
-    return {"config": name, "workers": workers, "cores": workers, "seconds": seconds, "samples": samples,
-            "samples_per_s": samples / seconds, "samples_per_s_per_core": samples / seconds / workers,
-            "ranks": [{k: r[k] for k in ("rank", "threads", "param_mb", "optimizer_mb")} for r in ranks]}
+    return {
+        "config": name,
+        "workers": workers,
+        "cores": workers,
+        "seconds": seconds,
+        "samples": samples,
+        "samples_per_s": samples / seconds,
+        "samples_per_s_per_core": samples / seconds / workers,
+        "ranks": [{k: r[k] for k in ("rank", "threads", "param_mb", "optimizer_mb")} for r in ranks],
+    }
 
 
 def main(argv=None) -> int:
@@ -279,8 +315,12 @@ def main(argv=None) -> int:
     if args.cores > 1:  # context: what one core does alone, as each worker below runs
         results.append(run_single(cfg, batches, args.warmup, 1, name="single-1-thread"))
         print(json.dumps(results[-1]), flush=True)
-    ray.init(num_cpus=max(args.workers, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+    ray.init(
+        num_cpus=max(args.workers, os.cpu_count() or 1),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
     with tempfile.NamedTemporaryFile(suffix=".pt") as f:
         torch.save(batches, f.name)
         for name in [*(["ddp"] if args.ddp else []), *(f"zero{int(s)}" for s in args.stages.split(","))]:
@@ -290,30 +330,44 @@ def main(argv=None) -> int:
 
     by = {r["config"]: r for r in results}
     single = by["single"]
-    summary = {f"{name}_vs_single_per_core": r["samples_per_s_per_core"] / single["samples_per_s_per_core"]
-               for name, r in by.items() if name != "single"}
+    summary = {
+        f"{name}_vs_single_per_core": r["samples_per_s_per_core"] / single["samples_per_s_per_core"]
+        for name, r in by.items()
+        if name != "single"
+    }
     if "ddp" in by and "zero2" in by:
         summary["zero2_vs_ddp"] = by["zero2"]["samples_per_s"] / by["ddp"]["samples_per_s"]
     if "zero0" in by and "zero3" in by:
+
         def state(r):
             return max(x["param_mb"] + x["optimizer_mb"] for x in r["ranks"])
+
         summary["zero3_rank_state_vs_zero0"] = state(by["zero3"]) / state(by["zero0"])
     targets = {}
     if "zero2" in by:
         targets["zero2 >= 0.8x single per core"] = summary["zero2_vs_single_per_core"] >= 0.8
     if "zero3_rank_state_vs_zero0" in summary:
         # "close to 1/N": within 25% of the ideal share.
-        targets[f"zero3 rank state <= 1.25/{args.workers} of zero0"] = \
+        targets[f"zero3 rank state <= 1.25/{args.workers} of zero0"] = (
             summary["zero3_rank_state_vs_zero0"] <= 1.25 / args.workers
+        )
     summary["targets"] = targets
     out = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_avg_at_end": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_avg_at_end": os.getloadavg(),
+        },
         "versions": {"torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version()},
-        "preset": args.preset, "overrides": args.overrides, "global_batch": args.global_batch,
-        "timed_steps": args.steps, "warmup_steps": args.warmup, "results": results, "summary": summary,
+        "preset": args.preset,
+        "overrides": args.overrides,
+        "global_batch": args.global_batch,
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "results": results,
+        "summary": summary,
     }
     try:
         import deepspeed
@@ -321,16 +375,24 @@ def main(argv=None) -> int:
         out["versions"]["deepspeed"] = deepspeed.__version__
     except ImportError:
         pass
-    path = REPO / "benchmarks" / "results" / (f"train-{os.cpu_count()}cpu-{torch.__version__.split('+')[0]}"
-                                              f"-{args.preset}-{cfg.train.optimizer}.json")
+    path = (
+        REPO
+        / "benchmarks"
+        / "results"
+        / (f"train-{os.cpu_count()}cpu-{torch.__version__.split('+')[0]}-{args.preset}-{cfg.train.optimizer}.json")
+    )
     path.write_text(json.dumps(out, indent=1))
-    print("\n| config | workers | samples/s | samples/s/core | per-rank params MB | per-rank optimizer MB |\n"
-          "|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| config | workers | samples/s | samples/s/core | per-rank params MB | per-rank optimizer MB |\n"
+        "|---|---:|---:|---:|---:|---:|"
+    )
     for r in results:
         params = max(x["param_mb"] for x in r["ranks"])
         opt = max(x["optimizer_mb"] for x in r["ranks"])
-        print(f"| {r['config']} | {r['workers']} | {r['samples_per_s']:.2f} | {r['samples_per_s_per_core']:.2f} "
-              f"| {params:.1f} | {opt:.1f} |")
+        print(
+            f"| {r['config']} | {r['workers']} | {r['samples_per_s']:.2f} | {r['samples_per_s_per_core']:.2f} "
+            f"| {params:.1f} | {opt:.1f} |"
+        )
     print(json.dumps(summary, indent=1))
     print(f"wrote {path}")
     return 0

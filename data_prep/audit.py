@@ -22,12 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from data_prep.pipeline import HASHES
 from unihema.config import StorageConfig
 from unihema.data.schema import SCHEMA_VERSION, check_table_schema, from_arrow_row, validate_record
 from unihema.data.shards import ERRORS, list_shards, read_manifest
 from unihema.storage import describe_failure, open_filesystem, parse_uri
-
-from data_prep.pipeline import HASHES
 
 
 @dataclass
@@ -68,8 +67,8 @@ def validate(uri: str, storage: StorageConfig | None = None, progress: bool = Fa
     _, root = open_filesystem(parse_uri(uri), storage)
     listed = {f["path"] for f in manifest["files"]}
     for path in list_shards(uri, storage=storage):
-        if path[len(root) + 1:] not in listed:
-            report.problems.append(f"stray shard {path[len(root) + 1:]} is not in the manifest")
+        if path[len(root) + 1 :] not in listed:
+            report.problems.append(f"stray shard {path[len(root) + 1 :]} is not in the manifest")
     ids: set[str] = set()
     for entry in tqdm(manifest["files"], desc="validate", unit="shard", disable=not progress):
         data = _read(uri, storage, entry["path"])
@@ -134,23 +133,33 @@ def stats(uri: str, storage: StorageConfig | None = None) -> tuple[str, dict]:
     if manifest is None:
         raise FileNotFoundError(f"no manifest.json at {uri}")
     counts, prep, ds = manifest["counts"], manifest.get("prep") or {}, manifest.get("dataset") or {}
-    lines = [f"{uri}: {manifest['records']} records, {len(manifest['files'])} shards "
-             f"(schema v{manifest['schema_version']}, created {manifest['created']})"]
+    lines = [
+        f"{uri}: {manifest['records']} records, {len(manifest['files'])} shards "
+        f"(schema v{manifest['schema_version']}, created {manifest['created']})"
+    ]
     if ds:
         lines.append(f"dataset {ds.get('name')}: {ds.get('title')} | license {ds.get('license')}")
     if prep:
-        lines.append(f"source records {prep['source_records']}: written {prep['written']}, rejected "
-                     f"{prep['rejected_records']} ({prep['record_error_rate']:.2%}); annotations "
-                     f"{prep['annotations']}, dropped {prep['dropped_annotations']} "
-                     f"({prep['annotation_error_rate']:.2%})")
+        lines.append(
+            f"source records {prep['source_records']}: written {prep['written']}, rejected "
+            f"{prep['rejected_records']} ({prep['record_error_rate']:.2%}); annotations "
+            f"{prep['annotations']}, dropped {prep['dropped_annotations']} "
+            f"({prep['annotation_error_rate']:.2%})"
+        )
         if prep.get("images_per_s"):
-            lines.append(f"converted at {prep['images_per_s']} images/s with {prep['workers']} workers "
-                         f"({prep['elapsed_s']} s)")
+            lines.append(
+                f"converted at {prep['images_per_s']} images/s with {prep['workers']} workers ({prep['elapsed_s']} s)"
+            )
         dup = prep.get("duplicates") or {}
-        lines.append(f"identical images: {dup.get('groups', 0)} groups ({dup.get('cross_split_groups', 0)} across "
-                     "splits)")
-    for title, key in (("split", "split"), ("task", "task"), ("detection classes", "detection_class"),
-                       ("cell classes", "cell_class")):
+        lines.append(
+            f"identical images: {dup.get('groups', 0)} groups ({dup.get('cross_split_groups', 0)} across splits)"
+        )
+    for title, key in (
+        ("split", "split"),
+        ("task", "task"),
+        ("detection classes", "detection_class"),
+        ("cell classes", "cell_class"),
+    ):
         lines += _table(title, counts.get(key, {}))
     lines += _table("rejected records by reason", manifest.get("rejected", {}))
     lines += _table("problems by reason", prep.get("problems", {}))
@@ -170,9 +179,13 @@ def dedup(uris: list[str], storage: StorageConfig | None = None, examples: int =
             where[row["content_hash"]].append((uri, row["id"], row["split"]))
     across = [v for v in where.values() if len({u for u, _, _ in v}) > 1]
     leaks = [v for v in across if len({s for _, _, s in v}) > 1]
-    return {"datasets": uris, "images": sum(len(v) for v in where.values()), "groups_across_datasets": len(across),
-            "groups_across_splits": len(leaks),
-            "examples": [[f"{i} ({s})" for _, i, s in v] for v in (leaks + across)[:examples]]}
+    return {
+        "datasets": uris,
+        "images": sum(len(v) for v in where.values()),
+        "groups_across_datasets": len(across),
+        "groups_across_splits": len(leaks),
+        "examples": [[f"{i} ({s})" for _, i, s in v] for v in (leaks + across)[:examples]],
+    }
 
 
 __all__ = ["Validation", "dedup", "stats", "validate"]

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from data_prep.problems import SourceProblem
 from unihema.config.core import closest
 from unihema.labels import CELL_CLASSES, DETECTION_CLASSES, SEGMENTATION_CLASSES
-
-from data_prep.problems import SourceProblem
 
 UNKNOWN = "?"  # the target ``seen`` records for a name that maps nowhere
 SPACES = {"detection": DETECTION_CLASSES, "cell": CELL_CLASSES, "segmentation": SEGMENTATION_CLASSES}
@@ -62,11 +61,14 @@ class LabelMap:
             self.seen[(shown, self._known[key])] += 1
             return self._known[key]
         self.seen[(shown, UNKNOWN)] += 1
-        raise SourceProblem("unknown_class", f"{self.space} class {str(raw)!r} is not in the dataset's label map "
-                                             f"or the {self.space} label space{self.suggest(raw)}")
+        raise SourceProblem(
+            "unknown_class",
+            f"{self.space} class {str(raw)!r} is not in the dataset's label map "
+            f"or the {self.space} label space{self.suggest(raw)}",
+        )
 
     def suggest(self, raw: object) -> str:
-        """"; closest: ..." with the nearest label-space names, or "" when nothing is near."""
+        """ "; closest: ..." with the nearest label-space names, or "" when nothing is near."""
         near = closest(raw, SPACES[self.space])
         return f"; closest: {', '.join(map(repr, near))} (add it under labels: in the spec)" if near else ""
 

@@ -26,17 +26,15 @@ import sys
 
 import yaml
 
-from unihema.config import StorageConfig, UniHemaConfig, load_config
-from unihema.config.core import ConfigError, closest
-from unihema.data.schema import TASKS
-from unihema.storage import StorageAccessError, StorageSession
-
 from data_prep import audit, registry
 from data_prep import spec as spec_file
 from data_prep.classmap import SPACES, UNKNOWN, normalize
 from data_prep.pipeline import ConversionFailed, ConvertSettings, DatasetNotFound, convert
 from data_prep.upload import UploadError
-
+from unihema.config import StorageConfig, UniHemaConfig, load_config
+from unihema.config.core import ConfigError, closest
+from unihema.data.schema import TASKS
+from unihema.storage import StorageAccessError, StorageSession
 
 # An override is a bare `a.b=value` whose first key is a config section (storage.region=eu-west-1).
 _SECTIONS = "|".join(f.name for f in dataclasses.fields(UniHemaConfig))
@@ -45,8 +43,9 @@ _OVERRIDE = re.compile(rf"^({_SECTIONS})(\.[A-Za-z0-9_]+)+=")
 
 def split_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
     """(arguments for argparse, ``a.b=value`` config overrides); an option's own value is never an override."""
-    takes_value = {opt for sub in _subparsers(p) for action in sub._actions if action.nargs != 0
-                   for opt in action.option_strings}
+    takes_value = {
+        opt for sub in _subparsers(p) for action in sub._actions if action.nargs != 0 for opt in action.option_strings
+    }
     rest, overrides = [], []
     for i, token in enumerate(argv):
         after_option = i > 0 and argv[i - 1] in takes_value
@@ -65,8 +64,11 @@ def _storage(args) -> StorageConfig:
     # No region given: the bucket's own (unihema.storage.bucket_region), not a guess that would
     # sign every request for us-east-1 or make AWS_REGION an explicit choice that may contradict it.
     storage = load_config(None, getattr(args, "config", []), args.overrides, defaults).storage
-    changes = {k: v for k, v in (("endpoint_url", getattr(args, "endpoint_url", None)),
-                                 ("region", getattr(args, "region", None))) if v}
+    changes = {
+        k: v
+        for k, v in (("endpoint_url", getattr(args, "endpoint_url", None)), ("region", getattr(args, "region", None)))
+        if v
+    }
     return dataclasses.replace(storage, **changes)
 
 
@@ -90,16 +92,32 @@ def cmd_list(args) -> int:
     if args.task:
         specs = [s for s in specs if args.task in s.tasks]
     if args.json:
-        print(json.dumps([{"name": s.name, "title": s.title, "tasks": s.tasks, "converter": s.converter,
-                           "license": s.license, "upstream": s.upstream, "verified": s.verified} for s in specs],
-                         indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "title": s.title,
+                        "tasks": s.tasks,
+                        "converter": s.converter,
+                        "license": s.license,
+                        "upstream": s.upstream,
+                        "verified": s.verified,
+                    }
+                    for s in specs
+                ],
+                indent=1,
+            )
+        )
         return 0
     print(f"{'name':<26} {'format':<15} {'tasks':<44} license")
     for s in specs:
         mark = "*" if s.verified else " "
         print(f"{s.name:<25}{mark} {s.converter:<15} {','.join(s.tasks):<44} {s.license}")
-    print(f"\n{len(specs)} datasets; * = converted here from the real files. "
-          "`python -m data_prep info NAME` says where to get one and where to put it.")
+    print(
+        f"\n{len(specs)} datasets; * = converted here from the real files. "
+        "`python -m data_prep info NAME` says where to get one and where to put it."
+    )
     return 0
 
 
@@ -130,11 +148,13 @@ def _dry_run_report(spec, result) -> str:
     """What a run would write, the classes found and where they go, and the problems, in words."""
     report, prep = result.manifest, result.manifest["prep"]
     counts = report["counts"]
-    lines = [f"{spec.name}: dry run, nothing written",
-             f"  source records: {prep['source_records']} ({prep['units']} units); would write {prep['written']} "
-             f"{counts['split']}; rejected {prep['rejected_records']}",
-             f"  tasks: {counts['task']}",
-             f"  annotations: {prep['annotations']}, dropped {prep['dropped_annotations']}"]
+    lines = [
+        f"{spec.name}: dry run, nothing written",
+        f"  source records: {prep['source_records']} ({prep['units']} units); would write {prep['written']} "
+        f"{counts['split']}; rejected {prep['rejected_records']}",
+        f"  tasks: {counts['task']}",
+        f"  annotations: {prep['annotations']}, dropped {prep['dropped_annotations']}",
+    ]
     for key in ("detection_class", "cell_class"):
         if counts[key]:
             lines.append(f"  {key.replace('_', ' ')}es written: {counts[key]}")
@@ -159,8 +179,11 @@ def _dry_run_report(spec, result) -> str:
             lines.append(f"    {entry['action']}: {entry['id']} ({entry['origin']}): {'; '.join(entry['reasons'])}")
         if len(report["errors"]) > 20:
             lines.append(f"    ... and {len(report['errors']) - 20} more")
-    lines.append(f"  a real run would FAIL: {result.failure}" if result.failure else "  a real run would pass "
-                 "the error threshold")
+    lines.append(
+        f"  a real run would FAIL: {result.failure}"
+        if result.failure
+        else "  a real run would pass the error threshold"
+    )
     return "\n".join(lines)
 
 
@@ -169,22 +192,30 @@ def cmd_convert(args) -> int:
     if not args.out and not args.dry_run:
         raise ValueError("--out is required (or --dry-run to check without writing)")
     settings = ConvertSettings(
-        workers=args.workers, target_shard_bytes=int(args.shard_mb * (1 << 20)),
-        max_records_per_shard=args.max_records_per_shard, max_error_rate=args.max_error_rate, seed=args.seed,
-        split_salt=args.split_salt, skip_existing=not args.no_skip_existing, progress=not args.no_progress,
+        workers=args.workers,
+        target_shard_bytes=int(args.shard_mb * (1 << 20)),
+        max_records_per_shard=args.max_records_per_shard,
+        max_error_rate=args.max_error_rate,
+        seed=args.seed,
+        split_salt=args.split_salt,
+        skip_existing=not args.no_skip_existing,
+        progress=not args.no_progress,
         options=_options(args.option),
         split_ratios=tuple(float(x) for x in args.split_ratios.split(",")) if args.split_ratios else None,
-        dry_run=args.dry_run)
+        dry_run=args.dry_run,
+    )
     result = convert(spec, args.src or spec.default_src(), args.out, args.storage, settings)
     if result.dry_run:
         print(_dry_run_report(spec, result))
         return 1 if result.failure else 0
     prep = result.manifest["prep"]
-    print(f"{spec.name}: {prep['written']} of {prep['source_records']} source records written to {args.out} "
-          f"({result.manifest['counts']['split']}); {prep['rejected_records']} rejected, "
-          f"{prep['dropped_annotations']} annotations dropped, {prep['error_entries']} entries in errors.jsonl; "
-          f"{prep['images_per_s']} images/s; shards uploaded {len(result.uploaded)}, "
-          f"skipped (already there) {len(result.skipped)}")
+    print(
+        f"{spec.name}: {prep['written']} of {prep['source_records']} source records written to {args.out} "
+        f"({result.manifest['counts']['split']}); {prep['rejected_records']} rejected, "
+        f"{prep['dropped_annotations']} annotations dropped, {prep['error_entries']} entries in errors.jsonl; "
+        f"{prep['images_per_s']} images/s; shards uploaded {len(result.uploaded)}, "
+        f"skipped (already there) {len(result.skipped)}"
+    )
     print(f"train on it: {_train_command(args.out, result.manifest['counts']['task'])}")
     return 0
 
@@ -227,12 +258,21 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def storage_args(q):
-        q.add_argument("--endpoint-url", help="S3 endpoint (default: storage.endpoint_url, else AWS_ENDPOINT_URL, "
-                                              "else AWS)")
-        q.add_argument("--region", help="S3 region (default: storage.region, else the bucket's own; where the "
-                                        "server does not say, AWS_REGION, else us-east-1)")
-        q.add_argument("--config", action="append", default=[], metavar="FILE",
-                       help="YAML config file(s) (its storage section); storage.*=value overrides may follow anywhere")
+        q.add_argument(
+            "--endpoint-url", help="S3 endpoint (default: storage.endpoint_url, else AWS_ENDPOINT_URL, else AWS)"
+        )
+        q.add_argument(
+            "--region",
+            help="S3 region (default: storage.region, else the bucket's own; where the "
+            "server does not say, AWS_REGION, else us-east-1)",
+        )
+        q.add_argument(
+            "--config",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="YAML config file(s) (its storage section); storage.*=value overrides may follow anywhere",
+        )
 
     q = sub.add_parser("list", help="the registered datasets")
     q.add_argument("--task", help="only datasets serving this task")
@@ -250,13 +290,20 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--spec", help="a YAML dataset spec file instead of a registered name (see info NAME --yaml)")
     q.add_argument("--src", help="the downloaded dataset (default: $UNIHEMA_RAW_DATA/<name> or data/raw/<name>)")
     q.add_argument("--out", help="local folder or s3://bucket/prefix")
-    q.add_argument("--dry-run", action="store_true",
-                   help="read and convert everything, report counts, classes, mapping and problems; write nothing")
+    q.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and convert everything, report counts, classes, mapping and problems; write nothing",
+    )
     q.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     q.add_argument("--shard-mb", type=float, default=64, help="target shard size in MiB")
     q.add_argument("--max-records-per-shard", type=int, default=10_000)
-    q.add_argument("--max-error-rate", type=float, default=0.05,
-                   help="fail when more than this fraction of records (or annotations) is lost")
+    q.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.05,
+        help="fail when more than this fraction of records (or annotations) is lost",
+    )
     q.add_argument("--seed", type=int, default=0, help="seed of the template text phrasings")
     q.add_argument("--split-ratios", help="train,val,test for hash splits (default 0.8,0.1,0.1)")
     q.add_argument("--split-salt", default="", help="change to draw different hash splits")
@@ -290,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     rest, overrides = split_overrides(p, list(sys.argv[1:] if argv is None else argv))
     args = p.parse_args(rest)
     args.overrides = overrides
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     session = None
     try:
         if hasattr(args, "config"):  # the commands that touch storage

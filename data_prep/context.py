@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unihema.labels import MORPHOLOGY_NAMES, NOT_ANNOTATED
-
 from data_prep import templates
 from data_prep.classmap import LabelMap
 from data_prep.images import LoadedImage
 from data_prep.problems import Outcome
 from data_prep.splits import SplitAssigner
+from unihema.labels import MORPHOLOGY_NAMES, NOT_ANNOTATED
 
 if TYPE_CHECKING:  # a type only: spec.py validates converters, whose base imports this module
     from data_prep.spec import DatasetSpec
@@ -49,8 +48,9 @@ class Context:
 
     def __post_init__(self):
         self.labels = LabelMap(self.spec.labels, self.space)
-        self.splits = SplitAssigner(self.split_ratios or self.spec.split_ratios, self.split_salt,
-                                    self.spec.test_from_train)
+        self.splits = SplitAssigner(
+            self.split_ratios or self.spec.split_ratios, self.split_salt, self.spec.test_from_train
+        )
 
     def path(self, option: str) -> Path:
         """An option naming a path, resolved under --src."""
@@ -78,8 +78,9 @@ class Context:
         rng = templates.rng_for(self.seed, rec["id"])
         complete = tuple(self.spec.text.get("complete_classes", ()))
         if rec.get("cell_class"):
-            qa = templates.cell_qa(rec["cell_class"], rec.get("attributes") or {}, rng,
-                                   tuple(sorted(self.labels.targets())))
+            qa = templates.cell_qa(
+                rec["cell_class"], rec.get("attributes") or {}, rng, tuple(sorted(self.labels.targets()))
+            )
             sentence = templates.cell_sentence(rec["cell_class"], rec.get("attributes") or {}, rng)
         elif rec.get("boxes"):
             qa = templates.field_qa(rec["box_labels"], rng, complete)
@@ -91,8 +92,18 @@ class Context:
         if "mlm" in self.spec.tasks and not rec.get("mlm_text"):
             rec["mlm_text"] = sentence
 
-    def finish(self, outcome: Outcome, *, key: str, origin: str, image: LoadedImage, primary: str,
-               identity: str | None = None, upstream_split: str | None = None, **fields) -> Outcome:
+    def finish(
+        self,
+        outcome: Outcome,
+        *,
+        key: str,
+        origin: str,
+        image: LoadedImage,
+        primary: str,
+        identity: str | None = None,
+        upstream_split: str | None = None,
+        **fields,
+    ) -> Outcome:
         """Complete ``outcome`` with the record built from ``fields``, or reject it when it serves nothing.
 
         ``identity`` is the content hash the split is drawn from (the source image's, for
@@ -100,9 +111,18 @@ class Context:
         """
         rid = self.record_id(key)
         split, rule = self.splits(identity or image.content_hash, upstream_split)
-        rec = {"id": rid, "source": self.spec.name, "split": split, "image": image.data,
-               "image_format": image.format, "width": image.width, "height": image.height,
-               "license": self.spec.license, "origin": origin, **fields}
+        rec = {
+            "id": rid,
+            "source": self.spec.name,
+            "split": split,
+            "image": image.data,
+            "image_format": image.format,
+            "width": image.width,
+            "height": image.height,
+            "license": self.spec.license,
+            "origin": origin,
+            **fields,
+        }
         self._add_text(rec)
         rec["tasks"] = self.tasks_of(rec)
         if primary in self.spec.tasks and primary not in rec["tasks"]:

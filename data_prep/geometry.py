@@ -28,8 +28,7 @@ def sanitize_box(box, width: int, height: int) -> tuple[list[float], bool]:
         raise SourceProblem("bad_box", f"{[x0, y0, x1, y1]} has non-finite coordinates")
     if x1 <= x0 or y1 <= y0:
         raise SourceProblem("empty_box", f"{_fmt([x0, y0, x1, y1])} has zero or negative area")
-    clipped = [min(max(x0, 0.0), width), min(max(y0, 0.0), height),
-               min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
+    clipped = [min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         raise SourceProblem("box_outside_image", f"{_fmt([x0, y0, x1, y1])} lies outside the {width}x{height} image")
     return clipped, clipped != [x0, y0, x1, y1]
@@ -89,21 +88,24 @@ class Annotations:
         self.masks: list[np.ndarray | None] = []
         self.box_attributes: list[dict] = []
 
-    def add(self, box, raw_label, where: str, mask: np.ndarray | None = None,
-            attributes: dict | None = None) -> bool:
+    def add(self, box, raw_label, where: str, mask: np.ndarray | None = None, attributes: dict | None = None) -> bool:
         """Add one source annotation; False (and a listed problem) when it cannot be kept."""
         self.outcome.annotations += 1
         try:
             label = self.labels(raw_label)
             clean, clipped = sanitize_box(box, self.width, self.height)
         except Ignored:
-            self.outcome.note(self.record_id, self.origin,
-                              f"ignored_class: {where} class {str(raw_label)!r} is left out by the registry",
-                              ANNOTATION_IGNORED)
+            self.outcome.note(
+                self.record_id,
+                self.origin,
+                f"ignored_class: {where} class {str(raw_label)!r} is left out by the registry",
+                ANNOTATION_IGNORED,
+            )
             return False
         except SourceProblem as problem:
-            self.outcome.drop_annotation(self.record_id, self.origin, f"{problem.code}: {where} "
-                                         f"({str(raw_label).strip()!r}) {problem.detail}")
+            self.outcome.drop_annotation(
+                self.record_id, self.origin, f"{problem.code}: {where} ({str(raw_label).strip()!r}) {problem.detail}"
+            )
             return False
         if clipped:
             self.outcome.fixes["box_clipped"] += 1

@@ -105,5 +105,16 @@ def find_image(folder: Path, stem: str) -> Path | None:
     return None
 
 
-__all__ = ["IMAGE_SUFFIXES", "LoadedImage", "decode", "encode_png", "find_image", "from_array", "from_bytes",
-           "from_pil", "is_image", "load_image", "pixel_hash"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LoadedImage",
+    "decode",
+    "encode_png",
+    "find_image",
+    "from_array",
+    "from_bytes",
+    "from_pil",
+    "is_image",
+    "load_image",
+    "pixel_hash",
+]

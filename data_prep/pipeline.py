@@ -27,17 +27,16 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from tqdm import tqdm
 
+from data_prep.context import Context
+from data_prep.converters import CONVERTERS, Converter
+from data_prep.problems import Outcome, rejection
+from data_prep.report import Ledger
+from data_prep.spec import DatasetSpec, check_options
+from data_prep.upload import make_uploader
 from unihema.config import StorageConfig
 from unihema.data.schema import validate_record
 from unihema.data.shards import ERRORS, MANIFEST, ShardStats, ShardWriter, list_shards, write_manifest
 from unihema.storage import check_access, describe_failure, open_filesystem, parse_uri
-
-from data_prep.context import Context
-from data_prep.converters import CONVERTERS, Converter
-from data_prep.problems import Outcome, rejection
-from data_prep.spec import DatasetSpec, check_options
-from data_prep.report import Ledger
-from data_prep.upload import make_uploader
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +53,16 @@ class ConversionFailed(RuntimeError):
 
 @dataclass
 class ConvertSettings:
-    workers: int = 0                       # 0: one per CPU core; 1: no worker processes
+    workers: int = 0  # 0: one per CPU core; 1: no worker processes
     target_shard_bytes: int = 64 << 20
     max_records_per_shard: int = 10_000
-    max_error_rate: float = 0.05           # of source records rejected, or of annotations dropped
-    seed: int = 0                          # template text phrasing
+    max_error_rate: float = 0.05  # of source records rejected, or of annotations dropped
+    seed: int = 0  # template text phrasing
     split_ratios: tuple[float, float, float] | None = None
     split_salt: str = ""
     skip_existing: bool = True
     progress: bool = True
-    start_method: str = "forkserver"       # no fork of a process that holds S3 client threads
+    start_method: str = "forkserver"  # no fork of a process that holds S3 client threads
     options: dict = field(default_factory=dict)  # overrides of the registry's converter options
     # Read and convert everything, validate every record, report; write nothing at all (not
     # even a folder): the way to check a new spec against its data before a real run.
@@ -79,7 +78,7 @@ class ConvertResult:
     skipped: list[str]
     pruned: list[str]
     dry_run: bool = False
-    failure: str | None = None   # why a real run would fail (a dry run reports it instead of raising)
+    failure: str | None = None  # why a real run would fail (a dry run reports it instead of raising)
 
 
 def _build(spec: DatasetSpec, src: str, settings: ConvertSettings) -> tuple[Converter, Context]:
@@ -91,8 +90,15 @@ def _build(spec: DatasetSpec, src: str, settings: ConvertSettings) -> tuple[Conv
             converter.check(options)
         except ValueError as err:
             raise ValueError(f"--option {err}") from None
-    ctx = Context(spec, Path(src), options, converter.label_space(options), settings.seed, settings.split_ratios,
-                  settings.split_salt)
+    ctx = Context(
+        spec,
+        Path(src),
+        options,
+        converter.label_space(options),
+        settings.seed,
+        settings.split_ratios,
+        settings.split_salt,
+    )
     return converter, ctx
 
 
@@ -108,8 +114,13 @@ class _Worker:
         except Exception as err:  # a converter bug must not lose the record or the run
             log.exception("converter %s failed on %r", self.converter.name, unit)
             source = unit[0] if isinstance(unit, tuple) and isinstance(unit[0], str) else repr(unit)
-            outcomes = [rejection(self.ctx.record_id(Path(source).name[:200]), source[:300],
-                                  f"converter_error: {type(err).__name__}: {err}")]
+            outcomes = [
+                rejection(
+                    self.ctx.record_id(Path(source).name[:200]),
+                    source[:300],
+                    f"converter_error: {type(err).__name__}: {err}",
+                )
+            ]
         # The label map counts in this process; the counts travel back with the unit's outcomes.
         seen = self.ctx.labels.drain()
         if seen:
@@ -217,21 +228,35 @@ def _hash_index(ledger: Ledger) -> bytes:
 def _prune(uri: str, storage: StorageConfig, tag: str, keep: set[str]) -> list[str]:
     """Delete this dataset's shards left from an earlier run that this run did not write."""
     fs, root = open_filesystem(parse_uri(uri), storage)
-    stale = [p for p in list_shards(uri, storage=storage)
-             if p.rsplit("/", 1)[-1].startswith(f"{tag}-") and p[len(root) + 1:] not in keep]
+    stale = [
+        p
+        for p in list_shards(uri, storage=storage)
+        if p.rsplit("/", 1)[-1].startswith(f"{tag}-") and p[len(root) + 1 :] not in keep
+    ]
     for path in stale:
         fs.delete_file(path)
         log.warning("removed stale shard %s from an earlier run", path)
-    return [p[len(root) + 1:] for p in stale]
+    return [p[len(root) + 1 :] for p in stale]
 
 
 def _dataset_info(spec: DatasetSpec) -> dict:
-    return {"name": spec.name, "title": spec.title, "license": spec.license, "upstream": spec.upstream,
-            "converter": spec.converter, "split": spec.split}
+    return {
+        "name": spec.name,
+        "title": spec.title,
+        "license": spec.license,
+        "upstream": spec.upstream,
+        "converter": spec.converter,
+        "split": spec.split,
+    }
 
 
-def convert(spec: DatasetSpec, src: str | Path, out: str | None, storage: StorageConfig | None = None,
-            settings: ConvertSettings | None = None) -> ConvertResult:
+def convert(
+    spec: DatasetSpec,
+    src: str | Path,
+    out: str | None,
+    storage: StorageConfig | None = None,
+    settings: ConvertSettings | None = None,
+) -> ConvertResult:
     """Convert ``spec``'s dataset at ``src`` into validated shards at ``out`` (local folder or s3://).
 
     With ``settings.dry_run`` nothing is written (``out`` may be None): the result's manifest
@@ -257,8 +282,14 @@ def convert(spec: DatasetSpec, src: str | Path, out: str | None, storage: Storag
             Path(target.key).mkdir(parents=True, exist_ok=True)
         _unpublish(out, storage)
         uploader = make_uploader(out, storage, skip_existing=settings.skip_existing)
-        writer = ShardWriter(out, storage, tag=spec.name, target_shard_bytes=settings.target_shard_bytes,
-                             max_records_per_shard=settings.max_records_per_shard, uploader=uploader)
+        writer = ShardWriter(
+            out,
+            storage,
+            tag=spec.name,
+            target_shard_bytes=settings.target_shard_bytes,
+            max_records_per_shard=settings.max_records_per_shard,
+            uploader=uploader,
+        )
     ledger = Ledger()
     for outcome in plan.problems:
         ledger.add(outcome)
@@ -296,19 +327,30 @@ def convert(spec: DatasetSpec, src: str | Path, out: str | None, storage: Storag
     failure = ledger.failure(settings.max_error_rate)
     if settings.dry_run:
         prep = {**ledger.summary(), "units": len(plan.units), "options": ctx.options}
-        report = {"dataset": _dataset_info(spec), "counts": stats.to_json()["counts"], "prep": prep,
-                  "errors": ledger.entries}
+        report = {
+            "dataset": _dataset_info(spec),
+            "counts": stats.to_json()["counts"],
+            "prep": prep,
+            "errors": ledger.entries,
+        }
         return ConvertResult(report, ledger, elapsed, [], [], [], dry_run=True, failure=failure)
     if failure:
         _write_file(out, storage, ERRORS, errors)
-        raise ConversionFailed(f"{spec.name}: {failure}. Every problem is listed in {out}/{ERRORS}; "
-                               f"no manifest was written.")
+        raise ConversionFailed(
+            f"{spec.name}: {failure}. Every problem is listed in {out}/{ERRORS}; no manifest was written."
+        )
     _write_file(out, storage, HASHES, _hash_index(ledger))
     prep = ledger.summary()
-    prep.update(elapsed_s=round(elapsed, 3), units=len(plan.units), workers=workers,
-                units_per_s=round(len(plan.units) / elapsed, 1) if elapsed else None,
-                images_per_s=round(ledger.source_records / elapsed, 1) if elapsed else None,
-                seed=settings.seed, options=ctx.options, content_hashes=HASHES)
+    prep.update(
+        elapsed_s=round(elapsed, 3),
+        units=len(plan.units),
+        workers=workers,
+        units_per_s=round(len(plan.units) / elapsed, 1) if elapsed else None,
+        images_per_s=round(ledger.source_records / elapsed, 1) if elapsed else None,
+        seed=settings.seed,
+        options=ctx.options,
+        content_hashes=HASHES,
+    )
     manifest = write_manifest(out, stats, storage, dataset=_dataset_info(spec), prep=prep)
     pruned = _prune(out, storage, spec.name, {f["path"] for f in stats.files})
     return ConvertResult(manifest, ledger, elapsed, uploader.uploaded, uploader.skipped, pruned)

@@ -12,11 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 # What happened to the thing an error-report entry names.
-RECORD_REJECTED = "record_rejected"          # the source record was not written
-ANNOTATION_DROPPED = "annotation_dropped"    # a box/point/mask left out of a written record
-ANNOTATION_IGNORED = "annotation_ignored"    # left out on purpose (the registry maps its class to None)
-ATTRIBUTES_DROPPED = "attributes_dropped"    # the record was written without its attribute row
-ROW_IGNORED = "row_ignored"                  # an annotation row that no record could use (duplicate)
+RECORD_REJECTED = "record_rejected"  # the source record was not written
+ANNOTATION_DROPPED = "annotation_dropped"  # a box/point/mask left out of a written record
+ANNOTATION_IGNORED = "annotation_ignored"  # left out on purpose (the registry maps its class to None)
+ATTRIBUTES_DROPPED = "attributes_dropped"  # the record was written without its attribute row
+ROW_IGNORED = "row_ignored"  # an annotation row that no record could use (duplicate)
 
 
 class SourceProblem(Exception):
@@ -45,7 +45,7 @@ class Outcome:
     problems: list[dict] = field(default_factory=list)
     fixes: Counter = field(default_factory=Counter)
     annotations: int = 0  # source annotations seen (boxes, points, instances), for the annotation error rate
-    dropped: int = 0      # of those, how many were dropped as errors
+    dropped: int = 0  # of those, how many were dropped as errors
     content_hash: str | None = None  # of the record's image, for the duplicate report
     # (source class name, where the label map sent it) -> lookups, for the classes-found report
     classes: Counter = field(default_factory=Counter)
@@ -60,8 +60,7 @@ class Outcome:
     def reject(self, record_id: str, origin: str | None, reasons: list[str]) -> Outcome:
         self.record = None
         self.rejected = True
-        self.problems.append({"id": record_id, "origin": origin, "reasons": list(reasons),
-                              "action": RECORD_REJECTED})
+        self.problems.append({"id": record_id, "origin": origin, "reasons": list(reasons), "action": RECORD_REJECTED})
         return self
 
     @property
@@ -74,5 +73,13 @@ def rejection(record_id: str, origin: str | None, *reasons: str) -> Outcome:
     return Outcome().reject(record_id, origin, list(reasons))
 
 
-__all__ = ["ANNOTATION_DROPPED", "ANNOTATION_IGNORED", "ATTRIBUTES_DROPPED", "Outcome", "RECORD_REJECTED",
-           "ROW_IGNORED", "SourceProblem", "rejection"]
+__all__ = [
+    "ANNOTATION_DROPPED",
+    "ANNOTATION_IGNORED",
+    "ATTRIBUTES_DROPPED",
+    "Outcome",
+    "RECORD_REJECTED",
+    "ROW_IGNORED",
+    "SourceProblem",
+    "rejection",
+]

@@ -6,10 +6,9 @@ specs, and the lookup, which reads the catalog, import in one direction only.
 
 from __future__ import annotations
 
-from unihema.config.core import closest
-
 from data_prep.catalog import DATASETS
 from data_prep.spec import DatasetSpec
+from unihema.config.core import closest
 
 
 def registry() -> dict[str, DatasetSpec]:

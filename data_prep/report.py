@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from unihema.data.schema import reason_code
-
 from data_prep.problems import ANNOTATION_DROPPED, RECORD_REJECTED, Outcome
+from unihema.data.schema import reason_code
 
 
 class Ledger:
@@ -53,21 +52,29 @@ class Ledger:
         return self.dropped / self.annotations if self.annotations else 0.0
 
     def rejected_codes(self) -> Counter:
-        return Counter(reason_code(r) for e in self.entries if e.get("action") == RECORD_REJECTED
-                       for r in {reason_code(x) for x in e["reasons"]})
+        return Counter(
+            reason_code(r)
+            for e in self.entries
+            if e.get("action") == RECORD_REJECTED
+            for r in {reason_code(x) for x in e["reasons"]}
+        )
 
     def failure(self, max_error_rate: float) -> str | None:
         """Why the run fails (either error rate above the threshold, or nothing written), or None."""
         if self.source_records == 0:
             return "no source records found: check --src against the dataset's layout"
         if self.record_error_rate() > max_error_rate:
-            return (f"{self.rejected} of {self.source_records} source records were rejected "
-                    f"({self.record_error_rate():.1%} > max error rate {max_error_rate:.1%}); top reasons: "
-                    f"{self._top(RECORD_REJECTED)}")
+            return (
+                f"{self.rejected} of {self.source_records} source records were rejected "
+                f"({self.record_error_rate():.1%} > max error rate {max_error_rate:.1%}); top reasons: "
+                f"{self._top(RECORD_REJECTED)}"
+            )
         if self.annotation_error_rate() > max_error_rate:
-            return (f"{self.dropped} of {self.annotations} annotations were dropped "
-                    f"({self.annotation_error_rate():.1%} > max error rate {max_error_rate:.1%}); top reasons: "
-                    f"{self._top(ANNOTATION_DROPPED)}")
+            return (
+                f"{self.dropped} of {self.annotations} annotations were dropped "
+                f"({self.annotation_error_rate():.1%} > max error rate {max_error_rate:.1%}); top reasons: "
+                f"{self._top(ANNOTATION_DROPPED)}"
+            )
         return None
 
     def _top(self, action: str, n: int = 5) -> str:
@@ -82,15 +89,23 @@ class Ledger:
                 groups[digest].append((rid, split))
         dup = [g for g in groups.values() if len(g) > 1]
         cross = [g for g in dup if len({s for _, s in g}) > 1]
-        return {"groups": len(dup), "records": sum(len(g) for g in dup), "cross_split_groups": len(cross),
-                "examples": [[f"{rid} ({split})" for rid, split in g] for g in (cross + dup)[:examples]]}
+        return {
+            "groups": len(dup),
+            "records": sum(len(g) for g in dup),
+            "cross_split_groups": len(cross),
+            "examples": [[f"{rid} ({split})" for rid, split in g] for g in (cross + dup)[:examples]],
+        }
 
     def summary(self) -> dict:
         return {
-            "source_records": self.source_records, "written": self.written_count, "rejected_records": self.rejected,
+            "source_records": self.source_records,
+            "written": self.written_count,
+            "rejected_records": self.rejected,
             "error_entries": len(self.entries),
-            "record_error_rate": round(self.record_error_rate(), 6), "annotations": self.annotations,
-            "dropped_annotations": self.dropped, "annotation_error_rate": round(self.annotation_error_rate(), 6),
+            "record_error_rate": round(self.record_error_rate(), 6),
+            "annotations": self.annotations,
+            "dropped_annotations": self.dropped,
+            "annotation_error_rate": round(self.annotation_error_rate(), 6),
             "problems": dict(sorted(Counter(reason_code(r) for e in self.entries for r in e["reasons"]).items())),
             "actions": dict(sorted(Counter(e.get("action") for e in self.entries).items())),
             "fixes": dict(sorted(self.fixes.items())),
@@ -100,8 +115,10 @@ class Ledger:
 
     def source_classes(self) -> list[dict]:
         """Each class name met in the source, where the label map sent it (None: left out, "?": unknown)."""
-        return [{"name": name, "to": target, "count": n}
-                for (name, target), n in sorted(self.classes.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
+        return [
+            {"name": name, "to": target, "count": n}
+            for (name, target), n in sorted(self.classes.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))
+        ]
 
 
 __all__ = ["Ledger"]

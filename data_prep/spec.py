@@ -23,13 +23,12 @@ from typing import Any
 
 import yaml
 
-from unihema.config import read_yaml
-from unihema.config.core import ConfigError, build, closest, to_dict
-from unihema.data.schema import TASKS
-
 from data_prep.classmap import SPACES
 from data_prep.converters import CONVERTERS
 from data_prep.splits import DEFAULT_RATIOS
+from unihema.config import read_yaml
+from unihema.config.core import ConfigError, build, closest, to_dict
+from unihema.data.schema import TASKS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TEXT_KEYS = ("complete_classes", "generate")
@@ -52,25 +51,25 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    name: str                        # CLI name; also the records' ``source`` and id prefix
-    tasks: tuple[str, ...]           # tasks its records serve (text is generated for vqa/mlm)
-    converter: str                   # a key of data_prep.converters.CONVERTERS
+    name: str  # CLI name; also the records' ``source`` and id prefix
+    tasks: tuple[str, ...]  # tasks its records serve (text is generated for vqa/mlm)
+    converter: str  # a key of data_prep.converters.CONVERTERS
     title: str = ""
     license: str = "unspecified"
     diseases: tuple[str, ...] = ()
-    annotation: str = ""             # the upstream annotation format, in words
-    upstream: str = ""               # where to get it; "see upstream: ..." where no URL is certain
-    layout: str = ""                 # what the --src folder must contain
+    annotation: str = ""  # the upstream annotation format, in words
+    upstream: str = ""  # where to get it; "see upstream: ..." where no URL is certain
+    layout: str = ""  # what the --src folder must contain
     options: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str | None] = field(default_factory=dict)  # source name -> label-space name (None: leave out)
     text: dict[str, Any] = field(default_factory=dict)  # complete_classes: classes whose counts/absence are reliable
-    split: str = "hash of image content"         # how splits are made, in words
+    split: str = "hash of image content"  # how splits are made, in words
     split_ratios: tuple[float, float, float] = DEFAULT_RATIOS
     # Share of the upstream *train* records moved to test by content hash, for datasets whose
     # upstream split has no test list (WBCAtt's train/val): every class then reaches test.
     test_from_train: float = 0.0
     notes: str = ""
-    verified: bool = False           # converted here from the real files (others: layout from the docs)
+    verified: bool = False  # converted here from the real files (others: layout from the docs)
 
     def __post_init__(self):
         for name in ("tasks", "diseases", "split_ratios"):
@@ -82,17 +81,22 @@ class DatasetSpec:
     def validate(self) -> None:
         """Refuse what a conversion could not use, naming the key and what is allowed."""
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ConfigError(f"name: invalid value {self.name!r}; a dataset name is letters, digits, '_', '-' "
-                              "or '.', starting with a letter or digit (it prefixes record ids and shard names)")
+            raise ConfigError(
+                f"name: invalid value {self.name!r}; a dataset name is letters, digits, '_', '-' "
+                "or '.', starting with a letter or digit (it prefixes record ids and shard names)"
+            )
         if not self.tasks:
             raise ConfigError(f"tasks: empty; allowed: {', '.join(TASKS)}")
         for i, task in enumerate(self.tasks):
             if task not in TASKS:
-                raise ConfigError(f"tasks[{i}]: invalid value {task!r}; allowed: {', '.join(TASKS)}"
-                                  f"{_hint(task, TASKS)}")
+                raise ConfigError(
+                    f"tasks[{i}]: invalid value {task!r}; allowed: {', '.join(TASKS)}{_hint(task, TASKS)}"
+                )
         if self.converter not in CONVERTERS:
-            raise ConfigError(f"converter: invalid value {self.converter!r}; allowed: {', '.join(sorted(CONVERTERS))}"
-                              f"{_hint(self.converter, CONVERTERS)}")
+            raise ConfigError(
+                f"converter: invalid value {self.converter!r}; allowed: {', '.join(sorted(CONVERTERS))}"
+                f"{_hint(self.converter, CONVERTERS)}"
+            )
         converter = CONVERTERS[self.converter]()
         check_options(self.converter, converter.OPTIONS, self.options, "options")
         try:
@@ -103,9 +107,11 @@ class DatasetSpec:
         names = SPACES[space]
         for raw, target in self.labels.items():
             if target is not None and target not in names:
-                raise ConfigError(f"labels.{raw}: {target!r} is not a {space} class (converter {self.converter!r} "
-                                  f"maps into the {space} label space){_hint(target, names)}; "
-                                  "write null to leave the class out")
+                raise ConfigError(
+                    f"labels.{raw}: {target!r} is not a {space} class (converter {self.converter!r} "
+                    f"maps into the {space} label space){_hint(target, names)}; "
+                    "write null to leave the class out"
+                )
         unknown = sorted(set(self.text) - set(TEXT_KEYS))
         if unknown:
             raise ConfigError(f"unknown key 'text.{unknown[0]}'; allowed keys: {', '.join(TEXT_KEYS)}")
@@ -118,8 +124,10 @@ class DatasetSpec:
             if cls not in names:
                 raise ConfigError(f"text.complete_classes[{i}]: {cls!r} is not a {space} class{_hint(cls, names)}")
         if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or sum(self.split_ratios) <= 0:
-            raise ConfigError(f"split_ratios: invalid value {list(self.split_ratios)}; expected three non-negative "
-                              "numbers train, val, test, not all zero")
+            raise ConfigError(
+                f"split_ratios: invalid value {list(self.split_ratios)}; expected three non-negative "
+                "numbers train, val, test, not all zero"
+            )
         if not 0 <= self.test_from_train < 1:
             raise ConfigError(f"test_from_train: invalid value {self.test_from_train!r}; must be >= 0 and < 1")
 
@@ -134,23 +142,30 @@ class DatasetSpec:
 
     def where_to_get(self, src: Path | None = None) -> str:
         src = src or self.default_src()
-        return (f"{self.title or self.name} ({self.name}): get it from {self.upstream or 'its owner'}\n"
-                f"  license: {self.license}\n"
-                f"  put it at {src} so that it contains:\n    {self.layout or '(see the spec options)'}")
+        return (
+            f"{self.title or self.name} ({self.name}): get it from {self.upstream or 'its owner'}\n"
+            f"  license: {self.license}\n"
+            f"  put it at {src} so that it contains:\n    {self.layout or '(see the spec options)'}"
+        )
 
 
 def check_options(converter: str, accepted: dict, options: dict, where: str) -> None:
     """Option names the converter knows, with the type of its default where that type is certain."""
     for key, value in options.items():
         if key not in accepted:
-            raise ConfigError(f"unknown key '{where}.{key}': converter {converter!r} accepts "
-                              f"{', '.join(sorted(accepted))}{_hint(key, accepted)}")
+            raise ConfigError(
+                f"unknown key '{where}.{key}': converter {converter!r} accepts "
+                f"{', '.join(sorted(accepted))}{_hint(key, accepted)}"
+            )
         default = accepted[key]
         # Only bool and number defaults pin a type: path options accept a string or a {split: path} mapping.
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}.{key}: invalid value {value!r}; expected true or false")
-        if (isinstance(default, (int, float)) and not isinstance(default, bool)
-                and (isinstance(value, bool) or not isinstance(value, (int, float)))):
+        if (
+            isinstance(default, (int, float))
+            and not isinstance(default, bool)
+            and (isinstance(value, bool) or not isinstance(value, (int, float)))
+        ):
             raise ConfigError(f"{where}.{key}: invalid value {value!r}; expected a number")
 
 
@@ -160,8 +175,10 @@ def spec_from_dict(data: dict, where: str = "spec") -> DatasetSpec:
         raise ConfigError(f"{where} must hold a mapping of spec keys at the top level")
     missing = [k for k in REQUIRED if k not in data]
     if missing:
-        raise ConfigError(f"missing key {missing[0]!r}; a spec needs {', '.join(REQUIRED)} "
-                          f"(converter: one of {', '.join(sorted(CONVERTERS))})")
+        raise ConfigError(
+            f"missing key {missing[0]!r}; a spec needs {', '.join(REQUIRED)} "
+            f"(converter: one of {', '.join(sorted(CONVERTERS))})"
+        )
     return build(DatasetSpec, data, root=where)
 
 
@@ -180,10 +197,13 @@ def spec_to_dict(spec: DatasetSpec) -> dict:
 
 def spec_to_yaml(spec: DatasetSpec) -> str:
     """A spec as a YAML file that ``load_spec`` reads back to an equal spec."""
-    head = (f"# Dataset spec for {spec.name}: edit, then\n"
-            f"#   python -m data_prep convert --spec {spec.name}.yaml --src DIR --out URI [--dry-run]\n")
-    return head + yaml.safe_dump(spec_to_dict(spec), sort_keys=False, allow_unicode=True, width=100,
-                                 default_flow_style=None)
+    head = (
+        f"# Dataset spec for {spec.name}: edit, then\n"
+        f"#   python -m data_prep convert --spec {spec.name}.yaml --src DIR --out URI [--dry-run]\n"
+    )
+    return head + yaml.safe_dump(
+        spec_to_dict(spec), sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
+    )
 
 
 __all__ = ["DatasetSpec", "check_options", "load_spec", "spec_from_dict", "spec_to_dict", "spec_to_yaml"]

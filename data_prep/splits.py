@@ -16,9 +16,18 @@ from unihema.data.schema import SPLITS
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 
 # Upstream names for the three splits, as datasets spell them.
-_ALIASES = {"train": "train", "training": "train", "trn": "train",
-            "val": "val", "valid": "val", "validation": "val", "dev": "val",
-            "test": "test", "testing": "test", "tst": "test"}
+_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "trn": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "tst": "test",
+}
 # When an image is listed in several upstream splits, the most held-out one wins.
 _PRIORITY = {"test": 2, "val": 1, "train": 0}
 
@@ -40,7 +49,7 @@ def hash_split(identity: str, ratios: tuple[float, float, float] = DEFAULT_RATIO
     if total <= 0 or any(r < 0 for r in ratios):
         raise ValueError(f"split ratios must be non-negative and not all zero, got {ratios}")
     digest = hashlib.blake2b(f"{salt}:{identity}".encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "big") / 2 ** 64
+    u = int.from_bytes(digest, "big") / 2**64
     edge = 0.0
     for split, ratio in zip(SPLITS, ratios):
         edge += ratio / total
@@ -82,8 +91,9 @@ def read_split_lists(folder: Path) -> tuple[dict[str, str], list[str]]:
 class SplitAssigner:
     """Upstream split when known, else the content hash; counts which rule decided."""
 
-    def __init__(self, ratios: tuple[float, float, float] = DEFAULT_RATIOS, salt: str = "",
-                 test_from_train: float = 0.0):
+    def __init__(
+        self, ratios: tuple[float, float, float] = DEFAULT_RATIOS, salt: str = "", test_from_train: float = 0.0
+    ):
         if not 0.0 <= test_from_train < 1.0:
             raise ValueError(f"test_from_train must be in [0, 1), got {test_from_train}")
         self.ratios = tuple(ratios)
@@ -96,9 +106,11 @@ class SplitAssigner:
             split = split_name(upstream)
             if split is None:
                 raise ValueError(f"unknown upstream split name {upstream!r}")
-            if split == "train" and self.test_from_train and \
-                    hash_split(content_hash, (1 - self.test_from_train, 0.0, self.test_from_train),
-                               self.salt) == "test":
+            if (
+                split == "train"
+                and self.test_from_train
+                and hash_split(content_hash, (1 - self.test_from_train, 0.0, self.test_from_train), self.salt) == "test"
+            ):
                 return "test", "test_from_train"
             return split, "upstream"
         return hash_split(content_hash, self.ratios, self.salt), "hash"

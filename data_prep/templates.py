@@ -13,21 +13,35 @@ from __future__ import annotations
 
 import random
 
+from data_prep.wbcatt import WBCATT_NAMES
 from unihema.labels import MORPHOLOGY_NAMES, NOT_ANNOTATED
 
-from data_prep.wbcatt import WBCATT_NAMES
-
 _DISPLAY = {
-    "RBC": "red blood cell", "rbc": "red blood cell", "WBC": "white blood cell", "wbc": "white blood cell",
-    "Sickle Cells": "sickle cell", "TBbacillus": "tuberculosis bacillus", "Unidentified": "unidentified cell",
-    "leishman_parasite": "Leishmania parasite", "concentrated_leishman_parasite": "cluster of Leishmania parasites",
-    "difficult": "hard-to-classify object", "ring": "ring-stage parasite", "plasmodium": "Plasmodium parasite",
-    "babesia": "Babesia parasite", "toxoplasma": "Toxoplasma parasite", "trichomonad": "trichomonad",
-    "trypanosome": "trypanosome", "leishmania": "Leishmania parasite", "other cell": "other cell",
-    "not identifiable": "unidentifiable cell", "thrombocyte aggregation": "thrombocyte aggregate",
+    "RBC": "red blood cell",
+    "rbc": "red blood cell",
+    "WBC": "white blood cell",
+    "wbc": "white blood cell",
+    "Sickle Cells": "sickle cell",
+    "TBbacillus": "tuberculosis bacillus",
+    "Unidentified": "unidentified cell",
+    "leishman_parasite": "Leishmania parasite",
+    "concentrated_leishman_parasite": "cluster of Leishmania parasites",
+    "difficult": "hard-to-classify object",
+    "ring": "ring-stage parasite",
+    "plasmodium": "Plasmodium parasite",
+    "babesia": "Babesia parasite",
+    "toxoplasma": "Toxoplasma parasite",
+    "trichomonad": "trichomonad",
+    "trypanosome": "trypanosome",
+    "leishmania": "Leishmania parasite",
+    "other cell": "other cell",
+    "not identifiable": "unidentifiable cell",
+    "thrombocyte aggregation": "thrombocyte aggregate",
 }
-_PLURAL = {"tuberculosis bacillus": "tuberculosis bacilli",
-           "cluster of Leishmania parasites": "clusters of Leishmania parasites"}
+_PLURAL = {
+    "tuberculosis bacillus": "tuberculosis bacilli",
+    "cluster of Leishmania parasites": "clusters of Leishmania parasites",
+}
 
 
 def display(name: str) -> str:
@@ -48,19 +62,34 @@ def article(phrase: str) -> str:
 _WBCATT_QA = {
     "cell_size": (("What is the size of the cell?", "Is the cell small or big?"), {}),
     "cell_shape": (("What is the shape of the cell?", "Is the cell round or irregular in shape?"), {}),
-    "nucleus_shape": (("What is the shape of the nucleus?", "Describe the shape of the nucleus."),
-                      {v: v.replace("-", " ") for v in ("unsegmented-round", "unsegmented-band",
-                                                         "unsegmented-indented", "segmented-bilobed",
-                                                         "segmented-multilobed")}),
-    "nuclear_cytoplasmic_ratio": (("What is the nuclear-to-cytoplasmic ratio of the cell?",
-                                   "Is the nuclear-to-cytoplasmic ratio low or high?"), {}),
-    "chromatin_density": (("How dense is the nuclear chromatin?", "Is the chromatin dense or loose?"),
-                          {"densely": "dense", "loosely": "loose"}),
+    "nucleus_shape": (
+        ("What is the shape of the nucleus?", "Describe the shape of the nucleus."),
+        {
+            v: v.replace("-", " ")
+            for v in (
+                "unsegmented-round",
+                "unsegmented-band",
+                "unsegmented-indented",
+                "segmented-bilobed",
+                "segmented-multilobed",
+            )
+        },
+    ),
+    "nuclear_cytoplasmic_ratio": (
+        ("What is the nuclear-to-cytoplasmic ratio of the cell?", "Is the nuclear-to-cytoplasmic ratio low or high?"),
+        {},
+    ),
+    "chromatin_density": (
+        ("How dense is the nuclear chromatin?", "Is the chromatin dense or loose?"),
+        {"densely": "dense", "loosely": "loose"},
+    ),
     "cytoplasm_vacuole": (("Does the cytoplasm contain vacuoles?", "Are there vacuoles in the cytoplasm?"), {}),
     "cytoplasm_texture": (("What is the texture of the cytoplasm?", "Is the cytoplasm clear or frosted?"), {}),
     "cytoplasm_colour": (("What colour is the cytoplasm?", "What is the colour of the cytoplasm?"), {}),
-    "granule_type": (("What type of granules does the cytoplasm contain?", "What kind of granules are present?"),
-                     {"nil": "none"}),
+    "granule_type": (
+        ("What type of granules does the cytoplasm contain?", "What kind of granules are present?"),
+        {"nil": "none"},
+    ),
     "granule_colour": (("What colour are the granules?", "What is the colour of the granules?"), {"nil": "none"}),
     "granularity": (("Is the cytoplasm granular?", "Does the cell show granularity?"), {}),
 }
@@ -69,12 +98,14 @@ _OFFICIAL_QA = {
     "nuclear_shape": ("Is the nuclear shape regular or irregular?", "Is the nucleus regular or irregular?"),
     "nucleolus": ("Is the nucleolus inconspicuous or prominent?", "How visible is the nucleolus?"),
     "cytoplasm": ("Is the cytoplasm scanty or abundant?", "How much cytoplasm does the cell have?"),
-    "cytoplasmic_basophilia": ("Is the cytoplasmic basophilia slight or moderate?",
-                               "How basophilic is the cytoplasm?"),
+    "cytoplasmic_basophilia": ("Is the cytoplasmic basophilia slight or moderate?", "How basophilic is the cytoplasm?"),
     "cytoplasmic_vacuoles": ("Are cytoplasmic vacuoles absent or prominent?", "Are vacuoles seen in the cytoplasm?"),
 }
-_CLASS_QUESTIONS = ("What type of cell is this?", "Which cell type is shown in this image?",
-                    "What is the class of this cell?")
+_CLASS_QUESTIONS = (
+    "What type of cell is this?",
+    "Which cell type is shown in this image?",
+    "What is the class of this cell?",
+)
 
 
 def rng_for(seed: int | str, record_id: str) -> random.Random:
@@ -85,8 +116,7 @@ def _annotated(attrs: dict, names) -> dict:
     return {n: attrs[n] for n in names if attrs.get(n, NOT_ANNOTATED) != NOT_ANNOTATED}
 
 
-def cell_qa(cell_class: str | None, attributes: dict, rng: random.Random,
-            classes: tuple[str, ...] = ()) -> list[dict]:
+def cell_qa(cell_class: str | None, attributes: dict, rng: random.Random, classes: tuple[str, ...] = ()) -> list[dict]:
     """QA pairs for a single-cell image: its class (open and yes/no) and each annotated attribute.
 
     Official-attribute questions are asked only when the record has no WBCAtt attributes,
@@ -98,8 +128,9 @@ def cell_qa(cell_class: str | None, attributes: dict, rng: random.Random,
         others = sorted(c for c in classes if c != cell_class)
         if others:
             asked = cell_class if rng.random() < 0.5 else rng.choice(others)
-            qa.append({"question": f"Is this {article(display(asked))}?",
-                       "answer": "yes" if asked == cell_class else "no"})
+            qa.append(
+                {"question": f"Is this {article(display(asked))}?", "answer": "yes" if asked == cell_class else "no"}
+            )
     wbcatt = _annotated(attributes, WBCATT_NAMES)
     for name, value in wbcatt.items():
         questions, wording = _WBCATT_QA[name]
@@ -115,12 +146,24 @@ def field_qa(box_labels: list[str], rng: random.Random, complete: tuple[str, ...
     present = sorted(set(box_labels))
     qa = []
     for name in present:
-        qa.append({"question": rng.choice((f"Are there any {plural(name)} in this image?",
-                                           f"Does this field contain {plural(name)}?")), "answer": "yes"})
+        qa.append(
+            {
+                "question": rng.choice(
+                    (f"Are there any {plural(name)} in this image?", f"Does this field contain {plural(name)}?")
+                ),
+                "answer": "yes",
+            }
+        )
     for name in complete:
         n = box_labels.count(name)
-        qa.append({"question": rng.choice((f"How many {plural(name)} are in this image?",
-                                           f"How many {plural(name)} can be seen?")), "answer": str(n)})
+        qa.append(
+            {
+                "question": rng.choice(
+                    (f"How many {plural(name)} are in this image?", f"How many {plural(name)} can be seen?")
+                ),
+                "answer": str(n),
+            }
+        )
         if n == 0:
             qa.append({"question": f"Are there any {plural(name)} in this image?", "answer": "no"})
     return qa
@@ -148,8 +191,12 @@ def _wbcatt_sentence(cls: str, a: dict) -> str:
         kind = " ".join(v for v in (a.get("granule_colour"), a.get("granule_type")) if v and v != "nil")
         rest.append(f"containing {kind} granules")
     if cyto or rest:
-        text += " The cytoplasm is " + (" and ".join(cyto) if cyto else "seen") + (", " + " and ".join(rest)
-                                                                                   if rest else "") + "."
+        text += (
+            " The cytoplasm is "
+            + (" and ".join(cyto) if cyto else "seen")
+            + (", " + " and ".join(rest) if rest else "")
+            + "."
+        )
     return text
 
 

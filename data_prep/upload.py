@@ -24,9 +24,22 @@ from unihema.storage import StorageURI, boto3_client, describe_failure, parse_ur
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
-                    "ThrottlingException", "RequestTimeTooSkewed", "500", "502", "503", "504", "BadDigest",
-                    "IncompleteBody", "NoSuchUpload"}
+_TRANSIENT_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeTooSkewed",
+    "500",
+    "502",
+    "503",
+    "504",
+    "BadDigest",
+    "IncompleteBody",
+    "NoSuchUpload",
+}
 
 
 class UploadError(RuntimeError):
@@ -54,8 +67,17 @@ def _transient(err: BaseException) -> bool:
 class S3Uploader:
     """``uploader(name, payload)`` for s3:// URIs."""
 
-    def __init__(self, uri: str | StorageURI, storage: StorageConfig | None = None, *, skip_existing: bool = True,
-                 part_size: int = 16 << 20, attempts: int = 4, backoff_s: float = 0.5, client=None):
+    def __init__(
+        self,
+        uri: str | StorageURI,
+        storage: StorageConfig | None = None,
+        *,
+        skip_existing: bool = True,
+        part_size: int = 16 << 20,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        client=None,
+    ):
         self.uri = parse_uri(uri) if isinstance(uri, str) else uri
         self.storage = storage or StorageConfig()
         self.skip_existing = skip_existing
@@ -85,11 +107,14 @@ class S3Uploader:
                 if not _transient(err):
                     raise describe_failure(self.uri, self.storage, err) from None
                 if attempt == self.attempts:
-                    raise UploadError(f"shard {name} to {self.uri}: giving up after {attempt} attempts "
-                                      f"({type(err).__name__}: {str(err)[:200]})") from None
+                    raise UploadError(
+                        f"shard {name} to {self.uri}: giving up after {attempt} attempts "
+                        f"({type(err).__name__}: {str(err)[:200]})"
+                    ) from None
                 delay = self.backoff_s * 2 ** (attempt - 1) * (1 + random.random())
-                log.warning("shard %s: attempt %d failed (%s), retrying in %.1fs", name, attempt,
-                            type(err).__name__, delay)
+                log.warning(
+                    "shard %s: attempt %d failed (%s), retrying in %.1fs", name, attempt, type(err).__name__, delay
+                )
                 time.sleep(delay)
 
     def _already_there(self, key: str, sha: str, size: int) -> bool:
@@ -108,21 +133,29 @@ class S3Uploader:
         bucket, meta = self.uri.bucket, {"sha256": sha}
         if len(payload) <= self.part_size:
             md5 = hashlib.md5(payload).digest()
-            self.client.put_object(Bucket=bucket, Key=key, Body=payload, Metadata=meta,
-                                   ContentMD5=base64.b64encode(md5).decode())
+            self.client.put_object(
+                Bucket=bucket, Key=key, Body=payload, Metadata=meta, ContentMD5=base64.b64encode(md5).decode()
+            )
             return md5.hex()
         upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=meta)["UploadId"]
         try:
             parts, digests = [], []
             for number, start in enumerate(range(0, len(payload), self.part_size), start=1):
-                chunk = payload[start:start + self.part_size]
+                chunk = payload[start : start + self.part_size]
                 md5 = hashlib.md5(chunk).digest()
                 digests.append(md5)
-                resp = self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                               Body=chunk, ContentMD5=base64.b64encode(md5).decode())
+                resp = self.client.upload_part(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=chunk,
+                    ContentMD5=base64.b64encode(md5).decode(),
+                )
                 parts.append({"PartNumber": number, "ETag": resp["ETag"]})
-            self.client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts})
+            self.client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
         except BaseException:
             try:
                 self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
@@ -157,8 +190,12 @@ class LocalUploader:
     def __call__(self, name: str, payload: bytes) -> None:
         path = Path(self.uri.key) / name
         sha = _sha256(payload)
-        if self.skip_existing and path.is_file() and path.stat().st_size == len(payload) \
-                and _sha256(path.read_bytes()) == sha:
+        if (
+            self.skip_existing
+            and path.is_file()
+            and path.stat().st_size == len(payload)
+            and _sha256(path.read_bytes()) == sha
+        ):
             self.skipped.append(name)
             return
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,21 +23,30 @@ counterpart and stay WBCAtt-only.
 
 from __future__ import annotations
 
-from unihema.labels import NOT_ANNOTATED, WBCATT_ATTRIBUTES
-
 from data_prep.problems import SourceProblem
+from unihema.labels import NOT_ANNOTATED, WBCATT_ATTRIBUTES
 
 WBCATT_NAMES = tuple(WBCATT_ATTRIBUTES)
 
 TO_OFFICIAL: dict[str, tuple[str, dict[str, str]]] = {
     "chromatin_density": ("nuclear_chromatin", {"densely": "coarse", "loosely": "open"}),
-    "nucleus_shape": ("nuclear_shape", {"unsegmented-round": "regular", "unsegmented-band": "irregular",
-                                        "unsegmented-indented": "irregular", "segmented-bilobed": "irregular",
-                                        "segmented-multilobed": "irregular", "irregular": "irregular"}),
+    "nucleus_shape": (
+        "nuclear_shape",
+        {
+            "unsegmented-round": "regular",
+            "unsegmented-band": "irregular",
+            "unsegmented-indented": "irregular",
+            "segmented-bilobed": "irregular",
+            "segmented-multilobed": "irregular",
+            "irregular": "irregular",
+        },
+    ),
     "nuclear_cytoplasmic_ratio": ("cytoplasm", {"high": "scanty", "low": "abundant"}),
     "cytoplasm_vacuole": ("cytoplasmic_vacuoles", {"yes": "prominent", "no": "absent"}),
-    "cytoplasm_colour": ("cytoplasmic_basophilia", {"light blue": "slight", "blue": "moderate",
-                                                   "purple blue": "moderate"}),
+    "cytoplasm_colour": (
+        "cytoplasmic_basophilia",
+        {"light blue": "slight", "blue": "moderate", "purple blue": "moderate"},
+    ),
 }
 NOT_IN_WBCATT = ("nucleolus",)
 

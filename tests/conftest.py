@@ -46,8 +46,13 @@ def shared_datasets() -> Path:
 def subprocess_env() -> dict:
     """Environment for CLI subprocesses: nothing inherited from AWS or a Ray address, Ray on loopback."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", GLOO_SOCKET_IFNAME="lo", RAY_USAGE_STATS_ENABLED="0",
-               TORCH_EXTENSIONS_DIR=str(REPO_ROOT / ".cache" / "torch_extensions"), PYTHONUNBUFFERED="1")
+    env.update(
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        GLOO_SOCKET_IFNAME="lo",
+        RAY_USAGE_STATS_ENABLED="0",
+        TORCH_EXTENSIONS_DIR=str(REPO_ROOT / ".cache" / "torch_extensions"),
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -58,7 +63,13 @@ def start_cli(subprocess_env):
     import sys
 
     def start(module: str, args: list[str], log: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=subprocess_env,
-                                stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=REPO_ROOT,
+            env=subprocess_env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     return start

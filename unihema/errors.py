@@ -36,7 +36,8 @@ def require(module: str, purpose: str | None = None):
         top = module.split(".")[0]
         package, default_purpose = OPTIONAL_PACKAGES.get(top, (top, "this feature"))
         raise MissingDependencyError(
-            f"{purpose or default_purpose} needs the '{package}' package: pip install {package}") from None
+            f"{purpose or default_purpose} needs the '{package}' package: pip install {package}"
+        ) from None
 
 
 def missing_packages(modules) -> list[str]:

@@ -34,22 +34,35 @@ log = logging.getLogger("unihema.export")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unihema.export", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="DeepSpeed/Ray checkpoint folder, tag folder, run folder or export folder (or s3://)")
+    parser = argparse.ArgumentParser(
+        prog="python -m unihema.export",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="DeepSpeed/Ray checkpoint folder, tag folder, run folder or export folder (or s3://)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (local or s3://)")
-    parser.add_argument("--metrics", default=None, metavar="FILE",
-                        help="metrics.json of `python -m unihema.evaluate` for the model card")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        metavar="FILE",
+        help="metrics.json of `python -m unihema.evaluate` for the model card",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip reloading the folder and comparing outputs")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="load a DeepSpeed checkpoint in full (unpickling arbitrary objects) when it holds more "
-                             "than weights: only for files from a source you trust")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load a DeepSpeed checkpoint in full (unpickling arbitrary objects) when it holds more "
+        "than weights: only for files from a source you trust",
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from unihema.storage import StorageSession
-    from unihema.storage import StorageAccessError
+    from unihema.storage import StorageAccessError, StorageSession
 
     session = None
     try:
@@ -60,17 +73,29 @@ def main(argv=None) -> int:
             local_out = Path(tmp, "export") if remote else Path(args.out)
             if not remote and local_out.exists() and not local_out.is_dir():
                 raise UserInputError(f"{local_out}: exists and is not a folder")
-            report = export_checkpoint(args.checkpoint, local_out, preset=args.preset, files=args.config,
-                                       overrides=args.overrides, metrics_file=args.metrics,
-                                       verify=not args.no_verify, storage=session.storage,
-                                       trust=args.trust_checkpoint)
+            report = export_checkpoint(
+                args.checkpoint,
+                local_out,
+                preset=args.preset,
+                files=args.config,
+                overrides=args.overrides,
+                metrics_file=args.metrics,
+                verify=not args.no_verify,
+                storage=session.storage,
+                trust=args.trust_checkpoint,
+            )
             if remote:
                 upload_folder(local_out, args.out, session.storage)
                 report["out"] = args.out
-        verified = (f"; verified: outputs identical (max |difference| {report['max_abs_difference']:g})"
-                    if "max_abs_difference" in report else "")
-        print(f"exported {report['kind']} checkpoint {report['checkpoint']} -> {report['out']} "
-              f"({report['parameters']:,} parameters){verified}")
+        verified = (
+            f"; verified: outputs identical (max |difference| {report['max_abs_difference']:g})"
+            if "max_abs_difference" in report
+            else ""
+        )
+        print(
+            f"exported {report['kind']} checkpoint {report['checkpoint']} -> {report['out']} "
+            f"({report['parameters']:,} parameters){verified}"
+        )
         return 0
     except (ConfigError, UserInputError, StorageAccessError, ExportMismatchError) as err:
         return report_cli_error(err)

@@ -68,8 +68,8 @@ def parse_tasks(values: list[str], args) -> list[str]:
 
 
 def _rle(mask):
-    from pycocotools import mask as mask_utils
     import numpy as np
+    from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
@@ -78,8 +78,13 @@ def _rle(mask):
 def predict_image(predictor, loaded, tasks: list[str], args) -> dict:
     """Everything the asked tasks predict for one image (masks still as arrays)."""
     image = loaded.image
-    result: dict = {"image": str(loaded.path), "width": image.size[0], "height": image.size[1],
-                    "mode": loaded.mode, "converted_to_rgb": loaded.converted}
+    result: dict = {
+        "image": str(loaded.path),
+        "width": image.size[0],
+        "height": image.size[1],
+        "mode": loaded.mode,
+        "converted_to_rgb": loaded.converted,
+    }
     if "detection" in tasks:
         result["detections"] = predictor.detect(image)
     if "segmentation" in tasks:
@@ -112,9 +117,13 @@ def write_outputs(result: dict, image, out_dir: Path, stem: str) -> dict:
         files["mask"] = f"{stem}_mask.png"
         Image.fromarray(seg["semantic"].astype(np.uint8) * 255).save(out_dir / files["mask"])
         payload["segmentation"] = {
-            "foreground_fraction": round(float(seg["semantic"].mean()), 4), "mask_png": files["mask"],
-            "instances": [{**{k: v for k, v in inst.items() if k != "mask"}, "mask_rle": _rle(inst["mask"])}
-                          for inst in seg["instances"]]}
+            "foreground_fraction": round(float(seg["semantic"].mean()), 4),
+            "mask_png": files["mask"],
+            "instances": [
+                {**{k: v for k, v in inst.items() if k != "mask"}, "mask_rle": _rle(inst["mask"])}
+                for inst in seg["instances"]
+            ],
+        }
     payload["files"] = files
     (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1))
     return payload
@@ -143,26 +152,46 @@ def summary_line(payload: dict, out_dir: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m unihema.predict", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m unihema.predict",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, TIFF, ...)")
-    parser.add_argument("--task", action="append", default=[], metavar="T",
-                        help=f"task(s), repeatable or comma-separated: {', '.join(TASK_CHOICES)}, all "
-                             f"(default: {', '.join(DEFAULT_TASKS)}, plus vqa / mlm when --question / --text)")
+    parser.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="T",
+        help=f"task(s), repeatable or comma-separated: {', '.join(TASK_CHOICES)}, all "
+        f"(default: {', '.join(DEFAULT_TASKS)}, plus vqa / mlm when --question / --text)",
+    )
     parser.add_argument("--question", action="append", default=[], metavar="Q", help="a question about each image")
-    parser.add_argument("--text", action="append", default=[], metavar="TEXT",
-                        help="a sentence with <mask> for each missing span, filled from the image (MLM)")
-    parser.add_argument("--checkpoint", default=None, metavar="PATH",
-                        help="export folder, DeepSpeed checkpoint or run folder, local or s3:// "
-                             "(default: the export of `make demo`)")
+    parser.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a sentence with <mask> for each missing span, filled from the image (MLM)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="PATH",
+        help="export folder, DeepSpeed checkpoint or run folder, local or s3:// (default: the export of `make demo`)",
+    )
     parser.add_argument("--out", default="predictions", metavar="DIR", help="output folder (default: predictions)")
     parser.add_argument("--threshold", type=float, default=0.3, help="minimum detection score (default 0.3)")
     parser.add_argument("--max-detections", type=int, default=100)
-    parser.add_argument("--field", action="store_true",
-                        help="the images are fields of view: VQA/MLM use the detection geometry, not a cell crop's")
+    parser.add_argument(
+        "--field",
+        action="store_true",
+        help="the images are fields of view: VQA/MLM use the detection geometry, not a cell crop's",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                        help=f"refuse larger images (default {MAX_PIXELS:,})")
+    parser.add_argument(
+        "--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse larger images (default {MAX_PIXELS:,})"
+    )
     parser.add_argument("--skip-bad", action="store_true", help="skip unusable images (warn) instead of exit code 2")
     add_config_arguments(parser)
     return parser
@@ -199,17 +228,23 @@ def main(argv=None) -> int:
         device = resolve_device(args.device)
         start = time.perf_counter()
         try:
-            loaded = load_checkpoint(checkpoint, preset=args.preset, files=args.config, overrides=args.overrides,
-                                     device=device, storage=session.storage)
+            loaded = load_checkpoint(
+                checkpoint,
+                preset=args.preset,
+                files=args.config,
+                overrides=args.overrides,
+                device=device,
+                storage=session.storage,
+            )
         except UserInputError as err:
             if args.checkpoint is None:
                 detail = one_line(err).removeprefix(f"{checkpoint}: ")
-                raise UserInputError(f"no demo checkpoint at {checkpoint} ({detail}): run `make demo` first "
-                                     "or pass --checkpoint") from None
+                raise UserInputError(
+                    f"no demo checkpoint at {checkpoint} ({detail}): run `make demo` first or pass --checkpoint"
+                ) from None
             raise
         log.info("loaded %s (%s) in %.1fs", checkpoint, loaded.kind, time.perf_counter() - start)
-        predictor = Predictor(loaded.model, loaded.cfg, loaded.tokenizer, device, args.threshold,
-                              args.max_detections)
+        predictor = Predictor(loaded.model, loaded.cfg, loaded.tokenizer, device, args.threshold, args.max_detections)
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         used: set[str] = set()

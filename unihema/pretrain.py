@@ -23,13 +23,16 @@ from unihema.storage import StorageAccessError
 
 def print_summary(outcome, export_uri: str | None, elapsed: float) -> None:
     status = outcome.status
-    print(f"\n== UniHema pretraining: {status.get('status')} after step {status.get('step')} "
-          f"({elapsed / 60:.1f} min) ==")
+    print(
+        f"\n== UniHema pretraining: {status.get('status')} after step {status.get('step')} ({elapsed / 60:.1f} min) =="
+    )
     validation = status.get("validation") or {}
     for task, values in validation.items():
         headline, chance = HEADLINE[task], CHANCE[task]
-        print(f"  {task:15s} {headline} = {values.get(headline, float('nan')):.3f}   "
-              f"(chance {values.get(chance, 0.0):.3f}, n={values.get('count', 0)})")
+        print(
+            f"  {task:15s} {headline} = {values.get(headline, float('nan')):.3f}   "
+            f"(chance {values.get(chance, 0.0):.3f}, n={values.get('count', 0)})"
+        )
     if status.get("data_errors"):
         print(f"  records skipped by reason: {status['data_errors']}")
     if status.get("nonfinite_steps"):
@@ -68,8 +71,8 @@ def main(argv=None) -> int:
     from unihema.train.launch import keep_local_ray_on_loopback
 
     keep_local_ray_on_loopback()  # before anything below imports ray
-    from unihema.errors import UserInputError
     from unihema.checkpoint.export import export_run
+    from unihema.errors import UserInputError
     from unihema.train.device import ClusterCapacityError
     from unihema.train.launch import IncompatibleStateError, ensure_dataset, init_ray, open_storage, run_training
     from unihema.train.run_files import write_json
@@ -88,13 +91,26 @@ def main(argv=None) -> int:
         export_uri = None
         if outcome.checkpoint_path and not args.no_export:
             export_uri = export_run(cfg, outcome, session.storage)
-        write_json(outcome.run_uri, "metrics_summary.json", {
-            **outcome.status, "checkpoint": outcome.checkpoint_path, "export": export_uri,
-            "elapsed_s": time.perf_counter() - start}, session.storage)
+        write_json(
+            outcome.run_uri,
+            "metrics_summary.json",
+            {
+                **outcome.status,
+                "checkpoint": outcome.checkpoint_path,
+                "export": export_uri,
+                "elapsed_s": time.perf_counter() - start,
+            },
+            session.storage,
+        )
         print_summary(outcome, export_uri, time.perf_counter() - start)
         return 0 if outcome.status.get("status") == "completed" else 1
-    except (StorageAccessError, FileNotFoundError, IncompatibleStateError, ClusterCapacityError,
-            UserInputError) as err:  # UserInputError: a model.init_from checkpoint it cannot (or may not) load
+    except (
+        StorageAccessError,
+        FileNotFoundError,
+        IncompatibleStateError,
+        ClusterCapacityError,
+        UserInputError,
+    ) as err:  # UserInputError: a model.init_from checkpoint it cannot (or may not) load
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -12,8 +12,20 @@ from data_prep.converters.tables import AttributeTableConverter
 from data_prep.converters.voc import VocConverter
 from data_prep.converters.yolo import YoloConverter
 
-CONVERTERS: dict[str, type[Converter]] = {c.name: c for c in (
-    VocConverter, CocoConverter, YoloConverter, Bbbc041Converter, ClassFoldersConverter, AttributeTableConverter,
-    MasksConverter, PointsConverter, QaConverter, NpzConverter)}
+CONVERTERS: dict[str, type[Converter]] = {
+    c.name: c
+    for c in (
+        VocConverter,
+        CocoConverter,
+        YoloConverter,
+        Bbbc041Converter,
+        ClassFoldersConverter,
+        AttributeTableConverter,
+        MasksConverter,
+        PointsConverter,
+        QaConverter,
+        NpzConverter,
+    )
+}
 
 __all__ = ["CONVERTERS", "Converter", "Plan"]

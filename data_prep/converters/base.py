@@ -24,9 +24,9 @@ class Plan:
 
 class Converter:
     name = ""
-    space = "detection"       # the label space its class names map into
-    primary = "detection"     # the task a record must serve to be written
-    OPTIONS: dict = {}        # every option it accepts, with its default
+    space = "detection"  # the label space its class names map into
+    primary = "detection"  # the task a record must serve to be written
+    OPTIONS: dict = {}  # every option it accepts, with its default
 
     def label_space(self, options: dict) -> str:
         """The label space class names map into (a converter's options may change it)."""

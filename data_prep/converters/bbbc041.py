@@ -63,8 +63,11 @@ class Bbbc041Converter(Converter):
             except (KeyError, TypeError):
                 box = None
             boxes.add(box, obj.get("category", "") if isinstance(obj, dict) else "", f"object {i}")
-        return [ctx.finish(out, key=key, origin=origin, image=image, primary="detection",
-                           upstream_split=split, **boxes.fields())]
+        return [
+            ctx.finish(
+                out, key=key, origin=origin, image=image, primary="detection", upstream_split=split, **boxes.fields()
+            )
+        ]
 
 
 __all__ = ["Bbbc041Converter"]

@@ -36,11 +36,17 @@ def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
             rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
         elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
             if list(seg["size"]) != [height, width]:
-                raise SourceProblem("mask_size_mismatch", f"RLE is {seg['size'][1]}x{seg['size'][0]}, "
-                                                          f"image {width}x{height}")
-            rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else \
-                {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str)
-                 else seg["counts"]}
+                raise SourceProblem(
+                    "mask_size_mismatch", f"RLE is {seg['size'][1]}x{seg['size'][0]}, image {width}x{height}"
+                )
+            rle = (
+                mask_utils.frPyObjects(seg, height, width)
+                if isinstance(seg["counts"], list)
+                else {
+                    "size": seg["size"],
+                    "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"],
+                }
+            )
         else:
             raise SourceProblem("bad_mask", "segmentation is neither polygons nor RLE")
         with warnings.catch_warnings():  # pycocotools' Cython trips numpy 2's copy-keyword deprecation
@@ -54,8 +60,13 @@ def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
 
 class CocoConverter(Converter):
     name = "coco"
-    OPTIONS = {"annotations": {"": "annotations.json"}, "images": "images", "masks": True, "skip_crowd": True,
-               "attribute_key": None}
+    OPTIONS = {
+        "annotations": {"": "annotations.json"},
+        "images": "images",
+        "masks": True,
+        "skip_crowd": True,
+        "attribute_key": None,
+    }
 
     def plan(self, ctx: Context) -> Plan:
         plan = Plan([])
@@ -71,14 +82,21 @@ class CocoConverter(Converter):
                 by_image = defaultdict(list)
                 known = {img["id"] for img in images}
             except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-                plan.problems.append(rejection(ctx.record_id(origin), origin,
-                                               f"malformed_annotation: {path.name} is not COCO JSON ({err})"))
+                plan.problems.append(
+                    rejection(
+                        ctx.record_id(origin), origin, f"malformed_annotation: {path.name} is not COCO JSON ({err})"
+                    )
+                )
                 continue
             for i, ann in enumerate(anns):
                 if not isinstance(ann, dict) or ann.get("image_id") not in known:
                     out = Outcome(annotations=1)
-                    out.drop_annotation(ctx.record_id(origin), origin, f"missing_image: annotation {i} refers to "
-                                        f"image id {ann.get('image_id') if isinstance(ann, dict) else None!r}")
+                    out.drop_annotation(
+                        ctx.record_id(origin),
+                        origin,
+                        f"missing_image: annotation {i} refers to "
+                        f"image id {ann.get('image_id') if isinstance(ann, dict) else None!r}",
+                    )
                     plan.problems.append(out)
                     continue
                 by_image[ann["image_id"]].append({**ann, "_category": names.get(ann.get("category_id"))})
@@ -125,9 +143,11 @@ class CocoConverter(Converter):
                     box = [x, y, x + w, y + h]
                 elif mask is not None:
                     box = mask_box(mask) or [0, 0, 0, 0]
-                attrs = official_attributes(ann[ctx.options["attribute_key"]]) \
-                    if ctx.options["attribute_key"] and isinstance(ann.get(ctx.options["attribute_key"]), dict) \
+                attrs = (
+                    official_attributes(ann[ctx.options["attribute_key"]])
+                    if ctx.options["attribute_key"] and isinstance(ann.get(ctx.options["attribute_key"]), dict)
                     else None
+                )
             except SourceProblem as problem:
                 out.annotations += 1
                 out.drop_annotation(rid, origin, f"{problem.code}: {where} {problem.detail}")
@@ -137,8 +157,11 @@ class CocoConverter(Converter):
                 attrs = None
             label = ann["_category"] if ann["_category"] is not None else f"category id {ann.get('category_id')}"
             boxes.add(box, label, where, mask=mask, attributes=attrs)
-        return [ctx.finish(out, key=key, origin=origin, image=image, primary="detection",
-                           upstream_split=split, **boxes.fields())]
+        return [
+            ctx.finish(
+                out, key=key, origin=origin, image=image, primary="detection", upstream_split=split, **boxes.fields()
+            )
+        ]
 
 
 __all__ = ["CocoConverter", "decode_segmentation"]

@@ -25,8 +25,15 @@ class ClassFoldersConverter(Converter):
     name = "class_folders"
     space = "cell"
     primary = "classification"
-    OPTIONS = {"root": "images", "split_folders": "auto", "class_level": 0, "tables": {}, "table_key": "img_name",
-               "table_label": "label", "vocabulary": "wbcatt"}
+    OPTIONS = {
+        "root": "images",
+        "split_folders": "auto",
+        "class_level": 0,
+        "tables": {},
+        "table_key": "img_name",
+        "table_label": "label",
+        "vocabulary": "wbcatt",
+    }
 
     def plan(self, ctx: Context) -> Plan:
         root = ctx.path("root")
@@ -37,8 +44,9 @@ class ClassFoldersConverter(Converter):
         if by_split == "auto":
             by_split = bool(tops) and all(split_name(p.name) for p in tops)
         groups = [(split_name(p.name), p) for p in tops] if by_split else [(None, root)]
-        index, problems = load_tables(ctx, ctx.options["tables"], ctx.options["table_key"]) \
-            if ctx.options["tables"] else ({}, [])
+        index, problems = (
+            load_tables(ctx, ctx.options["tables"], ctx.options["table_key"]) if ctx.options["tables"] else ({}, [])
+        )
         plan = Plan([], problems)
         used: set[str] = set()
         for folder_split, base in groups:
@@ -51,12 +59,20 @@ class ClassFoldersConverter(Converter):
                         used.add(path.name)
                     plan.units.append((str(path), class_dir.name, folder_split or split, row, where))
             for stray in sorted(p for p in base.iterdir() if p.is_file() and is_image(p)):
-                plan.problems.append(rejection(ctx.record_id(key_of(stray, root)), rel(stray, ctx),
-                                               "missing_class: image is not inside a class folder"))
+                plan.problems.append(
+                    rejection(
+                        ctx.record_id(key_of(stray, root)),
+                        rel(stray, ctx),
+                        "missing_class: image is not inside a class folder",
+                    )
+                )
         for name, (_, _, where) in sorted(index.items()):
             if name not in used:
-                plan.problems.append(rejection(ctx.record_id(name), where,
-                                               f"missing_image: no image named {name} under {rel(root, ctx)}"))
+                plan.problems.append(
+                    rejection(
+                        ctx.record_id(name), where, f"missing_image: no image named {name} under {rel(root, ctx)}"
+                    )
+                )
         return plan
 
     def convert(self, unit, ctx: Context) -> list:

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from unihema.labels import SEGMENTATION_CLASSES
-
 from data_prep.context import Context
 from data_prep.converters.base import Converter, Plan, key_of, rel
 from data_prep.geometry import Annotations, components, mask_box, semantic_png
 from data_prep.images import decode, is_image, load_image
 from data_prep.problems import Outcome, SourceProblem
+from unihema.labels import SEGMENTATION_CLASSES
 
 _MODES = ("binary", "values", "colours", "instances", "instance_files")
 
@@ -74,22 +73,35 @@ def _read_mask(path: Path, mode: str) -> np.ndarray:
 class MasksConverter(Converter):
     name = "masks"
     primary = "segmentation"
-    OPTIONS = {"images": "images", "image_pattern": "*", "masks": "masks", "mask_name": "{stem}.png",
-               "mode": "binary", "threshold": 128,
-               "values": {}, "snap": False, "instance_label": None, "min_instance_pixels": 10}
+    OPTIONS = {
+        "images": "images",
+        "image_pattern": "*",
+        "masks": "masks",
+        "mask_name": "{stem}.png",
+        "mode": "binary",
+        "threshold": 128,
+        "values": {},
+        "snap": False,
+        "instance_label": None,
+        "min_instance_pixels": 10,
+    }
 
     def check(self, options: dict) -> None:
         if options["mode"] not in _MODES:
             raise ValueError(f"mode: invalid value {options['mode']!r}; allowed: {', '.join(_MODES)}")
         if options["mode"] in ("values", "colours") and not options["values"]:
-            raise ValueError(f"values: mode {options['mode']!r} needs a mapping of mask "
-                             f"{'colours' if options['mode'] == 'colours' else 'values'} to segmentation classes")
+            raise ValueError(
+                f"values: mode {options['mode']!r} needs a mapping of mask "
+                f"{'colours' if options['mode'] == 'colours' else 'values'} to segmentation classes"
+            )
         for key in options["values"] if options["mode"] == "colours" else ():
             colour_value(key)
         bad = [v for v in options["values"].values() if v is not None and v not in SEGMENTATION_CLASSES]
         if bad:
-            raise ValueError(f"values: {bad[0]!r} is not a segmentation class; allowed: "
-                             f"{', '.join(SEGMENTATION_CLASSES)} or null (background)")
+            raise ValueError(
+                f"values: {bad[0]!r} is not a segmentation class; allowed: "
+                f"{', '.join(SEGMENTATION_CLASSES)} or null (background)"
+            )
 
     def plan(self, ctx: Context) -> Plan:
         if ctx.options["mode"] not in _MODES:
@@ -115,8 +127,9 @@ class MasksConverter(Converter):
             for f in sorted(p for p in path.iterdir() if is_image(p)):
                 m = _read_mask(f, "binary")
                 if m.shape != shape:
-                    raise SourceProblem("mask_size_mismatch", f"{f.name} is {m.shape[1]}x{m.shape[0]}, "
-                                                              f"image {shape[1]}x{shape[0]}")
+                    raise SourceProblem(
+                        "mask_size_mismatch", f"{f.name} is {m.shape[1]}x{m.shape[0]}, image {shape[1]}x{shape[0]}"
+                    )
                 out.append(m >= ctx.options["threshold"])
             return out
         return components(semantic > 0, min_px)
@@ -134,9 +147,12 @@ class MasksConverter(Converter):
         unknown = [int(v) for v in present if int(v) not in table]
         if unknown and not ctx.options["snap"]:
             shown = (lambda v: f"#{v:06x}") if colours else int
-            raise SourceProblem("unknown_mask_value", f"{'colours' if colours else 'values'} "
-                                                      f"{[shown(v) for v in unknown[:10]]} are not in the mapping "
-                                                      f"{[shown(v) for v in sorted(table)]}")
+            raise SourceProblem(
+                "unknown_mask_value",
+                f"{'colours' if colours else 'values'} "
+                f"{[shown(v) for v in unknown[:10]]} are not in the mapping "
+                f"{[shown(v) for v in sorted(table)]}",
+            )
         if unknown and colours:  # nearest colour in RGB, not nearest packed integer
             raw = keys[((_rgb(raw)[..., None, :] - _rgb(keys)) ** 2).sum(-1).argmin(-1)]
         elif unknown:
@@ -164,8 +180,10 @@ class MasksConverter(Converter):
             else:
                 raw = _read_mask(mask_path, mode)
                 if raw.shape != shape:
-                    raise SourceProblem("mask_size_mismatch", f"mask is {raw.shape[1]}x{raw.shape[0]}, "
-                                                              f"image {image.width}x{image.height}")
+                    raise SourceProblem(
+                        "mask_size_mismatch",
+                        f"mask is {raw.shape[1]}x{raw.shape[0]}, image {image.width}x{image.height}",
+                    )
                 semantic = self._semantic(raw, ctx)
                 instances = [raw == v for v in np.unique(raw) if v != 0] if mode == "instances" else None
         except SourceProblem as problem:

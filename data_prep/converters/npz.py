@@ -66,16 +66,23 @@ class NpzConverter(Converter):
                 raw = names[index] if 0 <= index < len(names) else f"label index {index}"
                 cell_class = ctx.labels(raw)
             except Ignored:
-                out.note(rid, origin, f"ignored_class: label {raw!r} is left out by the registry",
-                         ANNOTATION_IGNORED)
+                out.note(rid, origin, f"ignored_class: label {raw!r} is left out by the registry", ANNOTATION_IGNORED)
                 results.append(out)
                 continue
             except SourceProblem as problem:
                 results.append(out.reject(rid, origin, [problem.reason]))
                 continue
-            results.append(ctx.finish(out, key=key, origin=origin, image=from_array(images[i]),
-                                      primary="classification", upstream_split=split_name(split) and split,
-                                      cell_class=cell_class))
+            results.append(
+                ctx.finish(
+                    out,
+                    key=key,
+                    origin=origin,
+                    image=from_array(images[i]),
+                    primary="classification",
+                    upstream_split=split_name(split) and split,
+                    cell_class=cell_class,
+                )
+            )
         return results
 
 

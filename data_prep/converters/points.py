@@ -52,9 +52,20 @@ def _field(row, column):
 
 class PointsConverter(Converter):
     name = "points"
-    OPTIONS = {"images": "images", "table": None, "per_image": None, "header": True, "delimiter": ",",
-               "skip_rows": 0, "columns": {"image": "image", "x": "x", "y": "y", "class": "class"},
-               "radius_column": None, "mode": "boxes", "box_size": 40, "box_sizes": {}, "crop_size": 96}
+    OPTIONS = {
+        "images": "images",
+        "table": None,
+        "per_image": None,
+        "header": True,
+        "delimiter": ",",
+        "skip_rows": 0,
+        "columns": {"image": "image", "x": "x", "y": "y", "class": "class"},
+        "radius_column": None,
+        "mode": "boxes",
+        "box_size": 40,
+        "box_sizes": {},
+        "crop_size": 96,
+    }
 
     def label_space(self, options: dict) -> str:
         return "cell" if options.get("mode") == "crops" else "detection"
@@ -63,25 +74,33 @@ class PointsConverter(Converter):
         if options["mode"] not in _MODES:
             raise ValueError(f"mode: invalid value {options['mode']!r}; allowed: {', '.join(_MODES)}")
         if not options["table"] and not options["per_image"]:
-            raise ValueError("table or per_image: one is needed (one point table for all images, or a file per "
-                             "image such as per_image: 'labels/{stem}.txt')")
+            raise ValueError(
+                "table or per_image: one is needed (one point table for all images, or a file per "
+                "image such as per_image: 'labels/{stem}.txt')"
+            )
         if not isinstance(options["delimiter"], str) or not options["delimiter"]:
-            raise ValueError(f"delimiter: invalid value {options['delimiter']!r}; a character such as ',' or "
-                             f"'\\t', or {WHITESPACE!r} for columns separated by any run of spaces")
+            raise ValueError(
+                f"delimiter: invalid value {options['delimiter']!r}; a character such as ',' or "
+                f"'\\t', or {WHITESPACE!r} for columns separated by any run of spaces"
+            )
         columns = options["columns"]
         needed = ("x", "y", "class") + (("image",) if options["table"] else ())
         missing = [c for c in needed if c not in columns]
         if missing:
-            raise ValueError(f"columns: no entry for {', '.join(missing)}; columns names x, y, class"
-                             f"{' and image' if options['table'] else ''} (a header name, or a 0-based index "
-                             "when header is false)")
+            raise ValueError(
+                f"columns: no entry for {', '.join(missing)}; columns names x, y, class"
+                f"{' and image' if options['table'] else ''} (a header name, or a 0-based index "
+                "when header is false)"
+            )
         if not options["header"]:
             for col in needed + (("radius",) if options["radius_column"] is not None else ()):
                 value = options["radius_column"] if col == "radius" else columns[col]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     where = "radius_column" if col == "radius" else f"columns.{col}"
-                    raise ValueError(f"{where}: invalid value {value!r}; without a header a column is given by "
-                                     "its 0-based index (x: 0, y: 1, class: 2)")
+                    raise ValueError(
+                        f"{where}: invalid value {value!r}; without a header a column is given by "
+                        "its 0-based index (x: 0, y: 1, class: 2)"
+                    )
 
     def plan(self, ctx: Context) -> Plan:
         img_dir = ctx.path("images")
@@ -94,7 +113,7 @@ class PointsConverter(Converter):
             if not table.is_file():
                 raise FileNotFoundError(f"point table {table} is missing")
             try:
-                rows = _rows(table, ctx)[ctx.options["skip_rows"]:]
+                rows = _rows(table, ctx)[ctx.options["skip_rows"] :]
             except SourceProblem as problem:
                 return Plan([], [rejection(ctx.record_id(rel(table, ctx)), rel(table, ctx), problem.reason)])
             by_image = defaultdict(list)
@@ -103,9 +122,13 @@ class PointsConverter(Converter):
                 by_image[name].append((i + 2 if ctx.options["header"] else i + 1, row))
             names = {p.name for p in images}
             for name in sorted(set(by_image) - names):
-                plan.problems.append(rejection(ctx.record_id(name), rel(table, ctx),
-                                               f"missing_image: {len(by_image[name])} points for {name}, "
-                                               "which is not in the image folder"))
+                plan.problems.append(
+                    rejection(
+                        ctx.record_id(name),
+                        rel(table, ctx),
+                        f"missing_image: {len(by_image[name])} points for {name}, which is not in the image folder",
+                    )
+                )
             for img in images:
                 plan.units.append((str(img), rel(table, ctx), by_image.get(img.name, [])))
         elif ctx.options["per_image"]:
@@ -122,7 +145,7 @@ class PointsConverter(Converter):
         path = ctx.src / source
         if not path.is_file():
             raise SourceProblem("missing_annotation", f"no point file {source}")
-        rows = _rows(path, ctx)[ctx.options["skip_rows"]:]
+        rows = _rows(path, ctx)[ctx.options["skip_rows"] :]
         return source, [(i + 1, r) for i, r in enumerate(rows)]
 
     def convert(self, unit, ctx: Context) -> list[Outcome]:
@@ -149,8 +172,9 @@ class PointsConverter(Converter):
             cls = _field(row, cols["class"])
             if cls is None or not str(cls).strip():
                 out.annotations += 1
-                out.drop_annotation(rid, origin, f"bad_point: line {line} has no class in column "
-                                                 f"{cols['class']!r}: {row!r}"[:300])
+                out.drop_annotation(
+                    rid, origin, f"bad_point: line {line} has no class in column {cols['class']!r}: {row!r}"[:300]
+                )
                 continue
             points.append((line, x, y, radius, cls))
         if ctx.options["mode"] == "crops":
@@ -171,21 +195,40 @@ class PointsConverter(Converter):
             try:
                 cell_class = ctx.labels(cls)
                 if not (0 <= x < image.width and 0 <= y < image.height):
-                    raise SourceProblem("point_outside_image", f"line {line} ({x:g}, {y:g}) is outside the "
-                                                               f"{image.width}x{image.height} image")
+                    raise SourceProblem(
+                        "point_outside_image",
+                        f"line {line} ({x:g}, {y:g}) is outside the {image.width}x{image.height} image",
+                    )
             except Ignored:
-                out.note(rid, origin, f"ignored_class: line {line} class {cls!r} is left out by the registry",
-                         ANNOTATION_IGNORED)
+                out.note(
+                    rid,
+                    origin,
+                    f"ignored_class: line {line} class {cls!r} is left out by the registry",
+                    ANNOTATION_IGNORED,
+                )
                 results.append(out)
                 continue
             except SourceProblem as problem:
                 results.append(out.reject(rid, origin, [f"{problem.code}: line {line} {problem.detail}"]))
                 continue
-            box = (max(0, round(x - half)), max(0, round(y - half)),
-                   min(image.width, round(x + half)), min(image.height, round(y + half)))
+            box = (
+                max(0, round(x - half)),
+                max(0, round(y - half)),
+                min(image.width, round(x + half)),
+                min(image.height, round(y + half)),
+            )
             crop = from_pil(pixels.crop(box))
-            results.append(ctx.finish(out, key=crop_key, origin=f"{origin}:{line}", image=crop,
-                                      primary="classification", identity=image.content_hash, cell_class=cell_class))
+            results.append(
+                ctx.finish(
+                    out,
+                    key=crop_key,
+                    origin=f"{origin}:{line}",
+                    image=crop,
+                    primary="classification",
+                    identity=image.content_hash,
+                    cell_class=cell_class,
+                )
+            )
         return results
 
 

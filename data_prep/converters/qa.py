@@ -23,8 +23,15 @@ class QaConverter(Converter):
     name = "qa"
     space = "cell"
     primary = "vqa"
-    OPTIONS = {"images": "images", "qa": "qa.json", "image_key": "image", "question_key": "question",
-               "answer_key": "answer", "split_key": "split", "class_key": None}
+    OPTIONS = {
+        "images": "images",
+        "qa": "qa.json",
+        "image_key": "image",
+        "question_key": "question",
+        "answer_key": "answer",
+        "split_key": "split",
+        "class_key": None,
+    }
 
     def plan(self, ctx: Context) -> Plan:
         img_dir, qa_path = ctx.path("images"), ctx.path("qa")
@@ -52,15 +59,23 @@ class QaConverter(Converter):
             group["class"] = group["class"] or (row.get(opt["class_key"]) if opt["class_key"] else None)
             for j, pair in enumerate(pairs):
                 pair = pair if isinstance(pair, dict) else {}
-                group["pairs"].append((f"row {i}" + (f" pair {j}" if nested else ""),
-                                       pair.get(opt["question_key"]), pair.get(opt["answer_key"])))
+                group["pairs"].append(
+                    (
+                        f"row {i}" + (f" pair {j}" if nested else ""),
+                        pair.get(opt["question_key"]),
+                        pair.get(opt["answer_key"]),
+                    )
+                )
         plan = Plan([])
         for name, group in sorted(groups.items()):
             where = f"{origin} rows {group['lines'][:5]}"
             path = by_name.get(name) or by_name.get(Path(name).name)
             if path is None:
-                plan.problems.append(rejection(ctx.record_id(name or "?"), where,
-                                               f"missing_image: no image {name!r} in {rel(img_dir, ctx)}"))
+                plan.problems.append(
+                    rejection(
+                        ctx.record_id(name or "?"), where, f"missing_image: no image {name!r} in {rel(img_dir, ctx)}"
+                    )
+                )
                 continue
             plan.units.append((str(path), group["pairs"], group["split"], group["class"], where))
         return plan

@@ -13,14 +13,13 @@ import csv
 import json
 from pathlib import Path
 
-from unihema.labels import MORPHOLOGY_ATTRIBUTES, NOT_ANNOTATED
-
 from data_prep import wbcatt
 from data_prep.classmap import Ignored, normalize
 from data_prep.context import Context
 from data_prep.converters.base import Converter, Plan, by_split, key_of, rel
 from data_prep.images import is_image, load_image
 from data_prep.problems import ANNOTATION_IGNORED, ATTRIBUTES_DROPPED, ROW_IGNORED, Outcome, SourceProblem, rejection
+from unihema.labels import MORPHOLOGY_ATTRIBUTES, NOT_ANNOTATED
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -29,8 +28,11 @@ def read_rows(path: Path) -> list[dict]:
         if path.suffix.lower() == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict):
-                data = [{"_key": k, **v} for k, v in data.items()] if all(isinstance(v, dict) for v in data.values()) \
+                data = (
+                    [{"_key": k, **v} for k, v in data.items()]
+                    if all(isinstance(v, dict) for v in data.values())
                     else data.get("images") or data.get("rows")
+                )
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
                 raise SourceProblem("malformed_annotation", f"{path.name}: expected a list of objects")
             return data
@@ -75,8 +77,9 @@ def parse_attributes(row: dict, vocabulary: str) -> dict[str, str]:
     raise ValueError(f"unknown attribute vocabulary {vocabulary!r} (wbcatt or official)")
 
 
-def load_tables(ctx: Context, tables: str | dict[str, str], key: str) -> tuple[dict[str, tuple[dict, str | None, str]],
-                                                                         list[Outcome]]:
+def load_tables(
+    ctx: Context, tables: str | dict[str, str], key: str
+) -> tuple[dict[str, tuple[dict, str | None, str]], list[Outcome]]:
     """{file name: (row, upstream split or None, origin)} from every table, and the problems met.
 
     ``tables`` maps a split name (or "" for none) to a path under --src, or is one path.
@@ -100,16 +103,21 @@ def load_tables(ctx: Context, tables: str | dict[str, str], key: str) -> tuple[d
                 problems.append(rejection(ctx.record_id(where), where, f"malformed_annotation: row has no {key!r}"))
             elif name in index:
                 out = Outcome()
-                out.note(ctx.record_id(name), where, f"duplicate_row: {name} already given in {index[name][2]}; "
-                         "the first row is kept", ROW_IGNORED)
+                out.note(
+                    ctx.record_id(name),
+                    where,
+                    f"duplicate_row: {name} already given in {index[name][2]}; the first row is kept",
+                    ROW_IGNORED,
+                )
                 problems.append(out)
             else:
                 index[name] = (row, split or None, where)
     return index, problems
 
 
-def apply_row(out: Outcome, rid: str, cell_class: str | None, row: dict | None, row_origin: str | None,
-              ctx: Context) -> dict[str, str] | None:
+def apply_row(
+    out: Outcome, rid: str, cell_class: str | None, row: dict | None, row_origin: str | None, ctx: Context
+) -> dict[str, str] | None:
     """The attributes of a joined row, after checking its class agrees; raises on a label conflict."""
     if row is None:
         return None
@@ -120,8 +128,9 @@ def apply_row(out: Outcome, rid: str, cell_class: str | None, row: dict | None, 
         except (SourceProblem, Ignored):
             table_class = normalize(row[label_col])
         if table_class != cell_class:
-            raise SourceProblem("label_conflict", f"the folder says {cell_class!r}, {row_origin} says "
-                                                  f"{row[label_col]!r}")
+            raise SourceProblem(
+                "label_conflict", f"the folder says {cell_class!r}, {row_origin} says {row[label_col]!r}"
+            )
     try:
         return parse_attributes(row, ctx.options["vocabulary"])
     except SourceProblem as problem:
@@ -144,8 +153,16 @@ def cell_record(ctx: Context, unit: tuple, key: str) -> Outcome:
         return out
     except SourceProblem as problem:
         return out.reject(rid, origin, [problem.reason])
-    return ctx.finish(out, key=key, origin=origin, image=image, primary="classification",
-                      upstream_split=upstream, cell_class=cell_class, attributes=attrs or {})
+    return ctx.finish(
+        out,
+        key=key,
+        origin=origin,
+        image=image,
+        primary="classification",
+        upstream_split=upstream,
+        cell_class=cell_class,
+        attributes=attrs or {},
+    )
 
 
 class AttributeTableConverter(Converter):
@@ -154,8 +171,14 @@ class AttributeTableConverter(Converter):
     name = "attribute_table"
     space = "cell"
     primary = "classification"
-    OPTIONS = {"images": "images", "tables": {"": "attributes.csv"}, "table_key": "image",
-               "class_column": "label", "table_label": None, "vocabulary": "official"}
+    OPTIONS = {
+        "images": "images",
+        "tables": {"": "attributes.csv"},
+        "table_key": "image",
+        "class_column": "label",
+        "table_label": None,
+        "vocabulary": "official",
+    }
 
     def plan(self, ctx: Context) -> Plan:
         img_root = ctx.path("images")
@@ -169,8 +192,11 @@ class AttributeTableConverter(Converter):
         plan = Plan([], problems)
         for name, (row, split, where) in sorted(index.items()):
             if name not in by_name:
-                plan.problems.append(rejection(ctx.record_id(name), where,
-                                               f"missing_image: no image named {name} under {rel(img_root, ctx)}"))
+                plan.problems.append(
+                    rejection(
+                        ctx.record_id(name), where, f"missing_image: no image named {name} under {rel(img_root, ctx)}"
+                    )
+                )
                 continue
             plan.units.append((str(by_name[name]), row.get(ctx.options["class_column"]), split, row, where))
         return plan
@@ -179,5 +205,12 @@ class AttributeTableConverter(Converter):
         return [cell_record(ctx, unit, key_of(Path(unit[0]), ctx.path("images")))]
 
 
-__all__ = ["AttributeTableConverter", "apply_row", "cell_record", "load_tables", "official_attributes",
-           "parse_attributes", "read_rows"]
+__all__ = [
+    "AttributeTableConverter",
+    "apply_row",
+    "cell_record",
+    "load_tables",
+    "official_attributes",
+    "parse_attributes",
+    "read_rows",
+]

@@ -25,8 +25,12 @@ def _text(node, tag: str) -> str | None:
 
 class VocConverter(Converter):
     name = "voc"
-    OPTIONS = {"annotations": "Annotations", "images": "JPEGImages", "split_lists": "ImageSets/Main",
-               "keep_difficult": True}
+    OPTIONS = {
+        "annotations": "Annotations",
+        "images": "JPEGImages",
+        "split_lists": "ImageSets/Main",
+        "keep_difficult": True,
+    }
 
     def plan(self, ctx: Context) -> Plan:
         ann_dir, img_dir = ctx.path("annotations"), ctx.path("images")
@@ -40,14 +44,23 @@ class VocConverter(Converter):
         plan = Plan([(str(p), splits.get(key_of(p, ann_dir)) or splits.get(p.stem)) for p in xmls])
         for text in conflicts:
             out = Outcome()
-            out.note(ctx.record_id(text.split()[0]), rel(ctx.path("split_lists"), ctx),
-                     f"split_conflict: {text}; kept in the more held-out split", ROW_IGNORED)
+            out.note(
+                ctx.record_id(text.split()[0]),
+                rel(ctx.path("split_lists"), ctx),
+                f"split_conflict: {text}; kept in the more held-out split",
+                ROW_IGNORED,
+            )
             plan.problems.append(out)
         if img_dir.is_dir():
             for img in sorted(p for p in img_dir.rglob("*") if is_image(p)):
                 if key_of(img, img_dir) not in stems:
-                    plan.problems.append(rejection(ctx.record_id(key_of(img, img_dir)), rel(img, ctx),
-                                                   "missing_annotation: no XML file for this image"))
+                    plan.problems.append(
+                        rejection(
+                            ctx.record_id(key_of(img, img_dir)),
+                            rel(img, ctx),
+                            "missing_annotation: no XML file for this image",
+                        )
+                    )
         return plan
 
     def convert(self, unit, ctx: Context) -> list[Outcome]:
@@ -78,14 +91,18 @@ class VocConverter(Converter):
             name = _text(obj, "name") or ""
             if not ctx.options["keep_difficult"] and _text(obj, "difficult") == "1":
                 out.annotations += 1
-                out.note(rid, origin, f"ignored_difficult: object {i} ({name!r}) is marked difficult",
-                         ANNOTATION_IGNORED)
+                out.note(
+                    rid, origin, f"ignored_difficult: object {i} ({name!r}) is marked difficult", ANNOTATION_IGNORED
+                )
                 continue
             bnd = obj.find("bndbox")
             coords = [_text(bnd, k) for k in ("xmin", "ymin", "xmax", "ymax")] if bnd is not None else None
             boxes.add(coords, name, f"object {i}")
-        return [ctx.finish(out, key=key, origin=origin, image=image, primary="detection",
-                           upstream_split=upstream, **boxes.fields())]
+        return [
+            ctx.finish(
+                out, key=key, origin=origin, image=image, primary="detection", upstream_split=upstream, **boxes.fields()
+            )
+        ]
 
     @staticmethod
     def _image_path(root, xml_path: Path, ctx: Context) -> Path:

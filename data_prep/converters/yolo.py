@@ -51,8 +51,11 @@ class YoloConverter(Converter):
 
     def _names(self, ctx: Context) -> list[str]:
         option = ctx.options["names"]
-        candidates = [option] if option != "auto" else ["data.yaml", "dataset.yaml", "classes.txt", "obj.names",
-                                                         "labels/classes.txt"]
+        candidates = (
+            [option]
+            if option != "auto"
+            else ["data.yaml", "dataset.yaml", "classes.txt", "obj.names", "labels/classes.txt"]
+        )
         for cand in candidates:
             if (ctx.src / cand).is_file():
                 return read_names(ctx.src / cand)
@@ -61,8 +64,11 @@ class YoloConverter(Converter):
     def _folders(self, ctx: Context) -> list[tuple[str | None, Path, Path]]:
         images, labels = ctx.options["images"], ctx.options["labels"]
         if "{split}" in images:
-            return [(split_name(s), ctx.src / images.format(split=s), ctx.src / labels.format(split=s))
-                    for s in _SPLIT_DIRS if (ctx.src / images.format(split=s)).is_dir()]
+            return [
+                (split_name(s), ctx.src / images.format(split=s), ctx.src / labels.format(split=s))
+                for s in _SPLIT_DIRS
+                if (ctx.src / images.format(split=s)).is_dir()
+            ]
         return [(None, ctx.src / images, ctx.src / labels)]
 
     def plan(self, ctx: Context) -> Plan:
@@ -80,8 +86,7 @@ class YoloConverter(Converter):
                 # images/train/x.jpg <-> labels/train/x.txt: the first folder may name the split.
                 folder_split = split_name(sub.parts[0]) if len(sub.parts) > 1 else None
                 key = key_of(img, ctx.src)
-                plan.units.append((str(img), str(lbl_dir / sub.with_suffix(".txt")), split or folder_split, names,
-                                   key))
+                plan.units.append((str(img), str(lbl_dir / sub.with_suffix(".txt")), split or folder_split, names, key))
         return plan
 
     def convert(self, unit, ctx: Context) -> list[Outcome]:
@@ -92,8 +97,9 @@ class YoloConverter(Converter):
             image, _ = load_image(Path(img_path))
             if not lbl_path.is_file():
                 raise SourceProblem("missing_annotation", f"no label file {origin}")
-            lines = [(n, line.split()) for n, line in enumerate(lbl_path.read_text().splitlines(), start=1)
-                     if line.strip()]
+            lines = [
+                (n, line.split()) for n, line in enumerate(lbl_path.read_text().splitlines(), start=1) if line.strip()
+            ]
             if not lines:
                 raise SourceProblem("empty_annotation", "the label file has no boxes")
         except (SourceProblem, UnicodeDecodeError) as problem:
@@ -121,8 +127,11 @@ class YoloConverter(Converter):
             else:
                 box = values  # wrong arity: reported as bad_box
             boxes.add(box, name, where, mask=mask)
-        return [ctx.finish(out, key=key, origin=origin, image=image, primary="detection",
-                           upstream_split=split, **boxes.fields())]
+        return [
+            ctx.finish(
+                out, key=key, origin=origin, image=image, primary="detection", upstream_split=split, **boxes.fields()
+            )
+        ]
 
 
 __all__ = ["YoloConverter", "read_names"]

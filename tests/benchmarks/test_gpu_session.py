@@ -22,8 +22,15 @@ def test_rehearsal_runs_every_stage_ok_or_skipped_for_want_of_a_gpu(tmp_path, su
     """`gpu_session.sh --rehearse OUT` writes OUT/summary.json; each stage is ok, or skipped only for lack of CUDA."""
     out = tmp_path / "session"
     env = dict(subprocess_env, PYTHON=sys.executable)
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_session.sh"), "--rehearse", str(out)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=330, start_new_session=True)
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_session.sh"), "--rehearse", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=330,
+        start_new_session=True,
+    )
     summary_file = out / "summary.json"
     assert summary_file.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(summary_file.read_text())

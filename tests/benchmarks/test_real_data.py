@@ -17,9 +17,24 @@ def test_real_data_quick_runs_every_stage_and_reports_chance(shared_datasets, su
     """The quick mode converts BCCD and PBC, trains each through pretrain, evaluates val and test,
     and writes each headline metric beside its chance level and the steps each task had."""
     out = tmp_path / "real-data-quick.json"
-    proc = subprocess.run([sys.executable, "benchmarks/real_data.py", "--quick", "--shared", str(shared_datasets),
-                           "--work", str(tmp_path / "work"), "--out", str(out)],
-                          cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/real_data.py",
+            "--quick",
+            "--shared",
+            str(shared_datasets),
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     pbc, bccd = report["datasets"]["pbc"], report["datasets"]["bccd"]

@@ -15,10 +15,28 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_scale_sim_writes_the_corpus_and_measures_every_stage(tmp_path, subprocess_env):
     out = tmp_path / "scale.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale_sim.py"), "--records", "1500",
-                           "--ranks", "2,4", "--records-per-shard", "100", "--memory-world", "4", "--out", str(out)],
-                          cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=600,
-                          start_new_session=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "scale_sim.py"),
+            "--records",
+            "1500",
+            "--ranks",
+            "2,4",
+            "--records-per-shard",
+            "100",
+            "--memory-world",
+            "4",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     sources = report["sources"]

@@ -57,11 +57,14 @@ def free_port_range(width: int, low: int = 20000, high: int = 30000) -> tuple[in
 
 def loopback_env(token: str) -> dict[str, str]:
     """Environment for the head and its clients: loopback networking, token auth, this venv first on PATH."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"))}
     env.update(
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", GLOO_SOCKET_IFNAME="lo", RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PYTHONUNBUFFERED="1",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        GLOO_SOCKET_IFNAME="lo",
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        PYTHONUNBUFFERED="1",
         # A process that finds no S3 credentials must fail, not ask 169.254.169.254 for them.
         AWS_EC2_METADATA_DISABLED="true",
         # The job's `python` must be this venv's: the head passes its PATH down to the job.
@@ -81,8 +84,9 @@ class RayHead:
 
     def ray(self, *args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
         """Run the venv's ``ray`` CLI as a client of this head (token auth on)."""
-        return subprocess.run([str(VENV_BIN / "ray"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, **kwargs)
+        return subprocess.run(
+            [str(VENV_BIN / "ray"), *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs
+        )
 
 
 def _wait_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
@@ -148,24 +152,40 @@ def ray_head(tmp_path):
     temp_dir = Path(tempfile.mkdtemp(prefix="uhray", dir="/tmp"))
     token = secrets.token_hex(32)
     env = loopback_env(token)
-    (gcs, dashboard, agent_http, agent_grpc, runtime_env_agent, metrics, client, node_manager,
-     object_manager) = free_ports(9)
+    (gcs, dashboard, agent_http, agent_grpc, runtime_env_agent, metrics, client, node_manager, object_manager) = (
+        free_ports(9)
+    )
     low, high = free_port_range(100)
     log = tmp_path / "ray-head.log"
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-           "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}",
-           f"--port={gcs}", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent_http}",
-           f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env_agent}",
-           f"--metrics-export-port={metrics}", f"--ray-client-server-port={client}",
-           f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
-           f"--min-worker-port={low}", f"--max-worker-port={high}",
-           # Two training workers hold a CPU each for the whole run; Ray Data needs CPUs beside them.
-           "--num-cpus=4"]
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--metrics-export-port={metrics}",
+        f"--ray-client-server-port={client}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
+        f"--min-worker-port={low}",
+        f"--max-worker-port={high}",
+        # Two training workers hold a CPU each for the whole run; Ray Data needs CPUs beside them.
+        "--num-cpus=4",
+    ]
     # Ray helpers that look for "the" cluster (Train's placement-group cleaner) must find this one,
     # not another Ray instance on this shared machine: the head's processes get its address.
     head_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=head_env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=head_env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     head = RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", temp_dir, env, log, proc)
     try:
         _wait_dashboard(head.dashboard_url, proc, log)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unihema.config import PRESETS, TASKS, TrainConfig, DataConfig, add_config_arguments, load_config
+from unihema.config import PRESETS, TASKS, DataConfig, TrainConfig, add_config_arguments, load_config
 
 try:
     import tomllib
@@ -28,9 +28,13 @@ TRAINER_RESOURCE, DATA_RESOURCE = "unihema_trainer", "unihema_data"
 LOOPBACK_ONLY_VARS = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "GLOO_SOCKET_IFNAME")
 SECRET_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_AUTH_TOKEN")
 NEEDS_PLACEMENT_FIELDS = pytest.mark.xfail(
-    not ({"worker_resources"} <= TrainConfig.__dataclass_fields__.keys()
-         and {"task_resources"} <= DataConfig.__dataclass_fields__.keys()),
-    reason="train.worker_resources / data.task_resources are not in unihema.config yet (issue 7)", strict=True)
+    not (
+        {"worker_resources"} <= TrainConfig.__dataclass_fields__.keys()
+        and {"task_resources"} <= DataConfig.__dataclass_fields__.keys()
+    ),
+    reason="train.worker_resources / data.task_resources are not in unihema.config yet (issue 7)",
+    strict=True,
+)
 
 
 def _yaml(name: str):
@@ -82,7 +86,7 @@ def _documented_commands(path: Path) -> list[list[str]]:
     commands = []
     for line in joined.splitlines():
         if "python -m unihema.pretrain" in line:
-            argv = shlex.split(line[line.index("python -m unihema.pretrain"):])
+            argv = shlex.split(line[line.index("python -m unihema.pretrain") :])
             commands.append(argv[3:])
     return commands
 
@@ -109,8 +113,9 @@ def _parse_entrypoint(argv: list[str]):
     add_config_arguments(parser)
     parser.add_argument("--no-export", action="store_true")
     args = parser.parse_args(argv)
-    args.config = [str(REPO / c[len(IMAGE_ROOT) + 1:]) if c.startswith(IMAGE_ROOT + "/") else str(REPO / c)
-                   for c in args.config]
+    args.config = [
+        str(REPO / c[len(IMAGE_ROOT) + 1 :]) if c.startswith(IMAGE_ROOT + "/") else str(REPO / c) for c in args.config
+    ]
     return args
 
 
@@ -197,8 +202,9 @@ def test_placement_overlay_names_resources_the_node_groups_offer():
     overlay = _yaml("cluster/paper-cluster.yaml")
     assert overlay["train"]["worker_resources"] == {TRAINER_RESOURCE: 1}
     assert set(overlay["data"]["task_resources"]) == {DATA_RESOURCE}
-    groups = {g["groupName"]: _start_param_resources(g)
-              for g in _rayjob()["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
+    groups = {
+        g["groupName"]: _start_param_resources(g) for g in _rayjob()["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    }
     assert TRAINER_RESOURCE in groups["gpu-trainers"] and DATA_RESOURCE not in groups["gpu-trainers"]
     assert DATA_RESOURCE in groups["cpu-data"] and TRAINER_RESOURCE not in groups["cpu-data"]
     types = _yaml("cluster/aws-launcher.yaml")["available_node_types"]
@@ -255,8 +261,11 @@ def test_kuberay_authentication_and_versions():
     spec = _rayjob()["spec"]["rayClusterSpec"]
     assert spec["authOptions"]["mode"] == "token"
     assert spec["rayVersion"] == ray.__version__
-    images = {c["image"] for g in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
-              for c in g["template"]["spec"]["containers"]}
+    images = {
+        c["image"]
+        for g in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+        for c in g["template"]["spec"]["containers"]
+    }
     assert len(images) == 1 and next(iter(images)).endswith(f"-ray{ray.__version__}"), images
 
 
@@ -277,8 +286,10 @@ def test_aws_launcher_shapes_match_the_paper_preset():
     assert data["resources"][DATA_RESOURCE] == data["resources"]["CPU"] and "GPU" not in data["resources"]
     _assert_cpus_bind_first(data["resources"]["CPU"], data["resources"][DATA_RESOURCE])
     assert cfg["max_workers"] >= gpu["max_workers"] + data["max_workers"]
-    assert cfg["docker"]["image"] == _rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"][
-        "containers"][0]["image"]
+    assert (
+        cfg["docker"]["image"]
+        == _rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    )
     assert cfg["docker"]["image"].endswith(f"-ray{ray.__version__}")
     # Token auth on every node, the token copied from the client; the dashboard stays on loopback.
     assert "~/.ray/auth_token" in cfg["file_mounts"]

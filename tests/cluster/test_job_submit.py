@@ -48,17 +48,45 @@ def test_job_submit_tiny_run_succeeds_and_checkpoints(ray_head, embedded_s3, tmp
     # The shipped ray_job.yaml, plus what this machine needs: the S3 endpoint and throwaway
     # credentials of the test's server, and the DeepSpeed extension cache beside the repo.
     runtime_env = yaml.safe_load((REPO / "ray_job.yaml").read_text())
-    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **embedded_s3.env(),
-                               "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")}
+    runtime_env["env_vars"] = {
+        **runtime_env.get("env_vars", {}),
+        **embedded_s3.env(),
+        "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"),
+    }
     runtime_env_file = tmp_path / "runtime_env.yaml"
     runtime_env_file.write_text(yaml.safe_dump(runtime_env))
-    entrypoint = ["python", "-m", "unihema.pretrain", "--preset", "tiny", "run_name=job",
-                  "train.max_steps=4", "train.checkpoint_every=2", "train.val_every=4", "train.val_batches=1",
-                  "data.uri=s3://unihema/ci-job-data", "storage.run_uri=s3://unihema/ci-job-runs"]
+    entrypoint = [
+        "python",
+        "-m",
+        "unihema.pretrain",
+        "--preset",
+        "tiny",
+        "run_name=job",
+        "train.max_steps=4",
+        "train.checkpoint_every=2",
+        "train.val_every=4",
+        "train.val_batches=1",
+        "data.uri=s3://unihema/ci-job-data",
+        "storage.run_uri=s3://unihema/ci-job-runs",
+    ]
     start = time.monotonic()
-    submit = ray_head.ray("job", "submit", "--address", ray_head.dashboard_url, "--submission-id", job_id,
-                          "--no-wait", "--working-dir", ".", "--runtime-env", str(runtime_env_file), "--",
-                          *entrypoint, cwd=REPO, timeout=120)
+    submit = ray_head.ray(
+        "job",
+        "submit",
+        "--address",
+        ray_head.dashboard_url,
+        "--submission-id",
+        job_id,
+        "--no-wait",
+        "--working-dir",
+        ".",
+        "--runtime-env",
+        str(runtime_env_file),
+        "--",
+        *entrypoint,
+        cwd=REPO,
+        timeout=120,
+    )
     assert submit.returncode == 0, submit.stdout + submit.stderr
     status = ""
     deadline = time.monotonic() + JOB_TIMEOUT_S

@@ -63,11 +63,16 @@ def _train_loop(config: dict) -> None:
     ray.data.DataContext.get_current().use_datasource_v2 = False
     files = config["files"][rank::world]
     ds = ray.data.read_parquet(files, num_cpus=READ_CPUS, ray_remote_args={"resources": TASK_RESOURCES})
-    ds = ds.map_batches(_record_node, batch_format="numpy", batch_size=8, num_cpus=DECODE_CPUS,
-                        resources=TASK_RESOURCES)
+    ds = ds.map_batches(
+        _record_node, batch_format="numpy", batch_size=8, num_cpus=DECODE_CPUS, resources=TASK_RESOURCES
+    )
     rows = [row for batch in ds.iter_batches(batch_size=16, batch_format="numpy") for row in batch["node"]]
-    record = {"rank": rank, "worker_node": ray.get_runtime_context().get_node_id(),
-              "map_nodes": sorted(set(map(str, rows))), "rows": len(rows)}
+    record = {
+        "rank": rank,
+        "worker_node": ray.get_runtime_context().get_node_id(),
+        "map_nodes": sorted(set(map(str, rows))),
+        "rows": len(rows),
+    }
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps(record))
 
 
@@ -100,29 +105,45 @@ def test_train_workers_on_trainer_node_and_data_tasks_on_data_node(tmp_path, mon
     # file goes there too instead of /tmp/ray, where another `ray.init("auto")` could find it.
     temp_dir = tempfile.mkdtemp(prefix="uhpl", dir="/tmp")
     write_address = ray._private.utils.write_ray_address
-    monkeypatch.setattr(ray._private.utils, "write_ray_address",
-                        lambda address, temp_dir_=None: write_address(address, temp_dir))
+    monkeypatch.setattr(
+        ray._private.utils, "write_ray_address", lambda address, temp_dir_=None: write_address(address, temp_dir)
+    )
     gcs_port, head_agent, data_agent = _free_ports(3)
     start = time.monotonic()
     cluster = None
     try:
         # The training node has 2 CPUs to spare beyond its 2 workers: without the data resource,
         # the map tasks would run there (checked once by hand: they did), so the test discriminates.
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "gcs_server_port": gcs_port, "node_ip_address": "127.0.0.1", "temp_dir": temp_dir,
-            "include_dashboard": False, "dashboard_agent_listen_port": head_agent,
-            "num_cpus": 4, "resources": {TRAINER_RESOURCE: 2}})
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "gcs_server_port": gcs_port,
+                "node_ip_address": "127.0.0.1",
+                "temp_dir": temp_dir,
+                "include_dashboard": False,
+                "dashboard_agent_listen_port": head_agent,
+                "num_cpus": 4,
+                "resources": {TRAINER_RESOURCE: 2},
+            },
+        )
         trainer_node = cluster.head_node.node_id
-        data_node = cluster.add_node(node_ip_address="127.0.0.1", temp_dir=temp_dir,
-                                     dashboard_agent_listen_port=data_agent,
-                                     num_cpus=2, resources={DATA_RESOURCE: 2}).node_id
+        data_node = cluster.add_node(
+            node_ip_address="127.0.0.1",
+            temp_dir=temp_dir,
+            dashboard_agent_listen_port=data_agent,
+            num_cpus=2,
+            resources={DATA_RESOURCE: 2},
+        ).node_id
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
         trainer = TorchTrainer(
-            _train_loop, train_loop_config={"files": files, "out": str(out)},
-            scaling_config=ScalingConfig(num_workers=2, use_gpu=False,
-                                         resources_per_worker={"CPU": 1, **WORKER_RESOURCES}),
+            _train_loop,
+            train_loop_config={"files": files, "out": str(out)},
+            scaling_config=ScalingConfig(
+                num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1, **WORKER_RESOURCES}
+            ),
             run_config=RunConfig(name="placement", storage_path=str(tmp_path / "runs")),
-            torch_config=TorchConfig(backend="gloo"))
+            torch_config=TorchConfig(backend="gloo"),
+        )
         trainer.fit()
         records = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     finally:

@@ -21,8 +21,10 @@ def test_manifest_and_shards_are_the_datasets_merged(corpus):
     merged = read_manifest(str(corpus))
     assert set(merged["corpus"]) == {"alpha", "beta"}
     assert merged["records"] == alpha["records"] + beta["records"] == 32
-    assert merged["counts"]["split"] == {s: alpha["counts"]["split"].get(s, 0) + beta["counts"]["split"].get(s, 0)
-                                         for s in set(alpha["counts"]["split"]) | set(beta["counts"]["split"])}
+    assert merged["counts"]["split"] == {
+        s: alpha["counts"]["split"].get(s, 0) + beta["counts"]["split"].get(s, 0)
+        for s in set(alpha["counts"]["split"]) | set(beta["counts"]["split"])
+    }
     assert {f["path"].split("/")[0] for f in merged["files"]} == {"alpha", "beta"}
     train = list_shards(str(corpus), "train")
     assert train == sorted(list_shards(str(corpus / "alpha"), "train") + list_shards(str(corpus / "beta"), "train"))

@@ -50,8 +50,7 @@ def test_same_seed_and_epoch_give_same_batches(cfg, embedded_s3, local_ray):
     first = next(TaskStream("classification", cfg, storage, seed=5))
     second = next(TaskStream("classification", cfg, storage, seed=5))
     assert first["ids"] == second["ids"] and torch.equal(first["images"], second["images"])
-    orders = {tuple(_ids(TaskStream("classification", cfg, storage, seed=s, endless=False), 100))
-              for s in (5, 6, 7)}
+    orders = {tuple(_ids(TaskStream("classification", cfg, storage, seed=s, endless=False), 100)) for s in (5, 6, 7)}
     assert len(orders) > 1
 
 
@@ -68,8 +67,7 @@ def test_epochs_are_reshuffled_and_counted(cfg, embedded_s3, local_ray):
 def test_ranks_see_disjoint_shares(cfg, embedded_s3, local_ray):
     """Two ranks of one job get disjoint records that together cover the split."""
     storage = embedded_s3.storage_config()
-    shares = [set(_ids(TaskStream("vqa", cfg, storage, rank=r, world_size=2, endless=False), 100))
-              for r in range(2)]
+    shares = [set(_ids(TaskStream("vqa", cfg, storage, rank=r, world_size=2, endless=False), 100)) for r in range(2)]
     whole = set(_ids(TaskStream("vqa", cfg, storage, endless=False), 100))
     assert shares[0] and shares[1] and not shares[0] & shares[1] and shares[0] | shares[1] == whole
 
@@ -87,9 +85,13 @@ def test_task_mix_follows_weights_and_is_reproducible(cfg, embedded_s3, local_ra
     from dataclasses import replace
 
     storage = embedded_s3.storage_config()
-    only_two = replace(cfg, train=replace(cfg.train, task_schedule="sampled"),
-                       data=replace(cfg.data, mix=replace(cfg.data.mix, detection=0.0, segmentation=0.0,
-                                                          morphology=0.0, vqa=0.0, mlm=3.0)))
+    only_two = replace(
+        cfg,
+        train=replace(cfg.train, task_schedule="sampled"),
+        data=replace(
+            cfg.data, mix=replace(cfg.data.mix, detection=0.0, segmentation=0.0, morphology=0.0, vqa=0.0, mlm=3.0)
+        ),
+    )
     stream = MultiTaskStream(only_two, storage, seed=2)
     tasks = [stream.task_for_step(s) for s in range(400)]
     assert set(tasks) == {"classification", "mlm"} and 0.65 < tasks.count("mlm") / 400 < 0.85
@@ -103,8 +105,11 @@ def test_all_task_schedule_visits_every_task_each_step(cfg, embedded_s3, local_r
     from dataclasses import replace
 
     storage = embedded_s3.storage_config()
-    every = replace(cfg, train=replace(cfg.train, task_schedule="all"),
-                    data=replace(cfg.data, mix=replace(cfg.data.mix, detection=0.0, vqa=5.0)))
+    every = replace(
+        cfg,
+        train=replace(cfg.train, task_schedule="all"),
+        data=replace(cfg.data, mix=replace(cfg.data.mix, detection=0.0, vqa=5.0)),
+    )
     stream = MultiTaskStream(every, storage, seed=2)
     names = list(stream.weights)
     assert "detection" not in names and every.train.micro_steps(len(names)) == len(names)
@@ -144,9 +149,16 @@ def test_round_robin_gives_every_task_its_exact_share_and_resumes(cfg, embedded_
     from dataclasses import replace
 
     storage = embedded_s3.storage_config()
-    mixed = replace(cfg, train=replace(cfg.train, task_schedule="round_robin"),
-                    data=replace(cfg.data, mix=replace(cfg.data.mix, detection=1.0, classification=4.0,
-                                                       segmentation=1.5, morphology=1.0, vqa=1.25, mlm=0.5)))
+    mixed = replace(
+        cfg,
+        train=replace(cfg.train, task_schedule="round_robin"),
+        data=replace(
+            cfg.data,
+            mix=replace(
+                cfg.data.mix, detection=1.0, classification=4.0, segmentation=1.5, morphology=1.0, vqa=1.25, mlm=0.5
+            ),
+        ),
+    )
     stream = MultiTaskStream(mixed, storage, seed=2)
     total = sum(stream.weights.values())
     order = [stream.task_for_step(s) for s in range(250)]

@@ -43,8 +43,9 @@ def test_every_rank_gets_every_task_whatever_the_shard_layout():
     index = _index({"detection": [200, 150, 90], "segmentation": [10]})
     shares = {}
     for rank in range(4):
-        plan = RankPlan(index, ["detection", "segmentation"], batch_size=2, window=4, rank=rank, world_size=4,
-                        seed=7, epochs=1)
+        plan = RankPlan(
+            index, ["detection", "segmentation"], batch_size=2, window=4, rank=rank, world_size=4, seed=7, epochs=1
+        )
         shares[rank] = {t: _records(plan, t, 10_000) for t in ("detection", "segmentation")}
     for task, total in (("detection", 440), ("segmentation", 10)):
         per_rank = [shares[r][task] for r in range(4)]
@@ -119,8 +120,9 @@ def test_shard_index_reads_task_columns_and_names_unreadable_shards(tmp_path):
     rows = [{"id": f"r{i}", "tasks": ["detection"] + (["vqa"] if i % 3 == 0 else [])} for i in range(150)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet", row_group_size=PIECE_ROWS)
     (tmp_path / "b.parquet").write_bytes(b"not parquet")
-    index = build_shard_index([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], pafs.LocalFileSystem(),
-                              backoff_s=0)
+    index = build_shard_index(
+        [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], pafs.LocalFileSystem(), backoff_s=0
+    )
     assert index.paths == [str(tmp_path / "a.parquet")] and list(index.bad) == [str(tmp_path / "b.parquet")]
     assert index.records("detection") == 150 and index.records("vqa") == 50 and index.tasks() == ["detection", "vqa"]
     assert [len(rows) for _, _, rows in index.pieces["detection"]] == [64, 64, 22]
@@ -133,8 +135,9 @@ def test_a_rank_keeps_its_pieces_every_epoch_in_a_new_order():
     epochs = 3
     shares = []
     for rank in range(2):
-        plan = RankPlan(index, ["classification"], batch_size=4, window=8, rank=rank, world_size=2, seed=11,
-                        epochs=epochs)
+        plan = RankPlan(
+            index, ["classification"], batch_size=4, window=8, rank=rank, world_size=2, seed=11, epochs=epochs
+        )
         read = [[] for _ in range(epochs)]  # per epoch: the rows read, in reading order
         while plan.next_batch("classification") is not None:
             for unit in plan.take_pending():
@@ -149,8 +152,14 @@ def test_ranks_shares_differ_by_at_most_one_piece_when_pieces_differ_in_size():
     """Row groups of 64 and 8 rows of a task (a shard's short last row group): shares still within one piece."""
     index = _index({"detection": [PIECE_ROWS + 8] * 64})
     world = 8
-    shares = [sum(len(rows) for _, _, rows in RankPlan(index, ["detection"], batch_size=4, window=8, rank=rank,
-                                                        world_size=world, seed=3).rank_pieces("detection", 0))
-              for rank in range(world)]
+    shares = [
+        sum(
+            len(rows)
+            for _, _, rows in RankPlan(
+                index, ["detection"], batch_size=4, window=8, rank=rank, world_size=world, seed=3
+            ).rank_pieces("detection", 0)
+        )
+        for rank in range(world)
+    ]
     assert sum(shares) == 64 * (PIECE_ROWS + 8)
     assert max(shares) - min(shares) <= PIECE_ROWS

@@ -90,8 +90,9 @@ def test_fov_contents_and_answers_match_the_boxes(records):
     for rec in (r for r in records if r["boxes"]):
         labels = rec["box_labels"]
         answers = {p["question"]: p["answer"] for p in rec["qa"]}
-        count = answers.get("How many white blood cells are in this image?",
-                            answers.get("How many leukocytes are visible?"))
+        count = answers.get(
+            "How many white blood cells are in this image?", answers.get("How many leukocytes are visible?")
+        )
         assert count == str(sum(lb in wbc for lb in labels))
         assert answers["Are sickle cells present?"] == ("yes" if "Sickle Cells" in labels else "no")
         malaria = answers.get("Are malaria parasites present?", answers.get("Is this smear infected with malaria?"))
@@ -103,6 +104,7 @@ def test_fov_contents_and_answers_match_the_boxes(records):
 
 def test_a_narrower_field_of_view_shows_fewer_larger_cells():
     """fov_width_um zooms the field: at half the width, about a quarter of the cells, each ~4x the area."""
+
     def stats(width):
         recs = [generate_record(i, 5, 128, kind="fov", fov_width_um=width) for i in range(12)]
         areas = [(x1 - x0) * (y1 - y0) for rec in recs for x0, y0, x1, y1 in rec["boxes"]]
@@ -143,7 +145,7 @@ def test_each_attribute_changes_only_the_cells_pixels(cell_class):
         diff = np.abs(img.astype(int) - ref.astype(int)).max(axis=2)
         assert (diff > 8).sum() >= 10, f"{cell_class}: {name} is not visible"
         outside = diff.copy()
-        outside[p.y0:p.y1, p.x0:p.x1] = 0
+        outside[p.y0 : p.y1, p.x0 : p.x1] = 0
         assert outside.max() == 0, f"{cell_class}: {name} changed pixels outside the cell"
 
 
@@ -169,7 +171,7 @@ def test_colour_alone_does_not_identify_the_class():
         for j in range(20):
             img, _, drawn = compose_crop(np.random.default_rng([5, ci, j]), 96, cell_class)
             p, cell = drawn.instance.patch, drawn.instance.mask
-            pixels = img[p.y0:p.y1, p.x0:p.x1].astype(float) / 255
+            pixels = img[p.y0 : p.y1, p.x0 : p.x1].astype(float) / 255
             nucleus = drawn.nucleus & cell
             cytoplasm = cell & ~nucleus
             if not cytoplasm.any():
@@ -200,7 +202,7 @@ def test_png_encoders_round_trip():
         y0, x0 = rng.integers(0, h - wh + 1), rng.integers(0, w - ww + 1)
         window = (rng.random((wh, ww)) < 0.5).astype(np.uint8) * 255
         full = np.zeros((h, w), np.uint8)
-        full[y0:y0 + wh, x0:x0 + ww] = window
+        full[y0 : y0 + wh, x0 : x0 + ww] = window
         img = Image.open(io.BytesIO(encode_sparse_mask_png(int(h), int(w), int(y0), int(x0), window)))
         assert img.mode == "L" and np.array_equal(np.asarray(img), full)
 
@@ -213,8 +215,7 @@ def _read_all(uri: str, storage=None) -> tuple[dict[str, dict], ShardReader]:
 def test_records_do_not_depend_on_the_worker_count(tmp_path):
     """One worker and two workers write the same records (ids, splits, bytes) and the same manifest counts."""
     m1 = generate_dataset(20, str(tmp_path / "w1"), seed=2, image_size=64, workers=1, progress=False)
-    m2 = generate_dataset(20, str(tmp_path / "w2"), seed=2, image_size=64, workers=2, chunk_size=6,
-                          progress=False)
+    m2 = generate_dataset(20, str(tmp_path / "w2"), seed=2, image_size=64, workers=2, chunk_size=6, progress=False)
     assert m1["counts"] == m2["counts"] and m1["records"] == m2["records"] == 20
     one, _ = _read_all(str(tmp_path / "w1"))
     two, _ = _read_all(str(tmp_path / "w2"))
@@ -228,9 +229,31 @@ def test_generate_dataset_to_a_local_folder_reads_back(tmp_path):
     """A small dataset (through the CLI) reads back valid, matching its manifest; reruns need --overwrite."""
     out = str(tmp_path / "syn")
     sheet = tmp_path / "sheet.png"
-    assert cli_main(["--n", "16", "--out", out, "--seed", "4", "--image-size", "96", "--workers", "1",
-                     "--val-fraction", "0.25", "--no-progress", "--check-images", "--sheet", str(sheet),
-                     "--fov-width-um", "50"]) == 0
+    assert (
+        cli_main(
+            [
+                "--n",
+                "16",
+                "--out",
+                out,
+                "--seed",
+                "4",
+                "--image-size",
+                "96",
+                "--workers",
+                "1",
+                "--val-fraction",
+                "0.25",
+                "--no-progress",
+                "--check-images",
+                "--sheet",
+                str(sheet),
+                "--fov-width-um",
+                "50",
+            ]
+        )
+        == 0
+    )
     manifest = read_manifest(out)
     assert manifest["generator"]["fov_width_um"] == 50
     recs, reader = _read_all(out)

@@ -5,8 +5,10 @@ import pytest
 
 from unihema.data.text import TASK_PROMPTS, prompt_and_target, span_corrupt
 
-SENTENCE = ("Peripheral blood smear showing a small round basophil with an irregular nucleus, dense chromatin "
-            "and a low nuclear-to-cytoplasmic ratio.")
+SENTENCE = (
+    "Peripheral blood smear showing a small round basophil with an irregular nucleus, dense chromatin "
+    "and a low nuclear-to-cytoplasmic ratio."
+)
 
 
 def unmask(inputs: str, target: str) -> str:
@@ -64,5 +66,5 @@ def test_mlm_prompt_carries_the_corrupted_sentence():
     prompt, target = prompt_and_target({"mlm_text": SENTENCE}, "mlm", np.random.default_rng(0))
     head = TASK_PROMPTS["mlm"] + " "
     assert prompt.startswith(head)
-    assert unmask(prompt[len(head):], target) == SENTENCE
+    assert unmask(prompt[len(head) :], target) == SENTENCE
     assert prompt_and_target({}, "detection", np.random.default_rng(0)) == (TASK_PROMPTS["detection"], "")

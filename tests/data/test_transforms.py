@@ -9,7 +9,15 @@ from PIL import Image
 from unihema.config import load_config
 from unihema.data.images import ImageDecodeError, decode_rgb
 from unihema.data.transforms import (
-    IGNORE_INDEX, Sample, crop, hflip, load_sample, random_size_crop, resize, size_for_short_side, transform_record,
+    IGNORE_INDEX,
+    Sample,
+    crop,
+    hflip,
+    load_sample,
+    random_size_crop,
+    resize,
+    size_for_short_side,
+    transform_record,
 )
 
 
@@ -29,10 +37,19 @@ def _record(width=120, height=90, boxes=((10, 20, 50, 60), (70, 5, 110, 40))) ->
         m = np.zeros((height, width), np.uint8)
         m[y0:y1, x0:x1] = 255
         masks.append(_png(m, "L"))
-    return {"id": "geo", "image": _png(image, "RGB"), "width": width, "height": height,
-            "boxes": [list(map(float, b)) for b in boxes], "box_labels": ["neutrophil", "RBC"],
-            "box_attributes": [{"nuclear_shape": "irregular"}, {}], "masks": masks, "semantic_mask": None,
-            "cell_class": None, "attributes": {}}
+    return {
+        "id": "geo",
+        "image": _png(image, "RGB"),
+        "width": width,
+        "height": height,
+        "boxes": [list(map(float, b)) for b in boxes],
+        "box_labels": ["neutrophil", "RBC"],
+        "box_attributes": [{"nuclear_shape": "irregular"}, {}],
+        "masks": masks,
+        "semantic_mask": None,
+        "cell_class": None,
+        "attributes": {},
+    }
 
 
 def _mask_extent(mask: np.ndarray) -> list[float]:
@@ -123,11 +140,14 @@ def test_semantic_mask_absent_is_ignored():
     assert (row["semantic"] == IGNORE_INDEX).all() and row["boxes"].shape == (0, 4)
 
 
-@pytest.mark.parametrize("arr, mode", [
-    (np.full((8, 8), 100, np.uint8), "L"),
-    (np.full((8, 8, 4), 100, np.uint8), "RGBA"),
-    (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000, "I;16"),
-])
+@pytest.mark.parametrize(
+    "arr, mode",
+    [
+        (np.full((8, 8), 100, np.uint8), "L"),
+        (np.full((8, 8, 4), 100, np.uint8), "RGBA"),
+        (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000, "I;16"),
+    ],
+)
 def test_any_image_mode_becomes_rgb(arr, mode):
     """Grayscale, RGBA and 16-bit images decode to 8-bit RGB."""
     img = decode_rgb(_png(arr, mode))

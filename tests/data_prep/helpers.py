@@ -46,8 +46,18 @@ def write_json(path: Path, data) -> Path:
 
 
 def spec(converter: str, tasks=("detection",), **kw) -> DatasetSpec:
-    return DatasetSpec(name=kw.pop("name", "fx"), title="fixture", tasks=tuple(tasks), diseases=(), annotation="",
-                       license="CC0-1.0", upstream="test", layout="", converter=converter, **kw)
+    return DatasetSpec(
+        name=kw.pop("name", "fx"),
+        title="fixture",
+        tasks=tuple(tasks),
+        diseases=(),
+        annotation="",
+        license="CC0-1.0",
+        upstream="test",
+        layout="",
+        converter=converter,
+        **kw,
+    )
 
 
 def run(ds: DatasetSpec, src: Path, out: Path, **settings):

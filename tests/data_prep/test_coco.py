@@ -30,19 +30,29 @@ def make_coco(root):
     blob = np.zeros((48, 64), bool)
     blob[10:20, 30:50] = True
     anns = [
-        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 10],
-         "segmentation": [[5, 5, 25, 5, 25, 15, 5, 15]]},
-        {"id": 2, "image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5]},            # unknown category
-        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2]},                  # malformed bbox
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [5, 5, 20, 10],
+            "segmentation": [[5, 5, 25, 5, 25, 15, 5, 15]],
+        },
+        {"id": 2, "image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5]},  # unknown category
+        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2]},  # malformed bbox
         {"id": 4, "image_id": 1, "category_id": 2, "bbox": [0, 0, 64, 48], "iscrowd": 1},
-        {"id": 5, "image_id": 2, "category_id": 2, "segmentation": _rle(blob)},      # box from the mask
+        {"id": 5, "image_id": 2, "category_id": 2, "segmentation": _rle(blob)},  # box from the mask
         {"id": 6, "image_id": 3, "category_id": 1, "bbox": [30, 10, 20, 10], "segmentation": _rle(blob, False)},
-        {"id": 7, "image_id": 99, "category_id": 1, "bbox": [1, 1, 2, 2]},           # no such image
+        {"id": 7, "image_id": 99, "category_id": 1, "bbox": [1, 1, 2, 2]},  # no such image
     ]
     images = [{"id": i, "file_name": f"im{i}.jpg", "width": 64, "height": 48} for i in (1, 2, 3, 4, 5)]
-    write_json(root / "annotations" / "train.json",
-               {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "WBC"},
-                                                                       {"id": 2, "name": "Platelets"}]})
+    write_json(
+        root / "annotations" / "train.json",
+        {
+            "images": images,
+            "annotations": anns,
+            "categories": [{"id": 1, "name": "WBC"}, {"id": 2, "name": "Platelets"}],
+        },
+    )
     (root / "annotations" / "val.json").write_text('{"images": [')
     return root
 
@@ -50,8 +60,12 @@ def make_coco(root):
 def test_coco_boxes_polygons_rle_and_problems(tmp_path):
     """Polygons and both RLE kinds become instance masks; bad entries are dropped or rejected and listed."""
     src = make_coco(tmp_path / "coco")
-    ds = spec("coco", tasks=("detection", "segmentation"), labels={"Platelets": "platelet"},
-              options={"annotations": {"train": "annotations/train.json", "val": "annotations/val.json"}})
+    ds = spec(
+        "coco",
+        tasks=("detection", "segmentation"),
+        labels={"Platelets": "platelet"},
+        options={"annotations": {"train": "annotations/train.json", "val": "annotations/val.json"}},
+    )
     result, records, errors = run(ds, src, tmp_path / "out", max_error_rate=1.0)
     assert sorted(records) == ["fx/train/im1", "fx/train/im2", "fx/train/im3"]
     im1, im2, im3 = records["fx/train/im1"], records["fx/train/im2"], records["fx/train/im3"]
@@ -63,10 +77,17 @@ def test_coco_boxes_polygons_rle_and_problems(tmp_path):
     assert area == 200
     assert np.asarray(Image.open(io.BytesIO(im3["semantic_mask"]))).max() == 1
     codes = [(e["reasons"][0].split(":")[0], e["action"]) for e in errors]
-    for expected in [("unknown_class", "annotation_dropped"), ("bad_box", "annotation_dropped"),
-                     ("ignored_crowd", "annotation_ignored"), ("missing_image", "annotation_dropped")]:
+    for expected in [
+        ("unknown_class", "annotation_dropped"),
+        ("bad_box", "annotation_dropped"),
+        ("ignored_crowd", "annotation_ignored"),
+        ("missing_image", "annotation_dropped"),
+    ]:
         assert expected in codes
     rejected = reasons([e for e in errors if e["action"] == "record_rejected"])
-    assert rejected == {"fx/train/im4": "empty_annotation", "fx/train/im5": "missing_image",
-                        "fx/annotations/val.json": "malformed_annotation"}
+    assert rejected == {
+        "fx/train/im4": "empty_annotation",
+        "fx/train/im5": "missing_image",
+        "fx/annotations/val.json": "malformed_annotation",
+    }
     assert result.manifest["counts"]["split"] == {"train": 3}

@@ -44,8 +44,13 @@ def test_multi_value_masks_beside_bmp_images(tmp_path):
     noisy[0, 0] = 3
     image(src / "002.bmp", seed=2)
     mask(src / "002.png", noisy)
-    options = {"images": "Dataset *", "masks": "Dataset *", "image_pattern": "*.bmp", "mode": "values",
-               "values": {0: "background", 128: "cell", 255: "cell"}}
+    options = {
+        "images": "Dataset *",
+        "masks": "Dataset *",
+        "image_pattern": "*.bmp",
+        "mode": "values",
+        "values": {0: "background", 128: "cell", 255: "cell"},
+    }
     ds = spec("masks", tasks=("segmentation",), options=options)
     _, records, errors = run(ds, tmp_path, tmp_path / "out", max_error_rate=1.0)
     rec = records["fx/Dataset 1/001"]
@@ -64,16 +69,17 @@ def test_instance_label_images_and_instance_folders(tmp_path):
     labels[8:20, 8:20] = 2  # touching instances stay apart: they have different values
     image(src / "images/a.png", seed=1)
     mask(src / "masks/a.png", labels)
-    ds = spec("masks", tasks=("segmentation", "detection"),
-              options={"mode": "instances", "instance_label": "WBC"})
+    ds = spec("masks", tasks=("segmentation", "detection"), options={"mode": "instances", "instance_label": "WBC"})
     _, records, _ = run(ds, src, tmp_path / "out")
     assert len(records["fx/images/a"]["masks"]) == 2
     one, two = np.zeros((48, 64), np.uint8), np.zeros((48, 64), np.uint8)
     one[0:5, 0:5], two[40:48, 60:64] = 255, 255
     mask(src / "inst_masks/a/0.png", one)
     mask(src / "inst_masks/a/1.png", two)
-    ds = spec("masks", tasks=("segmentation", "detection"),
-              options={"mode": "instance_files", "masks": "inst_masks", "mask_name": "{stem}",
-                       "instance_label": "WBC"})
+    ds = spec(
+        "masks",
+        tasks=("segmentation", "detection"),
+        options={"mode": "instance_files", "masks": "inst_masks", "mask_name": "{stem}", "instance_label": "WBC"},
+    )
     _, records, errors = run(ds, src, tmp_path / "out2")
     assert records["fx/images/a"]["boxes"] == [[0.0, 0.0, 5.0, 5.0], [60.0, 40.0, 64.0, 48.0]] and errors == []

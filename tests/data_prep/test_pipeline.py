@@ -24,8 +24,11 @@ def test_error_threshold_fails_with_reasons_and_no_manifest(tmp_path):
     src = make_voc(tmp_path / "voc")
     run(spec("voc", labels=BCCD_LABELS), src, tmp_path / "out", max_error_rate=1.0)
     assert (tmp_path / "out/manifest.json").exists()
-    with pytest.raises(ConversionFailed, match=r"7 of 9 source records were rejected .*max error rate 50.0%.*"
-                                               r"malformed_annotation"):
+    with pytest.raises(
+        ConversionFailed,
+        match=r"7 of 9 source records were rejected .*max error rate 50.0%.*"
+        r"malformed_annotation",
+    ):
         run(spec("voc", labels=BCCD_LABELS), src, tmp_path / "out", max_error_rate=0.5)
     assert not (tmp_path / "out/manifest.json").exists()
     assert len((tmp_path / "out/errors.jsonl").read_text().splitlines()) == 11  # 7 records, 3 boxes, 1 split
@@ -73,8 +76,24 @@ def test_validate_catches_tampering_and_cli_round_trip(tmp_path, capsys):
     """CLI convert/validate/stats work on a local URI; validate flags a changed shard and a stray one."""
     src = _good_voc(tmp_path / "voc", n=6)
     out = tmp_path / "out"
-    assert cli.main(["convert", "bccd", "--src", str(src), "--out", str(out), "--workers", "1", "--no-progress",
-                     "--option", "split_lists=no_such_folder"]) == 0
+    assert (
+        cli.main(
+            [
+                "convert",
+                "bccd",
+                "--src",
+                str(src),
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--no-progress",
+                "--option",
+                "split_lists=no_such_folder",
+            ]
+        )
+        == 0
+    )
     assert "6 of 6 source records written" in capsys.readouterr().out
     assert cli.main(["validate", str(out), "--no-progress"]) == 0
     assert cli.main(["stats", str(out), "--json"]) == 0

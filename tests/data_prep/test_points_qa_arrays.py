@@ -10,18 +10,25 @@ def test_points_to_boxes_and_crops(tmp_path):
     src = tmp_path / "pts"
     image(src / "images/a.jpg", size=(100, 80), seed=1)
     image(src / "images/b.jpg", seed=2)
-    (src / "points.csv").write_text("image,x,y,class\na.jpg,50,40,Parasitized\na.jpg,5,5,White_Blood_Cell\n"
-                                    "a.jpg,oops,3,Parasitized\nmissing.jpg,1,1,Parasitized\n")
+    (src / "points.csv").write_text(
+        "image,x,y,class\na.jpg,50,40,Parasitized\na.jpg,5,5,White_Blood_Cell\n"
+        "a.jpg,oops,3,Parasitized\nmissing.jpg,1,1,Parasitized\n"
+    )
     labels = {"Parasitized": "plasmodium", "White_Blood_Cell": "WBC"}
-    ds = spec("points", labels=labels,
-              options={"table": "points.csv", "box_size": 20, "box_sizes": {"White_Blood_Cell": 30}})
+    ds = spec(
+        "points", labels=labels, options={"table": "points.csv", "box_size": 20, "box_sizes": {"White_Blood_Cell": 30}}
+    )
     _, records, errors = run(ds, src, tmp_path / "out", max_error_rate=1.0)
     a = records["fx/a"]
     assert a["boxes"] == [[40.0, 30.0, 60.0, 50.0], [0.0, 0.0, 20.0, 20.0]] and a["box_labels"] == ["plasmodium", "WBC"]
     assert reasons(errors) == {"fx/a": "bad_point", "fx/b": "empty_annotation", "fx/missing.jpg": "missing_image"}
 
-    crops = spec("points", tasks=("classification",), labels={"Parasitized": "plasmodium", "White_Blood_Cell": "wbc"},
-                 options={"table": "points.csv", "mode": "crops", "crop_size": 32})
+    crops = spec(
+        "points",
+        tasks=("classification",),
+        labels={"Parasitized": "plasmodium", "White_Blood_Cell": "wbc"},
+        options={"table": "points.csv", "mode": "crops", "crop_size": 32},
+    )
     _, records, _ = run(crops, src, tmp_path / "crops", max_error_rate=1.0)
     assert sorted(records) == ["fx/a/point0", "fx/a/point1"]
     assert (records["fx/a/point0"]["width"], records["fx/a/point1"]["width"]) == (32, 21)
@@ -34,9 +41,17 @@ def test_points_per_image_headerless_files(tmp_path):
     image(src / "images/s1.jpg", size=(100, 80), seed=1)
     (src / "GT").mkdir()
     (src / "GT/s1.txt").write_text("2,80,100\n0,Parasitized,Point,30,30\n1,White_Blood_Cell,Point,60,40\n")
-    ds = spec("points", labels={"Parasitized": "plasmodium", "White_Blood_Cell": "WBC"},
-              options={"per_image": "GT/{stem}.txt", "header": False, "skip_rows": 1,
-                       "columns": {"class": 1, "x": 3, "y": 4}, "box_size": 10})
+    ds = spec(
+        "points",
+        labels={"Parasitized": "plasmodium", "White_Blood_Cell": "WBC"},
+        options={
+            "per_image": "GT/{stem}.txt",
+            "header": False,
+            "skip_rows": 1,
+            "columns": {"class": 1, "x": 3, "y": 4},
+            "box_size": 10,
+        },
+    )
     _, records, errors = run(ds, src, tmp_path / "out")
     assert records["fx/s1"]["boxes"] == [[25.0, 25.0, 35.0, 35.0], [55.0, 35.0, 65.0, 45.0]] and errors == []
 
@@ -46,23 +61,35 @@ def test_qa_json_and_csv(tmp_path):
     src = tmp_path / "qa"
     image(src / "images/x.png", seed=1)
     image(src / "images/y.png", seed=2)
-    write_json(src / "qa.json", [
-        {"image": "x.png", "question": "What cell is this?", "answer": "neutrophil", "split": "val"},
-        {"image": "x.png", "qa": [{"question": "Is it round?", "answer": "yes"},
-                                  {"question": "Colour?", "answer": ""}]},
-        {"image": "y.png", "question": "", "answer": "no"},
-        {"image": "nope.png", "question": "Q?", "answer": "A"}])
+    write_json(
+        src / "qa.json",
+        [
+            {"image": "x.png", "question": "What cell is this?", "answer": "neutrophil", "split": "val"},
+            {
+                "image": "x.png",
+                "qa": [{"question": "Is it round?", "answer": "yes"}, {"question": "Colour?", "answer": ""}],
+            },
+            {"image": "y.png", "question": "", "answer": "no"},
+            {"image": "nope.png", "question": "Q?", "answer": "A"},
+        ],
+    )
     ds = spec("qa", tasks=("vqa",), text={"generate": False})
     _, records, errors = run(ds, src, tmp_path / "out", max_error_rate=1.0)
-    assert records["fx/x"]["qa"] == [{"question": "What cell is this?", "answer": "neutrophil"},
-                                     {"question": "Is it round?", "answer": "yes"}]
+    assert records["fx/x"]["qa"] == [
+        {"question": "What cell is this?", "answer": "neutrophil"},
+        {"question": "Is it round?", "answer": "yes"},
+    ]
     assert records["fx/x"]["split"] == "val"
     assert sorted((e["id"], e["reasons"][0].split(":")[0], e["action"]) for e in errors) == [
-        ("fx/nope.png", "missing_image", "record_rejected"), ("fx/x", "bad_qa", "annotation_dropped"),
-        ("fx/y", "bad_qa", "annotation_dropped"), ("fx/y", "no_qa", "record_rejected")]
+        ("fx/nope.png", "missing_image", "record_rejected"),
+        ("fx/x", "bad_qa", "annotation_dropped"),
+        ("fx/y", "bad_qa", "annotation_dropped"),
+        ("fx/y", "no_qa", "record_rejected"),
+    ]
     (src / "qa.csv").write_text("image,question,answer,cell\ny.png,What is it?,platelet,platelet\n")
-    ds = spec("qa", tasks=("vqa", "classification"), text={"generate": False},
-              options={"qa": "qa.csv", "class_key": "cell"})
+    ds = spec(
+        "qa", tasks=("vqa", "classification"), text={"generate": False}, options={"qa": "qa.csv", "class_key": "cell"}
+    )
     _, records, _ = run(ds, src, tmp_path / "out2")
     assert records["fx/y"]["cell_class"] == "platelet" and records["fx/y"]["tasks"] == ["vqa", "classification"]
 
@@ -72,10 +99,19 @@ def test_bbbc041_json(tmp_path):
     src = tmp_path / "bbbc"
     image(src / "images/m1.png", size=(100, 80), seed=1)
     box = {"minimum": {"r": 10, "c": 20}, "maximum": {"r": 30, "c": 50}}
-    write_json(src / "training.json", [
-        {"image": {"pathname": "/images/m1.png", "shape": {"r": 80, "c": 100}},
-         "objects": [{"bounding_box": box, "category": "red blood cell"}, {"bounding_box": box, "category": "ring"}]},
-        {"objects": []}])
+    write_json(
+        src / "training.json",
+        [
+            {
+                "image": {"pathname": "/images/m1.png", "shape": {"r": 80, "c": 100}},
+                "objects": [
+                    {"bounding_box": box, "category": "red blood cell"},
+                    {"bounding_box": box, "category": "ring"},
+                ],
+            },
+            {"objects": []},
+        ],
+    )
     write_json(src / "test.json", [])
     ds = spec("bbbc041_json", labels={"red blood cell": "RBC"})
     _, records, errors = run(ds, src, tmp_path / "out", max_error_rate=1.0)
@@ -89,15 +125,34 @@ def test_npz_arrays(tmp_path):
     src = tmp_path / "mnist"
     src.mkdir()
     rng = np.random.default_rng(0)
-    np.savez(src / "blood.npz", train_images=rng.integers(0, 255, (3, 28, 28, 3), np.uint8),
-             train_labels=np.array([[0], [3], [9]]), test_images=rng.integers(0, 255, (1, 28, 28, 3), np.uint8),
-             test_labels=np.array([[7]]))
-    ds = spec("npz_arrays", tasks=("classification",),
-              options={"file": "blood.npz", "class_names": ["basophil", "eosinophil", "erythroblast",
-                                                             "immature granulocyte", "lymphocyte", "monocyte",
-                                                             "neutrophil", "platelet"]})
+    np.savez(
+        src / "blood.npz",
+        train_images=rng.integers(0, 255, (3, 28, 28, 3), np.uint8),
+        train_labels=np.array([[0], [3], [9]]),
+        test_images=rng.integers(0, 255, (1, 28, 28, 3), np.uint8),
+        test_labels=np.array([[7]]),
+    )
+    ds = spec(
+        "npz_arrays",
+        tasks=("classification",),
+        options={
+            "file": "blood.npz",
+            "class_names": [
+                "basophil",
+                "eosinophil",
+                "erythroblast",
+                "immature granulocyte",
+                "lymphocyte",
+                "monocyte",
+                "neutrophil",
+                "platelet",
+            ],
+        },
+    )
     _, records, errors = run(ds, src, tmp_path / "out", max_error_rate=1.0)
     assert {k: (r["split"], r["cell_class"]) for k, r in records.items()} == {
-        "fx/train/000000": ("train", "basophil"), "fx/train/000001": ("train", "immature granulocyte"),
-        "fx/test/000000": ("test", "platelet")}
+        "fx/train/000000": ("train", "basophil"),
+        "fx/train/000001": ("train", "immature granulocyte"),
+        "fx/test/000000": ("test", "platelet"),
+    }
     assert reasons(errors) == {"fx/train/000002": "unknown_class"}

@@ -22,11 +22,14 @@ def test_bccd_to_s3_counts_and_error_report(shared_datasets, embedded_s3):
     assert m["records"] == 364 and m["counts"]["split"] == {"train": 205, "val": 87, "test": 72}
     assert m["counts"]["detection_class"] == {"RBC": 4153, "WBC": 372, "platelet": 361}
     assert m["prep"]["source_records"] == 364 and m["prep"]["annotations"] == 4888
-    errors = [json.loads(line) for line in
-              embedded_s3.client().get_object(Bucket="unihema", Key="real/bccd/errors.jsonl")["Body"].iter_lines()]
+    errors = [
+        json.loads(line)
+        for line in embedded_s3.client().get_object(Bucket="unihema", Key="real/bccd/errors.jsonl")["Body"].iter_lines()
+    ]
     assert [(e["origin"], e["reasons"][0].split(":")[0], e["action"]) for e in errors] == [
         ("Annotations/BloodImage_00338.xml", "empty_box", "annotation_dropped"),
-        ("Annotations/BloodImage_00343.xml", "empty_box", "annotation_dropped")]
+        ("Annotations/BloodImage_00343.xml", "empty_box", "annotation_dropped"),
+    ]
     rerun = convert(get("bccd"), shared_datasets / "bccd", uri, cfg, ConvertSettings(workers=2, progress=False))
     assert rerun.uploaded == [] and len(rerun.skipped) == len(m["files"])
     assert audit.validate(uri, cfg).ok
@@ -37,13 +40,27 @@ def test_pbc_wbcatt_to_s3_through_the_cli(shared_datasets, embedded_s3, monkeypa
     for key, value in embedded_s3.env().items():
         monkeypatch.setenv(key, value)
     uri = "s3://unihema/real/pbc_wbcatt"
-    assert cli.main(["convert", "pbc_wbcatt", "--src", str(shared_datasets / "pbc_wbcatt"), "--out", uri,
-                     "--workers", "2", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "convert",
+                "pbc_wbcatt",
+                "--src",
+                str(shared_datasets / "pbc_wbcatt"),
+                "--out",
+                uri,
+                "--workers",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert cli.main(["validate", uri, "--no-progress"]) == 0
     assert cli.main(["stats", uri, "--json"]) == 0
     out = capsys.readouterr().out
     assert embedded_s3.secret_key not in out
-    m = json.loads(out[out.index("{\n"):])
+    m = json.loads(out[out.index("{\n") :])
     assert m["records"] == 800 and m["prep"]["rejected_records"] == 0 and m["prep"]["error_entries"] == 0
     assert m["counts"]["task"] == {"classification": 800, "mlm": 800, "morphology": 500, "vqa": 800}
     assert set(m["counts"]["cell_class"].values()) == {100} and "immature granulocyte" in m["counts"]["cell_class"]
@@ -59,7 +76,6 @@ def test_pbc_wbcatt_to_s3_through_the_cli(shared_datasets, embedded_s3, monkeypa
     assert len(test_classes) == 8
     first = [r["cell_class"] for r, _ in zip(ShardReader(uri, "train", embedded_s3.storage_config()), range(24))]
     assert len(set(first)) >= 5, first
-
 
 
 def test_identical_images_across_datasets_are_reported(shared_datasets, embedded_s3, tmp_path):

@@ -52,8 +52,14 @@ def test_transient_errors_are_retried_and_mismatches_fail(embedded_s3):
     up = S3Uploader("s3://unihema/up/b", cfg, backoff_s=0.01, client=flaky)
     up("s.parquet", b"shard bytes")
     assert flaky.puts == 3 and up.uploaded == ["s.parquet"]
-    bad = S3Uploader("s3://unihema/up/c", cfg, backoff_s=0.01, attempts=2, skip_existing=False,
-                     client=_Flaky(embedded_s3.client(), wrong_sha=True))
+    bad = S3Uploader(
+        "s3://unihema/up/c",
+        cfg,
+        backoff_s=0.01,
+        attempts=2,
+        skip_existing=False,
+        client=_Flaky(embedded_s3.client(), wrong_sha=True),
+    )
     with pytest.raises(UploadError, match="giving up after 2 attempts"):
         bad("s.parquet", b"shard bytes")
 
@@ -74,9 +80,11 @@ def test_convert_to_s3_and_rerun_skips(embedded_s3, tmp_path):
     from data_prep import audit
     from data_prep.pipeline import ConvertSettings, convert
 
-    first = convert(ds, src, "s3://unihema/up/voc", cfg, ConvertSettings(workers=1, progress=False,
-                                                                          target_shard_bytes=10_000))
-    second = convert(ds, src, "s3://unihema/up/voc", cfg, ConvertSettings(workers=1, progress=False,
-                                                                           target_shard_bytes=10_000))
+    first = convert(
+        ds, src, "s3://unihema/up/voc", cfg, ConvertSettings(workers=1, progress=False, target_shard_bytes=10_000)
+    )
+    second = convert(
+        ds, src, "s3://unihema/up/voc", cfg, ConvertSettings(workers=1, progress=False, target_shard_bytes=10_000)
+    )
     assert len(first.uploaded) > 1 and second.uploaded == [] and len(second.skipped) == len(first.uploaded)
     assert audit.validate("s3://unihema/up/voc", cfg).ok

@@ -9,13 +9,54 @@ from data_prep.converters import CONVERTERS
 from data_prep.pipeline import ConvertSettings, DatasetNotFound, _build, convert
 from data_prep.splits import hash_split, read_split_lists, split_name
 
-NAMED = ["malaria_detection_2019", "nuclick", "krd_wbc_seg", "wbc_image_dataset", "raabin_wbc_seg", "erythrocytesidb",
-         "anerbc_ii", "mp_idb", "elsafty_rbc", "bbbc041_seg", "ssl_seg", "leukemiaattri", "m5_malaria", "txl_pbc",
-         "bccd", "sickle_cell_tushabe", "plasmodium", "plasmodium_phone", "tuberculosis_phone", "bbbc041",
-         "nih_nlm_thick_pf", "nih_nlm_thick_pv", "parasite", "acevedo_det", "bio_net", "raabin_m1", "raabin_m2",
-         "bmc_matek", "aml_matek", "raabin_wbc", "warty_pig", "lisc", "krd_wbc_cls", "bccd_cls", "hrls", "apl_aml",
-         "white_blood_cell_dataset", "pbc", "rv_pbs", "pbc_8_da", "c_nmc_2019", "bloodmnist", "aml_hehr",
-         "pbc_wbcatt", "wbcatt", "custom_vqa"]
+NAMED = [
+    "malaria_detection_2019",
+    "nuclick",
+    "krd_wbc_seg",
+    "wbc_image_dataset",
+    "raabin_wbc_seg",
+    "erythrocytesidb",
+    "anerbc_ii",
+    "mp_idb",
+    "elsafty_rbc",
+    "bbbc041_seg",
+    "ssl_seg",
+    "leukemiaattri",
+    "m5_malaria",
+    "txl_pbc",
+    "bccd",
+    "sickle_cell_tushabe",
+    "plasmodium",
+    "plasmodium_phone",
+    "tuberculosis_phone",
+    "bbbc041",
+    "nih_nlm_thick_pf",
+    "nih_nlm_thick_pv",
+    "parasite",
+    "acevedo_det",
+    "bio_net",
+    "raabin_m1",
+    "raabin_m2",
+    "bmc_matek",
+    "aml_matek",
+    "raabin_wbc",
+    "warty_pig",
+    "lisc",
+    "krd_wbc_cls",
+    "bccd_cls",
+    "hrls",
+    "apl_aml",
+    "white_blood_cell_dataset",
+    "pbc",
+    "rv_pbs",
+    "pbc_8_da",
+    "c_nmc_2019",
+    "bloodmnist",
+    "aml_hehr",
+    "pbc_wbcatt",
+    "wbcatt",
+    "custom_vqa",
+]
 
 
 def test_hash_split_deterministic_with_ratios():
@@ -25,8 +66,12 @@ def test_hash_split_deterministic_with_ratios():
     share = {s: splits.count(s) / 4000 for s in ("train", "val", "test")}
     assert abs(share["train"] - 0.8) < 0.03 and abs(share["test"] - 0.1) < 0.02
     assert hash_split("x", (0, 0, 1)) == "test" and [hash_split(f"img{i}", salt="b") for i in range(50)] != splits[:50]
-    assert (split_name("TestA"), split_name("Training"), split_name("valid"), split_name("basophil")) == \
-        ("test", "train", "val", None)
+    assert (split_name("TestA"), split_name("Training"), split_name("valid"), split_name("basophil")) == (
+        "test",
+        "train",
+        "val",
+        None,
+    )
 
 
 def test_split_lists_conflicts_go_to_the_held_out_split(tmp_path):

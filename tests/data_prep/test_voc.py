@@ -8,11 +8,16 @@ BCCD_LABELS = {"RBC": "RBC", "WBC": "WBC", "Platelets": "platelet"}
 
 
 def _xml(path, filename, objects, size=(64, 48)):
-    objs = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-                   f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    objs = "".join(
+        f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b in objects
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
-                    f"<height>{size[1]}</height></size>{objs}</annotation>")
+    path.write_text(
+        f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
+        f"<height>{size[1]}</height></size>{objs}</annotation>"
+    )
 
 
 def make_voc(root):
@@ -53,8 +58,14 @@ def test_voc_every_source_record_written_or_listed(tmp_path):
     assert by_id["fx/a"] == [("empty_box", "annotation_dropped")]
     assert ("unknown_class", "annotation_dropped") in by_id["fx/b"]
     assert reasons([e for e in errors if e["action"] == "record_rejected"]) == {
-        "fx/c": "malformed_annotation", "fx/d": "empty_annotation", "fx/e": "empty_annotation",
-        "fx/f": "missing_image", "fx/g": "corrupt_image", "fx/h": "no_boxes", "fx/z": "missing_annotation"}
+        "fx/c": "malformed_annotation",
+        "fx/d": "empty_annotation",
+        "fx/e": "empty_annotation",
+        "fx/f": "missing_image",
+        "fx/g": "corrupt_image",
+        "fx/h": "no_boxes",
+        "fx/z": "missing_annotation",
+    }
     prep = result.manifest["prep"]
     assert (prep["source_records"], prep["written"], prep["rejected_records"]) == (9, 2, 7)
     assert prep["fixes"]["box_clipped"] == 1 and prep["dropped_annotations"] == 3
@@ -65,8 +76,12 @@ def test_voc_every_source_record_written_or_listed(tmp_path):
 def test_voc_text_counts_only_complete_classes(tmp_path):
     """Field-of-view QA asks counts only for classes the registry declares completely annotated."""
     src = make_voc(tmp_path / "voc")
-    _, records, _ = run(spec("voc", tasks=("detection", "vqa", "mlm"), labels=BCCD_LABELS,
-                             text={"complete_classes": ("WBC",)}), src, tmp_path / "out", max_error_rate=1.0)
+    _, records, _ = run(
+        spec("voc", tasks=("detection", "vqa", "mlm"), labels=BCCD_LABELS, text={"complete_classes": ("WBC",)}),
+        src,
+        tmp_path / "out",
+        max_error_rate=1.0,
+    )
     qa = {p["question"]: p["answer"] for p in records["fx/a"]["qa"]}
     counts = {q: a for q, a in qa.items() if q.startswith("How many")}
     assert list(counts.values()) == ["1"] and "white blood cells" in next(iter(counts))

@@ -16,7 +16,8 @@ def test_yolo_data_yaml_split_folders_and_problems(tmp_path):
     (src / "labels/train").mkdir(parents=True)
     (src / "labels/val").mkdir(parents=True)
     (src / "labels/train/a.txt").write_text(
-        "0 0.5 0.5 0.2 0.2\n5 0.1 0.1 0.1 0.1\nx y z\n1 0.95 0.5 0.2 0.2\n2 0.1 0.1 0.3 0.1 0.3 0.3 0.1 0.3\n\n")
+        "0 0.5 0.5 0.2 0.2\n5 0.1 0.1 0.1 0.1\nx y z\n1 0.95 0.5 0.2 0.2\n2 0.1 0.1 0.3 0.1 0.3 0.3 0.1 0.3\n\n"
+    )
     (src / "labels/val/b.txt").write_text("\n")
     ds = spec("yolo", tasks=("detection", "segmentation"), labels={"Platelets": "platelet"})
     result, records, errors = run(ds, src, tmp_path / "out", max_error_rate=1.0)
@@ -28,7 +29,9 @@ def test_yolo_data_yaml_split_folders_and_problems(tmp_path):
     dropped = sorted(e["reasons"][0].split(":")[0] for e in errors if e["action"] == "annotation_dropped")
     assert dropped == ["bad_box", "unknown_class"]
     assert reasons([e for e in errors if e["action"] == "record_rejected"]) == {
-        "fx/images/val/b": "empty_annotation", "fx/images/val/c": "missing_annotation"}
+        "fx/images/val/b": "empty_annotation",
+        "fx/images/val/c": "missing_annotation",
+    }
     assert result.manifest["prep"]["fixes"]["box_clipped"] == 1
 
 
@@ -39,8 +42,9 @@ def test_yolo_classes_txt_split_first_layout_with_polygons(tmp_path):
     (src / "train/labels").mkdir(parents=True)
     (src / "train/labels/p.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5\n")
     (src / "classes.txt").write_text("Sickle Cells\n")
-    ds = spec("yolo", tasks=("detection", "segmentation"),
-              options={"images": "{split}/images", "labels": "{split}/labels"})
+    ds = spec(
+        "yolo", tasks=("detection", "segmentation"), options={"images": "{split}/images", "labels": "{split}/labels"}
+    )
     _, records, errors = run(ds, src, tmp_path / "out")
     rec = records["fx/train/images/p"]
     assert rec["split"] == "train" and rec["box_labels"] == ["Sickle Cells"] and len(rec["masks"]) == 1

@@ -33,6 +33,7 @@ def write_zero0_checkpoint(run_dir: Path, model, cfg, with_config: bool = True) 
 
 def png_with_header_size(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` (no pixel data worth decoding)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -5,16 +5,29 @@ from __future__ import annotations
 import json
 import sys
 
-from .helpers import need_optional
 from unihema.evaluate import main as evaluate_main
+
+from .helpers import need_optional
 
 
 def test_evaluate_all_tasks_writes_metrics_report_and_plots(export_dir, synthetic_data, tmp_path, capsys):
     """Every task and the linear probe are scored from an export folder; metrics.json, report.md and PNGs appear."""
     need_optional()
     out = tmp_path / "eval"
-    rc = evaluate_main(["--checkpoint", str(export_dir), "--data", str(synthetic_data), "--out", str(out),
-                        "--max-batches", "1", "--probe-max-batches", "3"])
+    rc = evaluate_main(
+        [
+            "--checkpoint",
+            str(export_dir),
+            "--data",
+            str(synthetic_data),
+            "--out",
+            str(out),
+            "--max-batches",
+            "1",
+            "--probe-max-batches",
+            "3",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     tasks = metrics["tasks"]
@@ -43,8 +56,25 @@ def test_evaluate_deepspeed_run_folder(zero0_run, synthetic_data, tmp_path):
     """A run folder with a DeepSpeed checkpoint is evaluated with the run's own config."""
     need_optional()
     out = tmp_path / "eval"
-    assert evaluate_main(["--checkpoint", str(zero0_run), "--data", str(synthetic_data), "--out", str(out),
-                          "--tasks", "classification", "--max-batches", "1", "--no-probe", "--no-plots"]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(zero0_run),
+                "--data",
+                str(synthetic_data),
+                "--out",
+                str(out),
+                "--tasks",
+                "classification",
+                "--max-batches",
+                "1",
+                "--no-probe",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["checkpoint_kind"] == "deepspeed" and list(metrics["tasks"]) == ["classification"]
     assert metrics["plots"] == []
@@ -53,8 +83,19 @@ def test_evaluate_deepspeed_run_folder(zero0_run, synthetic_data, tmp_path):
 def test_evaluate_names_a_missing_package_before_any_work(export_dir, synthetic_data, tmp_path, monkeypatch, capsys):
     """Without matplotlib the run stops at once with exit 2 and the package to install; --no-plots avoids it."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    rc = evaluate_main(["--checkpoint", str(export_dir), "--data", str(synthetic_data), "--out", str(tmp_path / "e"),
-                        "--tasks", "mlm", "--no-probe"])
+    rc = evaluate_main(
+        [
+            "--checkpoint",
+            str(export_dir),
+            "--data",
+            str(synthetic_data),
+            "--out",
+            str(tmp_path / "e"),
+            "--tasks",
+            "mlm",
+            "--no-probe",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "pip install matplotlib" in err and "--no-plots" in err
@@ -63,8 +104,22 @@ def test_evaluate_names_a_missing_package_before_any_work(export_dir, synthetic_
 
 def test_evaluate_unknown_split_is_one_line(export_dir, synthetic_data, tmp_path, capsys):
     """A split with no shards is a one-line error, exit code 2."""
-    rc = evaluate_main(["--checkpoint", str(export_dir), "--data", str(synthetic_data), "--split", "test",
-                        "--out", str(tmp_path / "e"), "--tasks", "mlm", "--no-probe", "--no-plots"])
+    rc = evaluate_main(
+        [
+            "--checkpoint",
+            str(export_dir),
+            "--data",
+            str(synthetic_data),
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "e"),
+            "--tasks",
+            "mlm",
+            "--no-probe",
+            "--no-plots",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert "test" in err and err.count("\n") == 0

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from unihema.export import main as export_main
 from unihema.checkpoint.export import output_difference
+from unihema.export import main as export_main
 from unihema.model.pretrained import from_pretrained, load_pretrained
 
 from .helpers import write_zero0_checkpoint
@@ -68,8 +68,12 @@ def test_bare_deepspeed_checkpoint_needs_a_config(tmp_path, tiny_model, tiny_cfg
     ckpt = write_zero0_checkpoint(tmp_path / "run", tiny_model, tiny_cfg, with_config=False)
     assert export_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-verify"]) == 2
     assert "--preset" in capsys.readouterr().err
-    assert export_main(["--checkpoint", str(ckpt / "checkpoint"), "--out", str(tmp_path / "o"),
-                        "--preset", "tiny", "--no-verify"]) == 0
+    assert (
+        export_main(
+            ["--checkpoint", str(ckpt / "checkpoint"), "--out", str(tmp_path / "o"), "--preset", "tiny", "--no-verify"]
+        )
+        == 0
+    )
     reloaded = from_pretrained(tmp_path / "o").state_dict()
     assert torch.equal(reloaded["level_embed"], tiny_model.state_dict()["level_embed"])
 
@@ -85,16 +89,19 @@ def test_weights_that_do_not_fit_the_config_are_named(export_dir, tmp_path):
 @pytest.mark.slow
 def test_export_from_real_zero3_checkpoint_matches_engine(tmp_path):
     """A ZeRO-3 checkpoint after one training step exports to weights and outputs equal to the engine's model."""
-    from unihema.config import load_config
     from unihema.checkpoint.export import probe_batch
+    from unihema.config import load_config
     from unihema.model import build_tokenizer
 
     run = tmp_path / "run"
     run.mkdir()
-    env = dict(os.environ, TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR",
-                                                               str(REPO / ".cache" / "torch_extensions")))
-    proc = subprocess.run([sys.executable, str(WORKER), str(run)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = dict(
+        os.environ,
+        TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions")),
+    )
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), str(run)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = torch.load(run / "expected.pt", weights_only=False)
 

@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from unihema import labels
+from unihema.errors import MissingDependencyError, require
 from unihema.evaluation import scores
 from unihema.evaluation.evaluators import (
-    ClassificationEvaluator, DetectionEvaluator, MorphologyEvaluator, SegmentationEvaluator,
+    ClassificationEvaluator,
+    DetectionEvaluator,
+    MorphologyEvaluator,
+    SegmentationEvaluator,
 )
-from unihema.errors import MissingDependencyError, require
 
 N_DET = len(labels.DETECTION_CLASSES)
 
@@ -53,8 +56,10 @@ def test_detection_map_and_per_class_ap_hand_computed():
     gt = torch.tensor([_box(0.3, 0.3, 0.2, 0.2), _box(0.7, 0.7, 0.2, 0.2)])
     pred = torch.tensor([[_box(0.3, 0.3, 0.2, 0.2), _box(0.72, 0.72, 0.2, 0.2)]])  # (62,62)-(82,82): IoU 324/476
     evaluator = DetectionEvaluator()
-    evaluator.process(_Fixed({"pred_logits": logits, "pred_boxes": pred}),
-                      {"targets": [{"boxes": gt, "labels": torch.tensor([0, 1]), "size": torch.tensor([100, 100])}]})
+    evaluator.process(
+        _Fixed({"pred_logits": logits, "pred_boxes": pred}),
+        {"targets": [{"boxes": gt, "labels": torch.tensor([0, 1]), "size": torch.tensor([100, 100])}]},
+    )
     values = evaluator.compute()
     assert values["map50"] == pytest.approx(1.0)
     assert values["map"] == pytest.approx(0.7, abs=1e-6)
@@ -71,9 +76,10 @@ def _perfect_detections(metric, boxes, size):
     logits = torch.full((1, len(boxes), N_DET), -10.0)
     logits[0, :, 0] = 5.0
     gt = torch.tensor(boxes)
-    metric.process(_Fixed({"pred_logits": logits, "pred_boxes": gt[None]}),
-                   {"targets": [{"boxes": gt, "labels": torch.zeros(len(boxes), dtype=torch.long),
-                                 "size": torch.tensor(size)}]})
+    metric.process(
+        _Fixed({"pred_logits": logits, "pred_boxes": gt[None]}),
+        {"targets": [{"boxes": gt, "labels": torch.zeros(len(boxes), dtype=torch.long), "size": torch.tensor(size)}]},
+    )
 
 
 def test_detection_chance_is_the_image_blind_pairing():
@@ -165,8 +171,10 @@ def test_morphology_evaluator_matches_boxes_one_to_one():
     pred_morph = torch.full((1, 3, 6), -3.0)
     pred_morph[0, 2, :2] = 3.0  # the query on the first cell says (1, 1); the one on the second says (0, 0)
     model = _Fixed({"pred_boxes": pred_boxes, "pred_morphology": pred_morph})
-    batch = {"morphology": torch.full((1, 6), na),
-             "targets": [{"boxes": gt, "morphology": morph, "size": torch.tensor([100, 100])}]}
+    batch = {
+        "morphology": torch.full((1, 6), na),
+        "targets": [{"boxes": gt, "morphology": morph, "size": torch.tensor([100, 100])}],
+    }
     evaluator = MorphologyEvaluator()
     evaluator.process(model, batch)
     out = evaluator.compute()

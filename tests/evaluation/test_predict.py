@@ -24,9 +24,15 @@ def test_image_modes_become_rgb(image_files, name, mode):
     assert arr.dtype == np.uint8 and arr.max() > 0
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("corrupt", "undecodable_image"), ("text", "undecodable_image"), ("huge", "image_too_large"),
-    ("bomb", "image_too_large")])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("corrupt", "undecodable_image"),
+        ("text", "undecodable_image"),
+        ("huge", "image_too_large"),
+        ("bomb", "image_too_large"),
+    ],
+)
 def test_bad_files_are_refused_with_reason(image_files, name, reason):
     """Corrupt, non-image and oversized files raise a one-line error naming the file and the reason."""
     with pytest.raises(UserInputError) as info:
@@ -49,16 +55,26 @@ def test_predict_writes_json_and_overlays(export_dir, image_files, tmp_path, cap
     """Detection, segmentation and classification on an RGBA and a 16-bit file: a JSON and an overlay each."""
     out = tmp_path / "pred"
     images = [str(image_files[k]) for k in ("rgba", "gray16")]
-    assert predict_main(images + ["--checkpoint", str(export_dir), "--out", str(out), "--threshold", "0",
-                                  "--max-detections", "5"]) == 0
+    assert (
+        predict_main(
+            images + ["--checkpoint", str(export_dir), "--out", str(out), "--threshold", "0", "--max-detections", "5"]
+        )
+        == 0
+    )
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     for name in ("rgba", "gray16"):
         payload = json.loads((out / f"{name}.json").read_text())
         assert len(payload["detections"]) == 5
         det = payload["detections"][0]
         assert len(det["box_xyxy"]) == 4 and 0 <= det["score"] <= 1 and det["label"]
-        assert set(det["morphology"]) == {"nuclear_chromatin", "nuclear_shape", "nucleolus", "cytoplasm",
-                                          "cytoplasmic_basophilia", "cytoplasmic_vacuoles"}
+        assert set(det["morphology"]) == {
+            "nuclear_chromatin",
+            "nuclear_shape",
+            "nucleolus",
+            "cytoplasm",
+            "cytoplasmic_basophilia",
+            "cytoplasmic_vacuoles",
+        }
         assert payload["classification"]["label"] and len(payload["classification"]["top"]) == 5
         seg = payload["segmentation"]
         assert seg["instances"] and seg["instances"][0]["mask_rle"]["size"] == [96, 96]
@@ -70,9 +86,24 @@ def test_predict_writes_json_and_overlays(export_dir, image_files, tmp_path, cap
 def test_predict_answers_questions_and_fills_masks(export_dir, image_files, tmp_path):
     """--question and --text give an answer and a filled sentence per image, conditioned on the image."""
     out = tmp_path / "text"
-    assert predict_main([str(image_files["cell"]), "--checkpoint", str(export_dir), "--out", str(out),
-                         "--task", "vqa,mlm", "--question", "what type of cell is this?",
-                         "--text", "this is a <mask> cell"]) == 0
+    assert (
+        predict_main(
+            [
+                str(image_files["cell"]),
+                "--checkpoint",
+                str(export_dir),
+                "--out",
+                str(out),
+                "--task",
+                "vqa,mlm",
+                "--question",
+                "what type of cell is this?",
+                "--text",
+                "this is a <mask> cell",
+            ]
+        )
+        == 0
+    )
     payload = json.loads((out / "cell.json").read_text())
     assert payload["vqa"][0]["question"] == "what type of cell is this?"
     assert isinstance(payload["vqa"][0]["answer"], str)
@@ -88,8 +119,22 @@ def test_predict_refuses_bad_files_in_one_line_each(export_dir, image_files, tmp
     for path, line in zip(bad, err):
         assert path in line
     assert "Traceback" not in "\n".join(err)
-    assert predict_main([str(image_files["corrupt"]), str(image_files["rgb"]), "--checkpoint", str(export_dir),
-                         "--out", str(tmp_path / "o"), "--task", "classification", "--skip-bad"]) == 0
+    assert (
+        predict_main(
+            [
+                str(image_files["corrupt"]),
+                str(image_files["rgb"]),
+                "--checkpoint",
+                str(export_dir),
+                "--out",
+                str(tmp_path / "o"),
+                "--task",
+                "classification",
+                "--skip-bad",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "o" / "rgb.json").is_file()
 
 
@@ -112,12 +157,28 @@ def test_predict_from_an_s3_export(embedded_s3, export_dir, image_files, tmp_pat
     """An export folder in S3 (as `make demo` leaves it) is downloaded and used."""
     import pyarrow.fs as pafs
 
-    pafs.copy_files(str(export_dir), "unihema/runs/unihema-tiny/export", source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=embedded_s3.filesystem())
+    pafs.copy_files(
+        str(export_dir),
+        "unihema/runs/unihema-tiny/export",
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=embedded_s3.filesystem(),
+    )
     for key, value in embedded_s3.env().items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "s3pred"
-    assert predict_main([str(image_files["cell"]), "--checkpoint", "s3://unihema/runs/unihema-tiny/export",
-                         "--out", str(out), "--task", "classification"]) == 0
+    assert (
+        predict_main(
+            [
+                str(image_files["cell"]),
+                "--checkpoint",
+                "s3://unihema/runs/unihema-tiny/export",
+                "--out",
+                str(out),
+                "--task",
+                "classification",
+            ]
+        )
+        == 0
+    )
     payload = json.loads((out / "cell.json").read_text())
     assert payload["checkpoint"] == "s3://unihema/runs/unihema-tiny/export" and payload["classification"]["label"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unihema.evaluate import main as evaluate_main
 from unihema.checkpoint.load import load_checkpoint
 from unihema.errors import UserInputError
+from unihema.evaluate import main as evaluate_main
 from unihema.export import main as export_main
 
 from .helpers import write_zero0_checkpoint
@@ -36,8 +36,10 @@ def untrusted_run(tmp_path, tiny_model, tiny_cfg):
     run = tmp_path / "run"
     ckpt = write_zero0_checkpoint(run, tiny_model, tiny_cfg)
     marker = tmp_path / "code-ran"
-    torch.save({"module": tiny_model.state_dict(), "extra": _RunsCode(marker)},
-               ckpt / "checkpoint" / "mp_rank_00_model_states.pt")
+    torch.save(
+        {"module": tiny_model.state_dict(), "extra": _RunsCode(marker)},
+        ckpt / "checkpoint" / "mp_rank_00_model_states.pt",
+    )
     return run, marker
 
 
@@ -72,12 +74,31 @@ def test_clis_ask_for_trust_checkpoint(untrusted_run, tmp_path, capsys):
     assert export_main(["--checkpoint", str(run), "--out", str(tmp_path / "out"), "--no-verify"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "mp_rank_00_model_states.pt" in err and "--trust-checkpoint" in err
-    assert evaluate_main(["--checkpoint", str(run), "--data", str(tmp_path / "no-data"), "--tasks", "detection",
-                          "--no-probe", "--no-plots", "--device", "cpu", "--out", str(tmp_path / "eval")]) == 2
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(tmp_path / "no-data"),
+                "--tasks",
+                "detection",
+                "--no-probe",
+                "--no-plots",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 2
+    )
     assert "--trust-checkpoint" in capsys.readouterr().err
     assert not marker.exists()
-    assert export_main(["--checkpoint", str(run), "--out", str(tmp_path / "out"), "--no-verify",
-                        "--trust-checkpoint"]) == 0
+    assert (
+        export_main(["--checkpoint", str(run), "--out", str(tmp_path / "out"), "--no-verify", "--trust-checkpoint"])
+        == 0
+    )
 
 
 def test_init_from_asks_for_model_trust_checkpoint(untrusted_run, tmp_path):

@@ -27,9 +27,25 @@ def test_training_validation_and_evaluate_cli_agree(export_dir, synthetic_data, 
     trained = validate(loaded.model, cfg, cfg.storage, loaded.tokenizer, rank=0, world=1, device=torch.device("cpu"))
 
     out = tmp_path / "eval"
-    assert evaluate_main(["--checkpoint", str(export_dir), "--data", str(synthetic_data), "--out", str(out),
-                          "--max-batches", str(cfg.train.val_batches), "--no-probe", "--no-plots",
-                          "--device", "cpu"]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(export_dir),
+                "--data",
+                str(synthetic_data),
+                "--out",
+                str(out),
+                "--max-batches",
+                str(cfg.train.val_batches),
+                "--no-probe",
+                "--no-plots",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     cli = json.loads((out / "metrics.json").read_text())["tasks"]
 
     assert set(trained) == set(cli) == set(TASKS)

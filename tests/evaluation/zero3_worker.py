@@ -22,8 +22,8 @@ import torch.distributed as dist
 def main(run: Path) -> None:
     import deepspeed
 
-    from unihema.config import load_config, save_config
     from unihema.checkpoint.export import probe_batch
+    from unihema.config import load_config, save_config
     from unihema.model import build_model, build_tokenizer
     from unihema.train.deepspeed_config import deepspeed_config
     from unihema.train.optim import build_optimizer
@@ -37,8 +37,13 @@ def main(run: Path) -> None:
     torch.manual_seed(1)
     model = build_model(cfg)
     optimizer, scheduler = build_optimizer(model, cfg.train)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                      config=deepspeed_config(cfg.train, 1, 1, False), dist_init_required=False)
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(cfg.train, 1, 1, False),
+        dist_init_required=False,
+    )
     batch = probe_batch(cfg, build_tokenizer(cfg))
     loss = sum(v.float().mean() for v in engine(batch).values() if torch.is_tensor(v) and v.is_floating_point())
     engine.backward(loss)

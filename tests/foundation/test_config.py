@@ -4,7 +4,13 @@ import pytest
 import yaml
 
 from unihema.config import (
-    PRESETS, REDACTED, ConfigError, UniHemaConfig, get_path, load_config, save_config,
+    PRESETS,
+    REDACTED,
+    ConfigError,
+    UniHemaConfig,
+    get_path,
+    load_config,
+    save_config,
 )
 from unihema.config.__main__ import main as config_main
 
@@ -32,8 +38,16 @@ def test_paper_preset_has_official_hyperparameters():
 
 def test_overrides_are_typed():
     """``a.b=value`` overrides are parsed and coerced to the field's type."""
-    cfg = load_config("tiny", overrides=["train.lr=1e-3", "train.zero_stage=3", "loss.vqa=2",
-                                         "train.lr_drop_steps=[10,20]", "train.use_gpu=true"])
+    cfg = load_config(
+        "tiny",
+        overrides=[
+            "train.lr=1e-3",
+            "train.zero_stage=3",
+            "loss.vqa=2",
+            "train.lr_drop_steps=[10,20]",
+            "train.use_gpu=true",
+        ],
+    )
     assert cfg.train.lr == 1e-3 and cfg.train.zero_stage == 3 and cfg.loss.vqa == 2.0
     assert cfg.train.lr_drop_steps == (10, 20) and cfg.train.use_gpu is True
 
@@ -47,15 +61,18 @@ def test_yaml_file_layers_over_preset_and_names_its_preset(tmp_path):
     assert cfg.model.hidden_dim == PRESETS["tiny"]["model"]["hidden_dim"]
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("model.hiden_dim=3", "unknown key 'model.hiden_dim'"),
-    ("nosuch.key=1", "unknown key 'nosuch'"),
-    ("train.zero_stage=4", "train.zero_stage: invalid value 4; must be <= 3"),
-    ("train.precision=fp8", "train.precision: invalid value 'fp8'; allowed: 'auto', 'fp32', 'bf16'"),
-    ("train.max_steps=many", "train.max_steps: invalid value 'many'; expected an integer"),
-    ("loss.detection=-1", "loss.detection: invalid value -1.0; must be >= 0"),
-    ("train.use_gpu=maybe", "train.use_gpu: invalid value 'maybe'; expected true or false"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("model.hiden_dim=3", "unknown key 'model.hiden_dim'"),
+        ("nosuch.key=1", "unknown key 'nosuch'"),
+        ("train.zero_stage=4", "train.zero_stage: invalid value 4; must be <= 3"),
+        ("train.precision=fp8", "train.precision: invalid value 'fp8'; allowed: 'auto', 'fp32', 'bf16'"),
+        ("train.max_steps=many", "train.max_steps: invalid value 'many'; expected an integer"),
+        ("loss.detection=-1", "loss.detection: invalid value -1.0; must be >= 0"),
+        ("train.use_gpu=maybe", "train.use_gpu: invalid value 'maybe'; expected true or false"),
+    ],
+)
 def test_bad_keys_and_values_are_named(override, fragment):
     """Unknown keys and invalid values fail with the key's path and what is allowed."""
     with pytest.raises(ConfigError) as info:

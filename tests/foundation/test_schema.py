@@ -16,28 +16,31 @@ def test_valid_record_has_no_problems():
     assert validate_record(make_record()) == []
 
 
-@pytest.mark.parametrize("changes, code", [
-    ({"split": "holdout"}, "bad_split"),
-    ({"tasks": []}, "no_task"),
-    ({"tasks": ["detection", "counting"]}, "unknown_task"),
-    ({"image": b"not an image"}, "undecodable_image"),
-    ({"width": 41}, "image_size_mismatch"),
-    ({"boxes": [[5.0, 5.0, 5.0, 9.0]]}, "empty_box"),
-    ({"boxes": [[5.0, 5.0, 50.0, 9.0]]}, "box_out_of_bounds"),
-    ({"boxes": [[5.0, 5.0, float("nan"), 9.0]]}, "bad_box"),
-    ({"box_labels": ["dragon"]}, "unknown_class"),
-    ({"box_labels": []}, "box_label_mismatch"),
-    ({"cell_class": "dragon"}, "unknown_class"),
-    ({"attributes": {"nuclear_chromatin": "sparkly"}}, "bad_attribute_value"),
-    ({"attributes": {"glow": "yes"}}, "unknown_attribute"),
-    ({"masks": [png(10, 10, "L")]}, "mask_size_mismatch"),
-    ({"semantic_mask": b"junk"}, "undecodable_mask"),
-    ({"qa": [{"question": "?", "answer": ""}]}, "bad_qa"),
-    ({"mlm_text": None}, "no_mlm_text"),
-    ({"cell_class": None}, "no_cell_class"),
-    ({"boxes": [], "box_labels": [], "box_attributes": [], "masks": []}, "no_boxes"),
-    ({"license": ""}, "missing_field"),
-])
+@pytest.mark.parametrize(
+    "changes, code",
+    [
+        ({"split": "holdout"}, "bad_split"),
+        ({"tasks": []}, "no_task"),
+        ({"tasks": ["detection", "counting"]}, "unknown_task"),
+        ({"image": b"not an image"}, "undecodable_image"),
+        ({"width": 41}, "image_size_mismatch"),
+        ({"boxes": [[5.0, 5.0, 5.0, 9.0]]}, "empty_box"),
+        ({"boxes": [[5.0, 5.0, 50.0, 9.0]]}, "box_out_of_bounds"),
+        ({"boxes": [[5.0, 5.0, float("nan"), 9.0]]}, "bad_box"),
+        ({"box_labels": ["dragon"]}, "unknown_class"),
+        ({"box_labels": []}, "box_label_mismatch"),
+        ({"cell_class": "dragon"}, "unknown_class"),
+        ({"attributes": {"nuclear_chromatin": "sparkly"}}, "bad_attribute_value"),
+        ({"attributes": {"glow": "yes"}}, "unknown_attribute"),
+        ({"masks": [png(10, 10, "L")]}, "mask_size_mismatch"),
+        ({"semantic_mask": b"junk"}, "undecodable_mask"),
+        ({"qa": [{"question": "?", "answer": ""}]}, "bad_qa"),
+        ({"mlm_text": None}, "no_mlm_text"),
+        ({"cell_class": None}, "no_cell_class"),
+        ({"boxes": [], "box_labels": [], "box_attributes": [], "masks": []}, "no_boxes"),
+        ({"license": ""}, "missing_field"),
+    ],
+)
 def test_bad_records_are_rejected_with_reason(changes, code):
     """Each kind of breakage yields a reason with its stable code."""
     problems = validate_record(make_record(**changes))

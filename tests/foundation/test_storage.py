@@ -14,7 +14,12 @@ pytestmark = pytest.mark.slow
 def test_parse_uri():
     """S3 and local URIs parse into bucket/key or a resolved path; others are refused."""
     uri = parse_uri("s3://bucket/a/b/")
-    assert (uri.bucket, uri.key, uri.fs_path, str(uri.join("c"))) == ("bucket", "a/b", "bucket/a/b", "s3://bucket/a/b/c")
+    assert (uri.bucket, uri.key, uri.fs_path, str(uri.join("c"))) == (
+        "bucket",
+        "a/b",
+        "bucket/a/b",
+        "s3://bucket/a/b/c",
+    )
     assert parse_uri("relative/dir").key.endswith("relative/dir")
     with pytest.raises(ValueError, match="unsupported storage URI"):
         parse_uri("gs://bucket/x")
@@ -51,8 +56,11 @@ def test_wrong_credentials_name_endpoint_and_bucket_without_secret(embedded_s3):
     """Refused credentials give an error naming endpoint and bucket, and never the secret."""
     secret = "definitely-wrong-secret-4711"
     bad = embedded_s3.storage_config(secret_access_key=secret)
-    for action in (lambda: check_access("s3://unihema/x", bad), lambda: ensure_bucket("s3://unihema", bad),
-                   lambda: list(ShardReader("s3://unihema/unit-shards", storage=bad))):
+    for action in (
+        lambda: check_access("s3://unihema/x", bad),
+        lambda: ensure_bucket("s3://unihema", bad),
+        lambda: list(ShardReader("s3://unihema/unit-shards", storage=bad)),
+    ):
         with pytest.raises(StorageAccessError) as info:
             action()
         message = str(info.value)

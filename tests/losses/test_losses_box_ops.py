@@ -6,10 +6,15 @@ import pytest
 import torch
 import torchvision.ops as tv
 
-from .loss_fakes import random_boxes
 from unihema.ops.boxes import (
-    box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, generalized_box_iou, paired_generalized_box_iou,
+    box_cxcywh_to_xyxy,
+    box_iou,
+    box_xyxy_to_cxcywh,
+    generalized_box_iou,
+    paired_generalized_box_iou,
 )
+
+from .loss_fakes import random_boxes
 
 
 def test_conversions_round_trip():

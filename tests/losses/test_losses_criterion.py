@@ -7,17 +7,29 @@ import math
 import pytest
 import torch
 
-from .loss_fakes import all_leaves, loss_cfg, make_batch, make_outputs
 from unihema.config import TASKS
-from unihema.losses import HungarianMatcher, UniHemaCriterion, focal_classification_loss, box_losses
+from unihema.losses import HungarianMatcher, UniHemaCriterion, box_losses, focal_classification_loss
+
+from .loss_fakes import all_leaves, loss_cfg, make_batch, make_outputs
 
 # Which output leaves each task may send gradient to.
 TASK_OUTPUTS = {
-    "detection": ("pred_logits", "pred_boxes", "aux_outputs.0.pred_logits", "aux_outputs.0.pred_boxes",
-                  "aux_outputs.1.pred_logits", "aux_outputs.1.pred_boxes",
-                  "interm_outputs.pred_logits", "interm_outputs.pred_boxes"),
-    "morphology": ("pred_morphology", "aux_outputs.0.pred_morphology", "aux_outputs.1.pred_morphology",
-                   "cell_morphology"),
+    "detection": (
+        "pred_logits",
+        "pred_boxes",
+        "aux_outputs.0.pred_logits",
+        "aux_outputs.0.pred_boxes",
+        "aux_outputs.1.pred_logits",
+        "aux_outputs.1.pred_boxes",
+        "interm_outputs.pred_logits",
+        "interm_outputs.pred_boxes",
+    ),
+    "morphology": (
+        "pred_morphology",
+        "aux_outputs.0.pred_morphology",
+        "aux_outputs.1.pred_morphology",
+        "cell_morphology",
+    ),
     "segmentation": ("semantic_logits", "pred_masks"),
     "classification": ("cell_logits",),
     "vqa": ("text_logits",),
@@ -63,15 +75,26 @@ def test_each_task_alone_has_only_its_keys(task):
 
 def test_all_tasks_sum_with_config_weights():
     """With all six tasks the total is the sum of LossConfig task weight x task loss."""
-    cfg = loss_cfg("loss.detection=1.5", "loss.classification=0.9", "loss.morphology=2", "loss.segmentation=0.7",
-                   "loss.vqa=0.3", "loss.mlm=0.2")
+    cfg = loss_cfg(
+        "loss.detection=1.5",
+        "loss.classification=0.9",
+        "loss.morphology=2",
+        "loss.segmentation=0.7",
+        "loss.vqa=0.3",
+        "loss.mlm=0.2",
+    )
     batch = make_batch(TASKS)
     batch["text_task"] = ["vqa", "mlm"]
     losses, _ = run(TASKS, cfg, batch=batch)
     # The weights written out, not read back from the config the code reads them from.
-    expected = (1.5 * losses["loss_detection"] + 0.9 * losses["loss_classification"]
-                + 0.7 * losses["loss_segmentation"] + 2 * losses["loss_morphology"]
-                + 0.3 * losses["loss_vqa"] + 0.2 * losses["loss_mlm"])
+    expected = (
+        1.5 * losses["loss_detection"]
+        + 0.9 * losses["loss_classification"]
+        + 0.7 * losses["loss_segmentation"]
+        + 2 * losses["loss_morphology"]
+        + 0.3 * losses["loss_vqa"]
+        + 0.2 * losses["loss_mlm"]
+    )
     torch.testing.assert_close(losses["loss"], expected)
     assert set().union(*TASK_TERMS.values()) <= set(losses)
     assert all(torch.isfinite(v).all() for v in losses.values())
@@ -86,9 +109,13 @@ def test_segmentation_can_also_train_detection():
     batch = make_batch(["segmentation"])
     joint, _ = run(["segmentation"], cfg, outputs=outputs, batch=batch)
     assert set(joint) == TASK_TERMS["segmentation"] | TASK_TERMS["detection"] | {
-        "loss_segmentation", "loss_detection", "loss"}
-    reference, _ = run(["segmentation", "detection"], cfg, outputs=outputs,
-                       batch=dict(batch, tasks=["segmentation", "detection"]))
+        "loss_segmentation",
+        "loss_detection",
+        "loss",
+    }
+    reference, _ = run(
+        ["segmentation", "detection"], cfg, outputs=outputs, batch=dict(batch, tasks=["segmentation", "detection"])
+    )
     torch.testing.assert_close(joint["loss"], reference["loss"])
     torch.testing.assert_close(joint["loss"], 2 * joint["loss_segmentation"] + 0.5 * joint["loss_detection"])
     assert batch["tasks"] == ["segmentation"]  # the caller's batch is left as it was
@@ -97,21 +124,45 @@ def test_segmentation_can_also_train_detection():
 
 def test_task_losses_are_weighted_sums_of_terms():
     """Detection/segmentation/morphology task losses weight their terms with the flat config scalars."""
-    cfg = loss_cfg("loss.det_cls=0.5", "loss.det_bbox=3", "loss.det_giou=1.5", "loss.seg_dice=2",
-                   "loss.seg_focal=0.25", "loss.mask_dice=4", "loss.mask_focal=0.1")
+    cfg = loss_cfg(
+        "loss.det_cls=0.5",
+        "loss.det_bbox=3",
+        "loss.det_giou=1.5",
+        "loss.seg_dice=2",
+        "loss.seg_focal=0.25",
+        "loss.mask_dice=4",
+        "loss.mask_focal=0.1",
+    )
     losses, _ = run(["detection", "segmentation", "morphology"], cfg)
-    det = sum(w * losses[f"loss_{k}{s}"] for k, w in (("ce", 0.5), ("bbox", 3), ("giou", 1.5))
-              for s in ("", "_0", "_1", "_interm"))
+    det = sum(
+        w * losses[f"loss_{k}{s}"]
+        for k, w in (("ce", 0.5), ("bbox", 3), ("giou", 1.5))
+        for s in ("", "_0", "_1", "_interm")
+    )
     torch.testing.assert_close(losses["loss_detection"], det)
-    seg = (2 * losses["loss_seg_dice"] + 0.25 * losses["loss_seg_focal"]
-           + 4 * losses["loss_mask_dice"] + 0.1 * losses["loss_mask_focal"])
+    seg = (
+        2 * losses["loss_seg_dice"]
+        + 0.25 * losses["loss_seg_focal"]
+        + 4 * losses["loss_mask_dice"]
+        + 0.1 * losses["loss_mask_focal"]
+    )
     torch.testing.assert_close(losses["loss_segmentation"], seg)
     morph = sum(losses[k] for k in TASK_TERMS["morphology"])
     torch.testing.assert_close(losses["loss_morphology"], morph)
 
 
-@pytest.mark.parametrize("tasks", [["detection"], ["morphology"], ["segmentation"], ["classification"],
-                                   ["vqa"], ["classification", "morphology"], ["detection", "mlm"]])
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        ["detection"],
+        ["morphology"],
+        ["segmentation"],
+        ["classification"],
+        ["vqa"],
+        ["classification", "morphology"],
+        ["detection", "mlm"],
+    ],
+)
 def test_gradients_reach_only_present_tasks_outputs(tasks):
     """backward of the total fills .grad exactly on the outputs of the tasks in the batch."""
     batch = make_batch(tasks)
@@ -225,8 +276,11 @@ def test_absent_outputs_of_absent_tasks_are_fine():
     """Outputs holding only the present task's tensors are enough (the model may skip the rest)."""
     full = make_outputs()
     outputs = {"cell_logits": full["cell_logits"], "cell_morphology": full["cell_morphology"]}
-    batch = {"tasks": ["classification", "morphology"], "cell_labels": torch.tensor([0, 2]),
-             "morphology": torch.tensor([[0, 1, 4, 4, 4, 4], [4] * 6])}
+    batch = {
+        "tasks": ["classification", "morphology"],
+        "cell_labels": torch.tensor([0, 2]),
+        "morphology": torch.tensor([[0, 1, 4, 4, 4, 4], [4] * 6]),
+    }
     losses = UniHemaCriterion(loss_cfg())(outputs, batch)
     assert set(losses) == {"loss_cell_ce", "loss_morph_cell", "loss_classification", "loss_morphology", "loss"}
     assert math.isfinite(losses["loss"].item())

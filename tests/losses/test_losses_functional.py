@@ -17,12 +17,14 @@ def test_focal_hand_values():
     """Focal loss at p=0.5 and p=0.75 for positive and negative targets (alpha .25, gamma 2)."""
     logits = torch.tensor([0.0, 0.0, math.log(3.0), math.log(3.0)])
     targets = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    expected = torch.tensor([
-        0.25 * 0.5**2 * LN2,                    # p_t = .5, alpha_t = .25
-        0.75 * 0.5**2 * LN2,                    # p_t = .5, alpha_t = .75
-        0.25 * 0.25**2 * -math.log(0.75),       # p_t = .75
-        0.75 * 0.75**2 * -math.log(0.25),       # p_t = .25
-    ])
+    expected = torch.tensor(
+        [
+            0.25 * 0.5**2 * LN2,  # p_t = .5, alpha_t = .25
+            0.75 * 0.5**2 * LN2,  # p_t = .5, alpha_t = .75
+            0.25 * 0.25**2 * -math.log(0.75),  # p_t = .75
+            0.75 * 0.75**2 * -math.log(0.25),  # p_t = .25
+        ]
+    )
     torch.testing.assert_close(sigmoid_focal_loss(logits, targets, 0.25, 2.0), expected)
 
 
@@ -42,12 +44,14 @@ def test_asymmetric_hand_values_with_clip():
     logits = torch.tensor([0.0, 0.0, low, low])
     targets = torch.tensor([1.0, 0.0, 0.0, 1.0])
     loss = asymmetric_loss(logits, targets, gamma_neg=4, gamma_pos=1, clip=0.08)
-    expected = torch.tensor([
-        LN2 * 0.5,
-        -math.log(0.58) * 0.42**4,
-        0.0,
-        -math.log(0.05) * 0.95,
-    ])
+    expected = torch.tensor(
+        [
+            LN2 * 0.5,
+            -math.log(0.58) * 0.42**4,
+            0.0,
+            -math.log(0.05) * 0.95,
+        ]
+    )
     torch.testing.assert_close(loss, expected)
 
 
@@ -57,7 +61,7 @@ def test_asymmetric_focusing_weight_is_detached():
     asymmetric_loss(x, torch.tensor([1.0]), gamma_pos=1, clip=0.0).sum().backward()
     p = torch.sigmoid(torch.tensor(0.3)).item()
     # d/dx [-log p] * (1 - p) with (1 - p) held constant = -(1 - p) * (1 - p)
-    assert x.grad.item() == pytest.approx(-(1 - p) ** 2, rel=1e-5)
+    assert x.grad.item() == pytest.approx(-((1 - p) ** 2), rel=1e-5)
     y = torch.tensor([0.3], requires_grad=True)
     asymmetric_loss(y, torch.tensor([1.0]), gamma_pos=1, clip=0.0, detach_focusing=False).sum().backward()
     assert y.grad.item() != pytest.approx(x.grad.item(), rel=1e-3)

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torchvision.ops as tv
 
-from .loss_fakes import loss_cfg, random_boxes
 from unihema.losses.matcher import HungarianMatcher, MatchCache
+
+from .loss_fakes import loss_cfg, random_boxes
 
 NUM_CLASSES = 4
 
@@ -83,7 +84,7 @@ def test_obvious_assignment_and_sorted_queries():
     boxes = torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.5, 0.5, 0.2, 0.2], [0.8, 0.7, 0.1, 0.3]])
     outputs = {"pred_logits": torch.zeros(1, 3, NUM_CLASSES), "pred_boxes": boxes[None]}
     targets = [{"labels": torch.tensor([0, 1]), "boxes": boxes[[2, 0]]}]
-    (src, tgt), = HungarianMatcher()(outputs, targets)
+    ((src, tgt),) = HungarianMatcher()(outputs, targets)
     assert src.tolist() == [0, 2] and tgt.tolist() == [1, 0]
 
 
@@ -91,7 +92,7 @@ def test_non_finite_predictions_still_match():
     """NaN boxes do not make scipy raise; the matcher still returns an assignment."""
     outputs, targets = random_case(3, 4, [2])
     outputs["pred_boxes"][0, 1] = float("nan")
-    (src, tgt), = HungarianMatcher()(outputs, targets)
+    ((src, tgt),) = HungarianMatcher()(outputs, targets)
     assert len(src) == 2
 
 

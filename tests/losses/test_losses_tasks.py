@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 
-from .loss_fakes import loss_cfg
 from unihema.losses.detection import box_losses, focal_classification_loss
 from unihema.losses.functional import sigmoid_focal_loss
 from unihema.losses.morphology import image_morphology_loss, query_morphology_loss
 from unihema.losses.segmentation import instance_mask_losses, semantic_losses
 from unihema.losses.text import text_losses
+
+from .loss_fakes import loss_cfg
 
 LN2 = math.log(2)
 FOCAL_POS = 0.25 * 0.25 * LN2  # logit 0, target 1
@@ -54,8 +55,13 @@ def test_query_morphology_ignores_not_annotated():
 def test_query_morphology_rejects_bad_values():
     """A morphology value other than 0, 1 or 4 is an error."""
     with pytest.raises(ValueError, match="0, 1 or 4"):
-        query_morphology_loss(torch.zeros(1, 1, 6), [{"morphology": torch.tensor([[2, 0, 0, 0, 0, 0]])}],
-                              [(torch.tensor([0]), torch.tensor([0]))], 1.0, loss_cfg())
+        query_morphology_loss(
+            torch.zeros(1, 1, 6),
+            [{"morphology": torch.tensor([[2, 0, 0, 0, 0, 0]])}],
+            [(torch.tensor([0]), torch.tensor([0]))],
+            1.0,
+            loss_cfg(),
+        )
 
 
 def test_image_morphology_divides_by_annotated_images():

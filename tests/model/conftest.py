@@ -31,19 +31,25 @@ def make_batch(tokenizer, tasks, batch_size: int = 2, size=(64, 80), seed: int =
     images = torch.randn(batch_size, 3, h, w, generator=g)
     pixel_mask = torch.zeros(batch_size, h, w, dtype=torch.bool)
     if batch_size > 1:
-        pixel_mask[1, :, w - 16:] = True
+        pixel_mask[1, :, w - 16 :] = True
     targets = []
     for i in range(batch_size):
         n = 3 if i == 0 else 1
         boxes = torch.rand(n, 4, generator=g) * 0.4 + torch.tensor([0.3, 0.3, 0.05, 0.05])
-        targets.append({
-            "labels": torch.randint(0, NUM_DETECTION, (n,), generator=g),
-            "boxes": boxes,
-            "masks": torch.rand(n, h, w, generator=g) > 0.5,
-            "morphology": torch.randint(0, 2, (n, NUM_ATTRIBUTES), generator=g),
-        })
-    questions = ["what type of cell is this?", "is the nucleolus prominent?", "classify this blood cell.",
-                 "how many cells are there?"][:batch_size]
+        targets.append(
+            {
+                "labels": torch.randint(0, NUM_DETECTION, (n,), generator=g),
+                "boxes": boxes,
+                "masks": torch.rand(n, h, w, generator=g) > 0.5,
+                "morphology": torch.randint(0, 2, (n, NUM_ATTRIBUTES), generator=g),
+            }
+        )
+    questions = [
+        "what type of cell is this?",
+        "is the nucleolus prominent?",
+        "classify this blood cell.",
+        "how many cells are there?",
+    ][:batch_size]
     answers = ["a lymphocyte", "yes", "myeloblast", "3"][:batch_size]
     prompt_ids, prompt_mask = tokenizer.encode(questions, 24)
     text_labels, label_mask = tokenizer.encode(answers, 12)

@@ -14,7 +14,11 @@ from transformers.models.t5.modeling_t5 import T5Attention
 
 from unihema.model import build_model
 from unihema.ops import (
-    BackendUnavailableError, MSDeformAttn, MultiheadAttention, get_attention_backend, get_ms_deform_attn_backend,
+    BackendUnavailableError,
+    MSDeformAttn,
+    MultiheadAttention,
+    get_attention_backend,
+    get_ms_deform_attn_backend,
 )
 
 from .conftest import make_batch, tiny_config

@@ -19,7 +19,7 @@ def cell_like_images(n: int = 16, size: int = 64, seed: int = 0) -> torch.Tensor
     for _ in range(n):
         radius = 0.3 + 0.4 * torch.rand(1, generator=g)
         cx, cy = (torch.rand(2, generator=g) - 0.5) * 0.4
-        blob = (((xx - cx) ** 2 + (yy - cy) ** 2) < radius ** 2).float()
+        blob = (((xx - cx) ** 2 + (yy - cy) ** 2) < radius**2).float()
         colour = (torch.tensor([0.4, 0.2, 0.6]) + 0.15 * torch.randn(3, generator=g)).view(3, 1, 1)
         images.append(background * (1 - blob) + colour * blob + 0.02 * torch.randn(3, size, size, generator=g))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -30,7 +30,7 @@ def cell_like_images(n: int = 16, size: int = 64, seed: int = 0) -> torch.Tensor
 def between_image_share(features: torch.Tensor) -> float:
     """Share of the features' mean squared norm that varies between images (1 = none shared)."""
     f = features.double()
-    return float(f.var(0, unbiased=False).sum() / (f ** 2).sum(1).mean())
+    return float(f.var(0, unbiased=False).sum() / (f**2).sum(1).mean())
 
 
 def feature_share(preset: str, *overrides: str) -> float:

@@ -11,8 +11,17 @@ from unihema.config import load_config
 from unihema.model import build_model
 from unihema.model.__main__ import main as model_cli
 from unihema.model.convert import (
-    PREFIXES, ROW_ADAPTED, UNMATCHED_REASONS, check_inventory, is_dead, load_checkpoint, load_official,
-    official_to_ours, official_to_ours_name, ours_to_official, ours_to_official_name,
+    PREFIXES,
+    ROW_ADAPTED,
+    UNMATCHED_REASONS,
+    check_inventory,
+    is_dead,
+    load_checkpoint,
+    load_official,
+    official_to_ours,
+    official_to_ours_name,
+    ours_to_official,
+    ours_to_official_name,
 )
 from unihema.model.official_params import OFFICIAL_PARAMS
 
@@ -36,9 +45,16 @@ def test_inventory_maps_one_to_one(paper_model):
         assert params[ours].numel() == OFFICIAL_PARAMS[official]
     # Only class heads are re-indexed, and every unmatched name has a documented reason.
     assert set(report.adapted.values()) == {
-        "decoder.class_embed.weight", "decoder.class_embed.bias", "proposals.class_embed.weight",
-        "proposals.class_embed.bias", "denoising.label_enc.weight", "heads.classifier.6.weight",
-        "heads.classifier.6.bias", "decoder.morph_embed.weight", "decoder.morph_embed.bias"}
+        "decoder.class_embed.weight",
+        "decoder.class_embed.bias",
+        "proposals.class_embed.weight",
+        "proposals.class_embed.bias",
+        "denoising.label_enc.weight",
+        "heads.classifier.6.weight",
+        "heads.classifier.6.bias",
+        "decoder.morph_embed.weight",
+        "decoder.morph_embed.bias",
+    }
     assert all(any(n.startswith(p) for p in UNMATCHED_REASONS) for n in report.unmatched)
     print("\n".join(report.lines()))
     # Of what the official forward reads, all but the listed heads map (dead tensors never do).
@@ -73,8 +89,13 @@ def test_meta_round_trip_from_inventory_shapes(paper_model):
 def test_value_round_trip_and_cli(tmp_path):
     """Ours -> official -> ours keeps every value (also through the CLI, with an argparse Namespace inside)."""
     torch.manual_seed(0)
-    model = build_model(tiny_config("model.decoder.dn_enabled=true", "model.backbone.frozen_batchnorm=true",
-                                    "model.backbone.pretrained=checkpoint"))
+    model = build_model(
+        tiny_config(
+            "model.decoder.dn_enabled=true",
+            "model.backbone.frozen_batchnorm=true",
+            "model.backbone.pretrained=checkpoint",
+        )
+    )
     state = model.state_dict()
     official, _ = ours_to_official(state)
     assert official["transformer.decoder.class_embed.0.weight"].shape[0] == 30  # id 0 row restored
@@ -83,19 +104,28 @@ def test_value_round_trip_and_cli(tmp_path):
     torch.save({"model": official, "args": argparse.Namespace(lr=1e-4), "epoch": 3}, ckpt)
     assert set(load_checkpoint(ckpt)) == set(official)
 
-    fresh = build_model(tiny_config("model.decoder.dn_enabled=true", "model.backbone.frozen_batchnorm=true",
-                                    "model.backbone.pretrained=checkpoint"))
+    fresh = build_model(
+        tiny_config(
+            "model.decoder.dn_enabled=true",
+            "model.backbone.frozen_batchnorm=true",
+            "model.backbone.pretrained=checkpoint",
+        )
+    )
     report = load_official(fresh, load_checkpoint(ckpt))
     for name, value in fresh.state_dict().items():
         rule = next((r for prefix, r in ROW_ADAPTED.items() if name.startswith(prefix)), None)
         if name in report.adapted.values() and rule is not None:
-            assert torch.equal(value[:rule[1]], state[name][:rule[1]]), name  # extension rows keep their init
+            assert torch.equal(value[: rule[1]], state[name][: rule[1]]), name  # extension rows keep their init
         elif name in report.exact.values() or name in report.adapted.values():  # morphology: (0, x) -> x
             assert torch.equal(value, state[name]), name
 
     out = tmp_path / "ours.safetensors"
-    assert model_cli(["convert", "--preset", "tiny", "model.decoder.dn_enabled=true",
-                      "--official", str(ckpt), "--out", str(out)]) == 0
+    assert (
+        model_cli(
+            ["convert", "--preset", "tiny", "model.decoder.dn_enabled=true", "--official", str(ckpt), "--out", str(out)]
+        )
+        == 0
+    )
     converted = load_checkpoint(out)
     assert torch.equal(converted["decoder.class_embed.weight"], state["decoder.class_embed.weight"])
     back = tmp_path / "back.pth"
@@ -112,9 +142,18 @@ def test_inventory_cli_lists_unmatched(capsys):
 
 # Read off the official forward (models/dino/dino.py, deformable_transformer.py), independently
 # of the converter's own table: built, never read.
-DEAD_IN_OFFICIAL_FORWARD = ("transformer.mask_embed.", "transformer.class_embed.", "transformer.decoder_norm.",
-                            "transformer.combined_proj.", "transformer.encoder.cls_fusion.", "transformer.label_enc.",
-                            "class_pos_tokens.", "class_tokens.0", "class_tokens.1", "class_tokens.2")
+DEAD_IN_OFFICIAL_FORWARD = (
+    "transformer.mask_embed.",
+    "transformer.class_embed.",
+    "transformer.decoder_norm.",
+    "transformer.combined_proj.",
+    "transformer.encoder.cls_fusion.",
+    "transformer.label_enc.",
+    "class_pos_tokens.",
+    "class_tokens.0",
+    "class_tokens.1",
+    "class_tokens.2",
+)
 # Read by the official forward, without a counterpart here (each has its reason in convert.py).
 LIVE_WITHOUT_COUNTERPART = {"class_embed_seg.weight", "class_embed_seg.bias", "class_tokens.3"}
 
@@ -152,12 +191,21 @@ def test_dead_official_tensors_never_reach_an_output():
         else:
             assert name in landed, name
     assert {n for n in report.unmatched if n in OFFICIAL_PARAMS} == (
-        {n for n in OFFICIAL_PARAMS if n.startswith(DEAD_IN_OFFICIAL_FORWARD)} | LIVE_WITHOUT_COUNTERPART)
+        {n for n in OFFICIAL_PARAMS if n.startswith(DEAD_IN_OFFICIAL_FORWARD)} | LIVE_WITHOUT_COUNTERPART
+    )
 
     # 256 px: the two-stage selection needs at least 900 encoder tokens.
     batch = make_batch(HemaTokenizer.builtin(512), ALL_TASKS, batch_size=1, size=(256, 256))
     with torch.no_grad():
         out = model(batch)
-    for key in ("pred_logits", "pred_boxes", "pred_morphology", "pred_masks", "semantic_logits", "cell_logits",
-                "cell_morphology", "text_logits"):
+    for key in (
+        "pred_logits",
+        "pred_boxes",
+        "pred_morphology",
+        "pred_masks",
+        "semantic_logits",
+        "cell_logits",
+        "cell_morphology",
+        "text_logits",
+    ):
         assert key in out and all(torch.isfinite(t).all() for t in tensors(out[key])), key

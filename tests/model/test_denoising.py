@@ -77,8 +77,10 @@ def test_dn_groups_mask_and_noise():
     torch.manual_seed(0)
     dn = DenoisingQueries(num_classes=29, d_model=16, dn_number=6, label_noise_ratio=0.0, box_noise_scale=1.0)
     boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]])
-    targets = [{"labels": torch.tensor([3, 4]), "boxes": boxes}, {"labels": torch.zeros(0, dtype=torch.long),
-                                                                 "boxes": torch.zeros(0, 4)}]
+    targets = [
+        {"labels": torch.tensor([3, 4]), "boxes": boxes},
+        {"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)},
+    ]
     content, refs, mask, meta = dn(targets, num_queries=5)
     pad, single = meta["pad_size"], meta["single_pad"]
     assert meta["num_groups"] == 3 and pad == 12 and mask.shape == (17, 17)

@@ -12,8 +12,12 @@ from .conftest import ALL_TASKS, make_batch, surrogate_loss, tensors, tiny_confi
 
 B, H, W = 2, 64, 80
 Q = tiny_config().model.decoder.num_queries
-C_DET, C_CELL, C_SEG, N_ATTR = (len(labels.DETECTION_CLASSES), len(labels.CELL_CLASSES),
-                                 len(labels.SEGMENTATION_CLASSES), len(labels.MORPHOLOGY_ATTRIBUTES))
+C_DET, C_CELL, C_SEG, N_ATTR = (
+    len(labels.DETECTION_CLASSES),
+    len(labels.CELL_CLASSES),
+    len(labels.SEGMENTATION_CLASSES),
+    len(labels.MORPHOLOGY_ATTRIBUTES),
+)
 DETECTION_KEYS = {"pred_logits", "pred_boxes", "pred_morphology", "aux_outputs", "interm_outputs"}
 CELL_KEYS = {"cell_logits", "cell_morphology", "cell_feature"}
 
@@ -39,8 +43,8 @@ def test_single_task_forward_backward(task, tiny_model, tokenizer):
     expected = {
         "detection": DETECTION_KEYS | {"dn_outputs", "dn_meta"},
         "classification": CELL_KEYS,
-        "segmentation": DETECTION_KEYS | {"dn_outputs", "dn_meta", "pred_masks", "semantic_logits",
-                                          "mask_class_logits"},
+        "segmentation": DETECTION_KEYS
+        | {"dn_outputs", "dn_meta", "pred_masks", "semantic_logits", "mask_class_logits"},
         "morphology": CELL_KEYS | DETECTION_KEYS,  # no box loss, so no DN queries
         "vqa": {"text_logits"},
         "mlm": {"text_logits"},

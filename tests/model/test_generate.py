@@ -22,10 +22,12 @@ def test_generation_depends_on_the_image(tokenizer):
     image_a = torch.randn(2, 3, 64, 64, generator=g)
     image_b = torch.randn(2, 3, 64, 64, generator=g) * 2.0 + 1.0
     for beams in (1, 3):
-        seq_a, score_a = model.generate_text(image_a, None, ids, mask, max_new_tokens=4, num_beams=beams,
-                                             return_scores=True)
-        seq_b, score_b = model.generate_text(image_b, None, ids, mask, max_new_tokens=4, num_beams=beams,
-                                             return_scores=True)
+        seq_a, score_a = model.generate_text(
+            image_a, None, ids, mask, max_new_tokens=4, num_beams=beams, return_scores=True
+        )
+        seq_b, score_b = model.generate_text(
+            image_b, None, ids, mask, max_new_tokens=4, num_beams=beams, return_scores=True
+        )
         assert seq_a.shape[0] == 2 and seq_a[:, 0].eq(0).all()  # decoder start = <pad>
         assert torch.isfinite(score_a).all() and (score_a <= 0).all()
         differs = not torch.equal(seq_a, seq_b) or not torch.allclose(score_a, score_b, atol=1e-4)
@@ -40,8 +42,7 @@ def test_generation_matches_teacher_forcing(tokenizer):
     seq = model.generate_text(images, None, ids, mask, max_new_tokens=4)
     labels = seq[:, 1:]
     with torch.no_grad():
-        out = model({"images": images, "tasks": ["vqa"], "prompt_ids": ids, "prompt_mask": mask,
-                     "text_labels": labels})
+        out = model({"images": images, "tasks": ["vqa"], "prompt_ids": ids, "prompt_mask": mask, "text_labels": labels})
     assert torch.equal(out["text_logits"].argmax(-1), labels)
 
 
@@ -69,7 +70,14 @@ def test_answer_log_likelihoods_match_the_training_loss(tokenizer):
     scores = model.answer_log_likelihoods(images, None, ids, mask, labels, owner)
     assert scores.shape == (5,) and (scores < 0).all()
     with torch.no_grad():
-        logits = model({"images": images[owner], "tasks": ["vqa"], "prompt_ids": ids[owner],
-                        "prompt_mask": mask[owner], "text_labels": labels})["text_logits"]
+        logits = model(
+            {
+                "images": images[owner],
+                "tasks": ["vqa"],
+                "prompt_ids": ids[owner],
+                "prompt_mask": mask[owner],
+                "text_labels": labels,
+            }
+        )["text_logits"]
     ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
     assert torch.allclose(scores, -ce.sum(1), atol=1e-4)

@@ -8,29 +8,53 @@ import torch
 from .conftest import make_batch, surrogate_loss
 
 IMAGE_PATH = ("backbone.body.layer2.", "backbone.body.layer4.", "input_proj.", "level_embed", "encoder.layers.")
-DETECTOR = IMAGE_PATH + ("proposals.", "decoder.layers.", "decoder.class_embed.", "decoder.bbox_embed.",
-                         "decoder.ref_point_head.", "denoising.label_enc.")
+DETECTOR = IMAGE_PATH + (
+    "proposals.",
+    "decoder.layers.",
+    "decoder.class_embed.",
+    "decoder.bbox_embed.",
+    "decoder.ref_point_head.",
+    "denoising.label_enc.",
+)
 TEXT = ("text.t5.shared.", "text.t5.encoder.", "text.t5.decoder.", "text.t5.lm_head.", "hema.qformer.")
 
 # task -> (prefixes whose parameters must all get a gradient, a non-zero one somewhere in each
 #          prefix; prefixes that must get none)
 EXPECTED = {
-    "classification": (IMAGE_PATH + ("encoder.cell.cls_token", "encoder.cell.fusion.", "encoder.cell.fuse_proj.",
-                                     "heads.classifier."), ("text.", "hema.", "decoder.", "proposals.")),
+    "classification": (
+        IMAGE_PATH + ("encoder.cell.cls_token", "encoder.cell.fusion.", "encoder.cell.fuse_proj.", "heads.classifier."),
+        ("text.", "hema.", "decoder.", "proposals."),
+    ),
     "detection": (DETECTOR, ("heads.", "hema.qformer.", "hema.mask_former.", "text.t5.decoder.", "encoder.cell.")),
-    "segmentation": (DETECTOR + ("hema.mask_former.mask_embed.", "hema.mask_former.class_embed.",
-                                 "hema.mask_former.upsampler.", "encoder.mask_features.",
-                                 "encoder.mask_feature_proj."), ("heads.", "hema.qformer.", "text.t5.decoder.")),
-    "morphology": (IMAGE_PATH + ("encoder.cell.", "heads.morphology.", "decoder.morph_embed."),
-                   ("hema.qformer.", "hema.mask_former.", "text.t5.decoder.")),
+    "segmentation": (
+        DETECTOR
+        + (
+            "hema.mask_former.mask_embed.",
+            "hema.mask_former.class_embed.",
+            "hema.mask_former.upsampler.",
+            "encoder.mask_features.",
+            "encoder.mask_feature_proj.",
+        ),
+        ("heads.", "hema.qformer.", "text.t5.decoder."),
+    ),
+    "morphology": (
+        IMAGE_PATH + ("encoder.cell.", "heads.morphology.", "decoder.morph_embed."),
+        ("hema.qformer.", "hema.mask_former.", "text.t5.decoder."),
+    ),
     "vqa": (IMAGE_PATH + TEXT, ("decoder.", "proposals.", "heads.", "hema.mask_former.", "hema.refine.")),
     "mlm": (IMAGE_PATH + TEXT, ("decoder.", "proposals.", "heads.", "hema.mask_former.", "hema.refine.")),
 }
 # Zero at step 0 by construction: the gated refinement (gate starts closed), the hidden
 # layers of box heads whose last layer starts at zero (DINO's init), and the level embedding
 # where it only reaches deformable attention (its offset/weight projections start at zero).
-ZERO_AT_INIT = ("hema.refine.", "level_embed", "decoder.bbox_embed.layers.0", "decoder.bbox_embed.layers.1",
-                "proposals.bbox_embed.layers.0", "proposals.bbox_embed.layers.1")
+ZERO_AT_INIT = (
+    "hema.refine.",
+    "level_embed",
+    "decoder.bbox_embed.layers.0",
+    "decoder.bbox_embed.layers.1",
+    "proposals.bbox_embed.layers.0",
+    "proposals.bbox_embed.layers.1",
+)
 
 
 @pytest.mark.parametrize("task", sorted(EXPECTED))
@@ -69,8 +93,13 @@ def test_frozen_parts_get_no_gradient(tokenizer):
 
     from .conftest import tiny_config
 
-    model = build_model(tiny_config("model.backbone.frozen_stages=1", "model.backbone.frozen_batchnorm=true",
-                                    "model.backbone.pretrained=checkpoint"))
+    model = build_model(
+        tiny_config(
+            "model.backbone.frozen_stages=1",
+            "model.backbone.frozen_batchnorm=true",
+            "model.backbone.pretrained=checkpoint",
+        )
+    )
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert not any(n.startswith(("backbone.body.conv1", "backbone.body.layer1")) for n in trainable)
     assert not any(".bn" in n or "downsample.1" in n for n in trainable if n.startswith("backbone."))
@@ -108,8 +137,9 @@ def test_final_box_gradient_reaches_exactly_one_earlier_layer(look_forward_twice
     from .conftest import tiny_config
 
     torch.manual_seed(0)
-    model = build_model(tiny_config("model.decoder.layers=4",
-                                    f"model.decoder.look_forward_twice={str(look_forward_twice).lower()}")).train()
+    model = build_model(
+        tiny_config("model.decoder.layers=4", f"model.decoder.look_forward_twice={str(look_forward_twice).lower()}")
+    ).train()
     with torch.no_grad():  # DINO's zero init of the box head's last layer would hide every path
         model.decoder.bbox_embed.layers[-1].weight.normal_(std=0.1)
     deltas = []

@@ -38,8 +38,13 @@ def test_official_groups_are_computed_from_the_inventory():
     official = count_official()
     assert official[OTHER] == 0
     assert {g: official[g] for g in CHECKED_GROUPS} == {
-        "backbone": 23_232_512, "encoder": 9_271_552, "decoder": 9_613_090, "input_proj": 5_639_168,
-        "qformer": 2_583_296, "upsampler": 2_141_953, "t5": 247_577_856,
+        "backbone": 23_232_512,
+        "encoder": 9_271_552,
+        "decoder": 9_613_090,
+        "input_proj": 5_639_168,
+        "qformer": 2_583_296,
+        "upsampler": 2_141_953,
+        "t5": 247_577_856,
     }
 
 

@@ -18,8 +18,15 @@ from unihema.model.weights import PretrainedWeightsError, check_available
 
 from .conftest import tiny_config
 
-TINY_T5 = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_heads": 4, "encoder_layers": 1, "decoder_layers": 1,
-           "vocab_size": 512}
+TINY_T5 = {
+    "d_model": 32,
+    "d_kv": 8,
+    "d_ff": 64,
+    "num_heads": 4,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "vocab_size": 512,
+}
 
 
 @pytest.fixture()
@@ -47,9 +54,20 @@ def t5_folder(tmp_path_factory):
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-t5")
-    config = T5Config(vocab_size=512, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=1, num_decoder_layers=1,
-                      feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
-                      decoder_start_token_id=0)
+    config = T5Config(
+        vocab_size=512,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_heads=4,
+        num_layers=1,
+        num_decoder_layers=1,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
     t5 = T5ForConditionalGeneration(config)
     t5.save_pretrained(folder)
     # transformers 5 ties a T5 built from a config and saves one matrix; FLAN-T5's files (an
@@ -60,8 +78,9 @@ def t5_folder(tmp_path_factory):
     meta = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**meta, "tie_word_embeddings": False}))
     backend = HemaTokenizer.builtin(512).tokenizer
-    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
     embed = state["shared.weight"]
     return folder, {**state, "encoder.embed_tokens.weight": embed, "decoder.embed_tokens.weight": embed}
 
@@ -106,8 +125,10 @@ def test_tiny_t5_folder_loads_with_its_tokenizer_and_generates(t5_folder):
 
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    assert torch.equal(model.text.t5.encoder.block[0].layer[0].SelfAttention.q.weight,
-                       saved["encoder.block.0.layer.0.SelfAttention.q.weight"])
+    assert torch.equal(
+        model.text.t5.encoder.block[0].layer[0].SelfAttention.q.weight,
+        saved["encoder.block.0.layer.0.SelfAttention.q.weight"],
+    )
     ids, mask = tokenizer.encode(["what type of cell is this?"], 24)
     seq = model.generate_text(torch.randn(1, 3, 64, 64), None, ids, mask, max_new_tokens=3)
     assert seq.shape[0] == 1 and seq.shape[1] >= 2 and seq[0, 0] == 0
@@ -120,9 +141,13 @@ def test_local_stand_ins_build_the_whole_model_and_pass_the_preflight(t5_folder,
     torch.manual_seed(0)
     source = timm.create_model("resnet18")
     torch.save({"model": source.state_dict()}, tmp_path / "r18.pth")
-    cfg = tiny_config(*(f"model.text.{k}={v}" for k, v in TINY_T5.items()), f"model.text.pretrained={folder}",
-                      f"model.backbone.pretrained={tmp_path / 'r18.pth'}", "model.backbone.frozen_stages=1",
-                      "model.backbone.frozen_batchnorm=true")
+    cfg = tiny_config(
+        *(f"model.text.{k}={v}" for k, v in TINY_T5.items()),
+        f"model.text.pretrained={folder}",
+        f"model.backbone.pretrained={tmp_path / 'r18.pth'}",
+        "model.backbone.frozen_stages=1",
+        "model.backbone.frozen_batchnorm=true",
+    )
     check_available(cfg.model)
     model = build_model(cfg)
     assert torch.equal(model.backbone.body.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
@@ -134,8 +159,13 @@ def test_unreachable_hub_names_the_setting_the_id_and_the_remedies(offline_hub):
     with pytest.raises(PretrainedWeightsError) as err:
         Backbone("resnet50", pretrained="resnet50.tv_in1k", frozen_stages=1, frozen_batchnorm=True)
     msg = str(err.value)
-    for part in ("model.backbone.pretrained='resnet50.tv_in1k'", "timm/resnet50.tv_in1k", "HF_HOME",
-                 "/path/to/weights", "model.backbone.pretrained=scratch"):
+    for part in (
+        "model.backbone.pretrained='resnet50.tv_in1k'",
+        "timm/resnet50.tv_in1k",
+        "HF_HOME",
+        "/path/to/weights",
+        "model.backbone.pretrained=scratch",
+    ):
         assert part in msg, part
     text = dataclasses.replace(tiny_config().model.text, **TINY_T5, pretrained="unihema-tests/no-such-t5")
     with pytest.raises(PretrainedWeightsError, match=r"model.text.pretrained='unihema-tests/no-such-t5'.*HF_HOME"):
@@ -160,8 +190,11 @@ def test_paper_names_both_and_from_scratch_is_explicit(tmp_path):
     paper = load_config("paper").model
     assert (paper.backbone.pretrained, paper.text.pretrained) == ("resnet50.tv_in1k", "google/flan-t5-base")
     assert load_config("demo").model.backbone.pretrained == "scratch"
-    for bad in (["model.backbone.pretrained=scratch"], ["model.backbone.frozen_stages=2"],
-                ["model.backbone.frozen_batchnorm=true"]):
+    for bad in (
+        ["model.backbone.pretrained=scratch"],
+        ["model.backbone.frozen_stages=2"],
+        ["model.backbone.frozen_batchnorm=true"],
+    ):
         with pytest.raises(ConfigError, match="need pretrained weights"):
             load_config("paper" if "scratch" in bad[0] else "tiny", overrides=bad)
     with pytest.raises(ValueError, match="need pretrained weights"):
@@ -177,8 +210,9 @@ def test_a_checkpoint_of_a_pretrained_run_keeps_its_tokenizer(t5_folder):
     from unihema.model.pretrained import offline_model_config
 
     folder, _ = t5_folder
-    cfg = offline_model_config(tiny_config(*(f"model.text.{k}={v}" for k, v in TINY_T5.items()),
-                                           f"model.text.pretrained={folder}"))
+    cfg = offline_model_config(
+        tiny_config(*(f"model.text.{k}={v}" for k, v in TINY_T5.items()), f"model.text.pretrained={folder}")
+    )
     assert cfg.model.text.pretrained == cfg.model.backbone.pretrained == "checkpoint"
     assert build_tokenizer(cfg).source == str(folder)
     assert build_tokenizer(offline_model_config(tiny_config())).source == "builtin"

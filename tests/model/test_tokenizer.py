@@ -20,8 +20,11 @@ def test_special_ids_follow_t5(tokenizer):
 
 def test_round_trip_with_sentinels_and_padding(tokenizer):
     """encode -> decode gives the text back, keeps sentinels, ends with </s>, pads with 0."""
-    texts = ["Is the nucleolus prominent or inconspicuous?", "a <extra_id_0> with <extra_id_1> chromatin",
-             "Sickle Cells and RBC: 42 (TBbacillus)"]
+    texts = [
+        "Is the nucleolus prominent or inconspicuous?",
+        "a <extra_id_0> with <extra_id_1> chromatin",
+        "Sickle Cells and RBC: 42 (TBbacillus)",
+    ]
     ids, mask = tokenizer.encode(texts, 64)
     assert ids.dtype == torch.long and mask.dtype == torch.bool and ids.shape == mask.shape
     lengths = mask.sum(1)

@@ -50,7 +50,9 @@ def make(q_len, kv_len, padding, bias, *, batch=3, heads=2, dim=16, dtype=torch.
     attn_bias = torch.randn(1, heads, q_len, kv_len, generator=gen) if bias else None
     to = dict(dtype=dtype, device=device)
     return (
-        q.to(**to), k.to(**to), v.to(**to),
+        q.to(**to),
+        k.to(**to),
+        v.to(**to),
         None if mask is None else mask.to(device),
         None if attn_bias is None else attn_bias.to(**to),
     )
@@ -119,8 +121,10 @@ def test_dropout_is_unbiased(backend):
     draws = 4000  # as batch replicas: one call instead of thousands keeps this fast on a busy CPU
     torch.manual_seed(0)
     out = attention(
-        *(t.repeat(draws, 1, 1, 1) for t in (q, k, v)), key_padding_mask=mask.repeat(draws, 1),
-        dropout_p=0.3, backend=backend,
+        *(t.repeat(draws, 1, 1, 1) for t in (q, k, v)),
+        key_padding_mask=mask.repeat(draws, 1),
+        dropout_p=0.3,
+        backend=backend,
     ).view(draws, *q.shape)
     want = attention(q, k, v, key_padding_mask=mask, backend="math")
     assert not torch.equal(out[0], want)

@@ -91,8 +91,9 @@ def module_case(reference_dims, padded, seed):
         input_level_start_index=starts,
         input_padding_mask=mask if padded else None,
     )
-    return dict(kind="module", config=config, state_dict=module.state_dict(), inputs=inputs,
-                grad_out=torch.randn(batch, lq, 32))
+    return dict(
+        kind="module", config=config, state_dict=module.state_dict(), inputs=inputs, grad_out=torch.randn(batch, lq, 32)
+    )
 
 
 MODULE_CASES = {
@@ -130,7 +131,11 @@ def interpreted(tmp_path_factory):
     env.pop("UNIHEMA_MSDA_BACKEND", None)
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(tmp / "cases.pt"), str(tmp / "results.pt")],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if proc.returncode != 0:
         pytest.fail(f"interpreter worker failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")

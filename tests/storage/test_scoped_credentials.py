@@ -19,9 +19,11 @@ def test_scoped_key_is_really_scoped(scoped_s3):
 
     client = boto3_client(scoped_s3.scoped_config(SCOPED_PREFIX))
     client.put_object(Bucket="second", Key="team-a/mine.txt", Body=b"ok")
-    for call in (lambda: client.list_objects_v2(Bucket="second"),
-                 lambda: client.get_object(Bucket="second", Key="team-b/other-team.txt"),
-                 lambda: client.head_bucket(Bucket="second")):
+    for call in (
+        lambda: client.list_objects_v2(Bucket="second"),
+        lambda: client.get_object(Bucket="second", Key="team-b/other-team.txt"),
+        lambda: client.head_bucket(Bucket="second"),
+    ):
         with pytest.raises(ClientError):
             call()
 
@@ -52,10 +54,17 @@ def test_open_storage_and_run_files_with_a_scoped_key(scoped_s3, tmp_path):
     from unihema.train.run_files import read_json, write_json
 
     scoped = scoped_s3.scoped_config(SCOPED_PREFIX)
-    cfg = load_config("tiny", overrides=[
-        "data.uri=s3://second/team-a/data", "storage.run_uri=s3://second/team-a/runs",
-        f"storage.endpoint_url={scoped.endpoint_url}", f"storage.access_key_id={scoped.access_key_id}",
-        f"storage.secret_access_key={scoped.secret_access_key}", "storage.embedded=false"])
+    cfg = load_config(
+        "tiny",
+        overrides=[
+            "data.uri=s3://second/team-a/data",
+            "storage.run_uri=s3://second/team-a/runs",
+            f"storage.endpoint_url={scoped.endpoint_url}",
+            f"storage.access_key_id={scoped.access_key_id}",
+            f"storage.secret_access_key={scoped.secret_access_key}",
+            "storage.embedded=false",
+        ],
+    )
     session = open_storage(cfg)
     try:
         assert session.server is None
@@ -63,9 +72,16 @@ def test_open_storage_and_run_files_with_a_scoped_key(scoped_s3, tmp_path):
         assert read_json("s3://second/team-a/runs/r1", "status.json", session.storage) == {"status": "completed"}
     finally:
         session.close()
-    outside = load_config("tiny", overrides=[
-        "data.uri=s3://second/team-a/data", "storage.run_uri=s3://second/team-b/runs",
-        f"storage.endpoint_url={scoped.endpoint_url}", f"storage.access_key_id={scoped.access_key_id}",
-        f"storage.secret_access_key={scoped.secret_access_key}", "storage.embedded=false"])
+    outside = load_config(
+        "tiny",
+        overrides=[
+            "data.uri=s3://second/team-a/data",
+            "storage.run_uri=s3://second/team-b/runs",
+            f"storage.endpoint_url={scoped.endpoint_url}",
+            f"storage.access_key_id={scoped.access_key_id}",
+            f"storage.secret_access_key={scoped.secret_access_key}",
+            "storage.embedded=false",
+        ],
+    )
     with pytest.raises(StorageAccessError, match="s3://second/team-b/runs"):
         open_storage(outside)

@@ -8,7 +8,11 @@ import pytest
 
 from unihema.storage import open_filesystem
 from unihema.storage.verify import (
-    StorageIntegrityError, verify_local_checkpoint, verify_stored_checkpoint, verify_upload, write_file_manifest,
+    StorageIntegrityError,
+    verify_local_checkpoint,
+    verify_stored_checkpoint,
+    verify_upload,
+    write_file_manifest,
 )
 
 

@@ -32,8 +32,14 @@ def checked_cli(subprocess_env):
     env = dict(subprocess_env, **CHECKED)
 
     def start(module: str, args: list[str], log: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                                stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=REPO,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     return start
 
@@ -46,8 +52,15 @@ def _losses(output: str) -> dict[int, float]:
 def test_tiny_bf16_run_completes_with_finite_losses(tmp_path, checked_cli):
     """`--preset tiny train.precision=bf16` (2 workers, ZeRO-2) runs to the end, every logged loss finite."""
     runs, log = tmp_path / "runs", tmp_path / "bf16.log"
-    args = ["--preset", "tiny", "train.precision=bf16", f"storage.embedded_dir={tmp_path / 's3'}",
-            f"storage.run_uri={runs}", "run_name=bf16", "--no-export"]
+    args = [
+        "--preset",
+        "tiny",
+        "train.precision=bf16",
+        f"storage.embedded_dir={tmp_path / 's3'}",
+        f"storage.run_uri={runs}",
+        "run_name=bf16",
+        "--no-export",
+    ]
     proc = checked_cli("unihema.pretrain", args, log)
     output = _finish(proc, log)
     assert proc.returncode == 0, output[-4000:]
@@ -62,10 +75,18 @@ def test_tiny_bf16_run_completes_with_finite_losses(tmp_path, checked_cli):
 def test_zero3_bf16_checkpoint_saves_resumes_and_exports(tmp_path, checked_cli):
     """A ZeRO-3 bf16 run checkpoints; a longer run of the same name resumes from it and exports fp32 weights."""
     runs = tmp_path / "runs"
-    common = ["--preset", "tiny", "train.precision=bf16", "train.zero_stage=3",
-              f"storage.embedded_dir={tmp_path / 's3'}",
-              f"storage.run_uri={runs}", "run_name=z3", "train.checkpoint_every=2", "train.val_every=100",
-              "train.val_batches=1"]
+    common = [
+        "--preset",
+        "tiny",
+        "train.precision=bf16",
+        "train.zero_stage=3",
+        f"storage.embedded_dir={tmp_path / 's3'}",
+        f"storage.run_uri={runs}",
+        "run_name=z3",
+        "train.checkpoint_every=2",
+        "train.val_every=100",
+        "train.val_batches=1",
+    ]
     first = tmp_path / "first.log"
     proc = checked_cli("unihema.pretrain", [*common, "train.max_steps=2", "--no-export"], first)
     output = _finish(proc, first)

@@ -21,8 +21,12 @@ def test_clipping_applies_in_fp32(process_group, zero_stage):
         torch.nn.init.zeros_(model.weight)
         before = model.weight.detach().clone()
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, dist_init_required=False,
-                                          config=deepspeed_config(cfg, micro_batch_size=1, world_size=1, on_gpu=False))
+        engine, *_ = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            dist_init_required=False,
+            config=deepspeed_config(cfg, micro_batch_size=1, world_size=1, on_gpu=False),
+        )
         loss = engine(torch.full((1, 4), 100.0)).sum()
         engine.backward(loss)
         engine.step()

@@ -11,8 +11,13 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from unihema.train.collectives import (CollectiveDeviceError, all_ranks_finite, check_devices, mean_over_ranks,
-                                       sum_over_ranks)
+from unihema.train.collectives import (
+    CollectiveDeviceError,
+    all_ranks_finite,
+    check_devices,
+    mean_over_ranks,
+    sum_over_ranks,
+)
 
 CPU = torch.device("cpu")
 

@@ -27,9 +27,25 @@ WORKERS = 2
 def corpus(shared_datasets, subprocess_env, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus") / "corpus"
     for registry, name in (("bccd", "bccd"), ("pbc_wbcatt", "pbc")):
-        proc = subprocess.run([sys.executable, "-m", "data_prep", "convert", registry, "--src",
-                               str(shared_datasets / registry), "--out", str(root / name), "--no-progress"],
-                              cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "data_prep",
+                "convert",
+                registry,
+                "--src",
+                str(shared_datasets / registry),
+                "--out",
+                str(root / name),
+                "--no-progress",
+            ],
+            cwd=REPO,
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return root
 
@@ -54,11 +70,25 @@ def test_a_corpus_reads_as_one_dataset(corpus):
 def test_every_rank_trains_every_task_of_the_corpus(corpus, start_cli, tmp_path):
     runs, log = tmp_path / "runs", tmp_path / "train.log"
     steps = 10
-    proc = start_cli("unihema.pretrain", [
-        "--preset", "tiny", f"data.uri={corpus}", f"storage.run_uri={runs}", "run_name=corpus",
-        f"train.num_workers={WORKERS}", f"train.max_steps={steps}", f"train.checkpoint_every={steps}",
-        f"train.val_every={steps}", "train.val_batches=1", "train.log_every=5", "data.mix.segmentation=0",
-        "train.task_schedule=round_robin"], log)
+    proc = start_cli(
+        "unihema.pretrain",
+        [
+            "--preset",
+            "tiny",
+            f"data.uri={corpus}",
+            f"storage.run_uri={runs}",
+            "run_name=corpus",
+            f"train.num_workers={WORKERS}",
+            f"train.max_steps={steps}",
+            f"train.checkpoint_every={steps}",
+            f"train.val_every={steps}",
+            "train.val_batches=1",
+            "train.log_every=5",
+            "data.mix.segmentation=0",
+            "train.task_schedule=round_robin",
+        ],
+        log,
+    )
     try:
         proc.wait(timeout=600)
     finally:

@@ -7,8 +7,17 @@ import torch
 
 from unihema.config import load_config
 from unihema.train import device as devmod
-from unihema.train.device import (ClusterCapacityError, NoUsableGPUError, check_cluster_capacity, process_group_backend,
-                                  rank_seed, require_gpu, seed_everything, training_device, workers_that_fit)
+from unihema.train.device import (
+    ClusterCapacityError,
+    NoUsableGPUError,
+    check_cluster_capacity,
+    process_group_backend,
+    rank_seed,
+    require_gpu,
+    seed_everything,
+    training_device,
+    workers_that_fit,
+)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where CUDA is unusable")
@@ -106,13 +115,27 @@ def test_paper_preset_without_gpus_stops_at_once(tmp_path, subprocess_env):
     import time
 
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "unihema.pretrain", "--preset", "paper",
-                           f"data.uri={tmp_path / 'data'}", "data.synthetic_records=16",
-                           f"storage.run_uri={tmp_path / 'runs'}", "storage.embedded=false",
-                           # Past the initial-weights check (no hub here), to the cluster check.
-                           "model.backbone.pretrained=checkpoint", "model.text.pretrained=checkpoint"],
-                          cwd=Path(__file__).resolve().parents[2], env=subprocess_env, capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unihema.pretrain",
+            "--preset",
+            "paper",
+            f"data.uri={tmp_path / 'data'}",
+            "data.synthetic_records=16",
+            f"storage.run_uri={tmp_path / 'runs'}",
+            "storage.embedded=false",
+            # Past the initial-weights check (no hub here), to the cluster check.
+            "model.backbone.pretrained=checkpoint",
+            "model.text.pretrained=checkpoint",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "cannot hold 8 training workers" in proc.stderr and "train.use_gpu=false" in proc.stderr
     assert time.monotonic() - start < 120

@@ -32,15 +32,27 @@ def test_idle_head_is_untouched_by_masked_adamw(process_group, zero_stage):
 
     moved = {}
     for optimizer_name in ("adamw", "masked_adamw"):
-        cfg = load_config("tiny", overrides=[f"train.optimizer={optimizer_name}", f"train.zero_stage={zero_stage}",
-                                             "train.warmup_steps=0", "train.schedule=constant",
-                                             "train.lr=0.01", "train.weight_decay=0.1"]).train
+        cfg = load_config(
+            "tiny",
+            overrides=[
+                f"train.optimizer={optimizer_name}",
+                f"train.zero_stage={zero_stage}",
+                "train.warmup_steps=0",
+                "train.schedule=constant",
+                "train.lr=0.01",
+                "train.weight_decay=0.1",
+            ],
+        ).train
         torch.manual_seed(0)
         model = _TwoHeads()
         optimizer, scheduler = build_optimizer(model, cfg)
-        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                          dist_init_required=False,
-                                          config=deepspeed_config(cfg, micro_batch_size=1, world_size=1, on_gpu=False))
+        engine, *_ = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            dist_init_required=False,
+            config=deepspeed_config(cfg, micro_batch_size=1, world_size=1, on_gpu=False),
+        )
         x = torch.randn(1, 4)
         engine.backward(engine(x, ("a", "b")))  # both heads train once: both have momentum
         engine.step()

@@ -71,9 +71,18 @@ def test_pretrain_fine_tunes_from_an_export(tmp_path, start_cli):
     re-initialised."""
     _source_export(tmp_path / "export", "model.text.vocab_size=600")
     runs, log = tmp_path / "runs", tmp_path / "finetune.log"
-    args = ["--preset", "tiny", f"storage.embedded_dir={tmp_path / 's3'}", f"storage.run_uri={runs}",
-            "run_name=finetune", "train.max_steps=2", "train.val_every=2", "train.checkpoint_every=2",
-            f"model.init_from={tmp_path / 'export'}", "--no-export"]
+    args = [
+        "--preset",
+        "tiny",
+        f"storage.embedded_dir={tmp_path / 's3'}",
+        f"storage.run_uri={runs}",
+        "run_name=finetune",
+        "train.max_steps=2",
+        "train.val_every=2",
+        "train.checkpoint_every=2",
+        f"model.init_from={tmp_path / 'export'}",
+        "--no-export",
+    ]
     proc = start_cli("unihema.pretrain", args, log)
     try:
         proc.wait(timeout=480)

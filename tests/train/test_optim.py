@@ -33,8 +33,10 @@ def test_official_parameter_groups():
 
 def test_schedules():
     """Linear warm-up, then step drops or a cosine to zero."""
-    cfg = load_config("tiny", overrides=["train.warmup_steps=4", "train.max_steps=14", "train.schedule=step",
-                                         "train.lr_drop_steps=[10]"]).train
+    cfg = load_config(
+        "tiny",
+        overrides=["train.warmup_steps=4", "train.max_steps=14", "train.schedule=step", "train.lr_drop_steps=[10]"],
+    ).train
     assert [lr_factor(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_factor(9, cfg) == 1.0 and lr_factor(10, cfg) == pytest.approx(0.1)
     cos = load_config("tiny", overrides=["train.warmup_steps=0", "train.max_steps=10", "train.schedule=cosine"]).train
@@ -55,8 +57,15 @@ def test_scheduler_drives_every_group():
 
 def test_deepspeed_config_from_train_config():
     """ZeRO stage, clipping, accumulation and precision map into DeepSpeed's config."""
-    cfg = load_config("tiny", overrides=["train.zero_stage=3", "train.grad_accum_steps=2", "train.clip_max_norm=0.1",
-                                         "train.offload_optimizer=true"]).train
+    cfg = load_config(
+        "tiny",
+        overrides=[
+            "train.zero_stage=3",
+            "train.grad_accum_steps=2",
+            "train.clip_max_norm=0.1",
+            "train.offload_optimizer=true",
+        ],
+    ).train
     ds = deepspeed_config(cfg, micro_batch_size=4, world_size=2, on_gpu=False)
     assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert ds["gradient_clipping"] == 0.1 and ds["train_batch_size"] == 16
@@ -66,8 +75,9 @@ def test_deepspeed_config_from_train_config():
     # One micro-batch per task per accumulation step: 2 x 6 micro-batches of 4 on each of 2 ranks.
     assert ds["gradient_accumulation_steps"] == 12 and ds["train_batch_size"] == 96
     with pytest.raises(ValueError, match="zero_stage >= 1"):
-        deepspeed_config(load_config("tiny", overrides=["train.zero_stage=0", "train.offload_optimizer=true"]).train,
-                         4, 1, False)
+        deepspeed_config(
+            load_config("tiny", overrides=["train.zero_stage=0", "train.offload_optimizer=true"]).train, 4, 1, False
+        )
 
 
 def test_masked_adamw_matches_adamw_on_dense_gradients():
@@ -103,8 +113,9 @@ def test_masked_adamw_skips_zero_gradient_elements_like_adamw_skips_none():
         opt_masked.step()
     torch.testing.assert_close(flat.detach(), torch.cat([first, second]).detach(), rtol=0, atol=5e-6)
     # Seven of twenty steps touched the second half: its own count drives the bias correction.
-    torch.testing.assert_close(opt_masked.state[flat]["beta2_power"],
-                               torch.tensor([0.999 ** 20] * 5 + [0.999 ** 7] * 5), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        opt_masked.state[flat]["beta2_power"], torch.tensor([0.999**20] * 5 + [0.999**7] * 5), rtol=1e-6, atol=0
+    )
 
 
 def test_masked_adamw_state_survives_a_checkpoint_round_trip():

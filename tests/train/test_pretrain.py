@@ -72,8 +72,16 @@ def resumed_run(workdir, start_cli):
     """
     runs = workdir / "runs"
     log = workdir / "run1.log"
-    args = [*TINY, f"storage.embedded_dir={workdir / 's3'}", f"storage.run_uri={runs}", "run_name=faults",
-            "train.max_steps=9", "train.checkpoint_every=3", "train.val_every=9", "train.max_failures=2"]
+    args = [
+        *TINY,
+        f"storage.embedded_dir={workdir / 's3'}",
+        f"storage.run_uri={runs}",
+        "run_name=faults",
+        "train.max_steps=9",
+        "train.checkpoint_every=3",
+        "train.val_every=9",
+        "train.max_failures=2",
+    ]
     proc = start_cli("unihema.pretrain", args, log)
     run_dir = runs / "faults"
     deadline = time.monotonic() + 420
@@ -118,9 +126,18 @@ def test_nonfinite_losses_stop_the_run_keeping_the_last_checkpoint(resumed_run, 
     assert before, "the resumed run left no checkpoint to resume from"
     log = workdir / "run2.log"
     mix_off = [f"data.mix.{t}=0" for t in ("classification", "segmentation", "morphology", "vqa", "mlm")]
-    args = [*TINY, f"storage.embedded_dir={workdir / 's3'}", f"storage.run_uri={runs}", "run_name=faults",
-            "train.max_steps=20", "train.checkpoint_every=3", "train.max_consecutive_nonfinite=3",
-            "loss.detection=1e38", *mix_off, "--no-export"]
+    args = [
+        *TINY,
+        f"storage.embedded_dir={workdir / 's3'}",
+        f"storage.run_uri={runs}",
+        "run_name=faults",
+        "train.max_steps=20",
+        "train.checkpoint_every=3",
+        "train.max_consecutive_nonfinite=3",
+        "loss.detection=1e38",
+        *mix_off,
+        "--no-export",
+    ]
     output = _finish(start_cli("unihema.pretrain", args, log), log)
     assert proc_failed(output)
     status = json.loads((run_dir / "status.json").read_text())
@@ -138,9 +155,14 @@ def test_wrong_credentials_fail_at_startup_without_secret(embedded_s3, subproces
     secret = "wrong-secret-value-0xdeadbeef"
     env = dict(subprocess_env)
     env.update(AWS_ACCESS_KEY_ID=embedded_s3.access_key, AWS_SECRET_ACCESS_KEY=secret)
-    proc = subprocess.run([sys.executable, "-m", "unihema.pretrain", *TINY,
-                           f"storage.endpoint_url={embedded_s3.endpoint_url}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unihema.pretrain", *TINY, f"storage.endpoint_url={embedded_s3.endpoint_url}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert f"object storage at {embedded_s3.endpoint_url}, bucket 'unihema'" in proc.stderr
     assert "denied" in proc.stderr and secret not in proc.stdout + proc.stderr

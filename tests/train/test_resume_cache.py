@@ -51,13 +51,22 @@ def test_ranks_of_a_node_download_once(embedded_s3, tmp_path, subprocess_env):
     uri = "s3://unihema/resume-cache/run/checkpoint_000"
     fs, root = _upload_checkpoint(embedded_s3, tmp_path / "written", uri)
     cfg = embedded_s3.storage_config()
-    settings = json.dumps({k: getattr(cfg, k) for k in ("endpoint_url", "access_key_id", "secret_access_key",
-                                                        "region")})
+    settings = json.dumps(
+        {k: getattr(cfg, k) for k in ("endpoint_url", "access_key_id", "secret_access_key", "region")}
+    )
     base = tmp_path / "node-tmp"
     base.mkdir()
-    ranks = [subprocess.Popen([sys.executable, "-c", _RANK, settings, uri, str(base)], env=subprocess_env,
-                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RANK, settings, uri, str(base)],
+            env=subprocess_env,
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     results = []
     for proc in ranks:
         out, err = proc.communicate(timeout=120)
@@ -81,10 +90,14 @@ def test_damaged_checkpoint_is_not_resumed_from(embedded_s3, tmp_path):
     """A stored file changed after it was written (same size) stops the resume, naming it; no copy is kept."""
     uri = "s3://unihema/resume-cache/damaged/checkpoint_000"
     fs, root = _upload_checkpoint(embedded_s3, tmp_path / "written", uri)
-    embedded_s3.client().put_object(Bucket="unihema", Body=b"x" * 200_000,
-                                    Key="resume-cache/damaged/checkpoint_000/checkpoint/mp_rank_00_model_states.pt")
+    embedded_s3.client().put_object(
+        Bucket="unihema",
+        Body=b"x" * 200_000,
+        Key="resume-cache/damaged/checkpoint_000/checkpoint/mp_rank_00_model_states.pt",
+    )
     with pytest.raises(StorageIntegrityError, match="checksum mismatch.*mp_rank_00_model_states.pt"):
         fetch_once(fs, root, base=tmp_path)
     assert not cache_dir_for(fs, root, tmp_path).exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("unihema-resume-")] == [
-        cache_dir_for(fs, root, tmp_path).name + ".lock"]  # nor a partial download
+        cache_dir_for(fs, root, tmp_path).name + ".lock"
+    ]  # nor a partial download

@@ -30,9 +30,15 @@ def _run(start_cli, args: list[str], log: Path, timeout: float = 480) -> str:
 def test_run_on_s3_resumes_from_a_node_local_copy(tmp_path, start_cli):
     """Two workers resume a run stored on the embedded S3 server; the node's copy is gone afterwards."""
     cache = tmp_path / "resume-cache"
-    common = [*TINY, f"storage.embedded_dir={tmp_path / 's3'}", "storage.run_uri=s3://unihema/resume-runs",
-              "run_name=s3-resume", "train.checkpoint_every=2", "train.val_every=2",
-              f"train.resume_cache_dir={cache}"]
+    common = [
+        *TINY,
+        f"storage.embedded_dir={tmp_path / 's3'}",
+        "storage.run_uri=s3://unihema/resume-runs",
+        "run_name=s3-resume",
+        "train.checkpoint_every=2",
+        "train.val_every=2",
+        f"train.resume_cache_dir={cache}",
+    ]
     _run(start_cli, [*common, "train.max_steps=2", "--no-export"], tmp_path / "first.log")
     assert not cache.exists()  # a fresh run downloads nothing
     output = _run(start_cli, [*common, "train.max_steps=4"], tmp_path / "second.log")

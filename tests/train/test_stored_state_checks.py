@@ -9,15 +9,27 @@ import pytest
 from unihema.config import StorageConfig, load_config
 from unihema.config.core import dump_yaml
 from unihema.data.synthetic.scenes import FOV_WIDTH_UM
-from unihema.train.launch import (IncompatibleStateError, check_resumable, check_synthetic_manifest, check_task_records,
-                                  ensure_dataset)
+from unihema.train.launch import (
+    IncompatibleStateError,
+    check_resumable,
+    check_synthetic_manifest,
+    check_task_records,
+    ensure_dataset,
+)
 
 STORAGE = StorageConfig()
 
 
 def _cfg(tmp_path, *overrides: str):
-    return load_config("tiny", overrides=[f"data.uri={tmp_path / 'syn'}", "data.synthetic_records=6",
-                                          "data.synthetic_image_size=64", *overrides])
+    return load_config(
+        "tiny",
+        overrides=[
+            f"data.uri={tmp_path / 'syn'}",
+            "data.synthetic_records=6",
+            "data.synthetic_image_size=64",
+            *overrides,
+        ],
+    )
 
 
 def test_config_default_field_width_is_the_generators():
@@ -46,8 +58,9 @@ def test_older_manifests_and_converted_data_pass(tmp_path):
     with pytest.raises(IncompatibleStateError, match="fov_width_um"):
         check_synthetic_manifest(old, _cfg(tmp_path, "data.synthetic_fov_width_um=30"))
     check_synthetic_manifest({"generator": {"name": "data_prep.convert"}}, cfg)
-    check_synthetic_manifest(old | {"generator": old["generator"] | {"n": 99}},
-                             _cfg(tmp_path, "data.synthetic_records=0"))
+    check_synthetic_manifest(
+        old | {"generator": old["generator"] | {"n": 99}}, _cfg(tmp_path, "data.synthetic_records=0")
+    )
 
 
 def test_resuming_a_run_with_another_model_is_refused(tmp_path):
@@ -69,9 +82,13 @@ def test_resuming_a_run_with_another_model_is_refused(tmp_path):
 
 
 # What data_prep writes for a BCCD-like dataset: detection and field text, no single cells.
-FIELDS_ONLY = {"records": 12, "counts": {"split": {"train": 8, "val": 4},
-                                         "split_task": {"train/detection": 8, "train/vqa": 8, "train/mlm": 8,
-                                                        "val/detection": 4, "val/vqa": 4}}}
+FIELDS_ONLY = {
+    "records": 12,
+    "counts": {
+        "split": {"train": 8, "val": 4},
+        "split_task": {"train/detection": 8, "train/vqa": 8, "train/mlm": 8, "val/detection": 4, "val/vqa": 4},
+    },
+}
 
 
 def test_a_mix_that_trains_tasks_the_dataset_lacks_is_refused(tmp_path):
@@ -83,12 +100,24 @@ def test_a_mix_that_trains_tasks_the_dataset_lacks_is_refused(tmp_path):
     assert "no train records for classification, segmentation, morphology" in message
     assert "detection (8), mlm (8), vqa (8)" in message
     assert "data.mix.classification=0 data.mix.segmentation=0 data.mix.morphology=0," in message
-    fields = load_config("tiny", overrides=[f"data.uri={tmp_path}", "data.mix.classification=0",
-                                            "data.mix.segmentation=0", "data.mix.morphology=0"])
+    fields = load_config(
+        "tiny",
+        overrides=[
+            f"data.uri={tmp_path}",
+            "data.mix.classification=0",
+            "data.mix.segmentation=0",
+            "data.mix.morphology=0",
+        ],
+    )
     check_task_records(FIELDS_ONLY, fields)
     check_task_records({"counts": {"split": {"train": 8}}}, cfg)  # older manifests: nothing to check against
-    only_cells = load_config("tiny", overrides=[f"data.uri={tmp_path}", *(f"data.mix.{t}=0" for t in
-                                                ("detection", "segmentation", "morphology", "vqa", "mlm"))])
+    only_cells = load_config(
+        "tiny",
+        overrides=[
+            f"data.uri={tmp_path}",
+            *(f"data.mix.{t}=0" for t in ("detection", "segmentation", "morphology", "vqa", "mlm")),
+        ],
+    )
     with pytest.raises(IncompatibleStateError, match="and a weight > 0 for one of its tasks"):
         check_task_records(FIELDS_ONLY, only_cells)
 
@@ -101,8 +130,15 @@ def test_pretrain_stops_before_ray_on_a_dataset_without_the_mixed_tasks(tmp_path
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "manifest.json").write_text(json.dumps(FIELDS_ONLY))
-    code = main(["--preset", "tiny", f"data.uri={tmp_path / 'data'}", f"storage.run_uri={tmp_path / 'runs'}",
-                 "storage.embedded=false"])
+    code = main(
+        [
+            "--preset",
+            "tiny",
+            f"data.uri={tmp_path / 'data'}",
+            f"storage.run_uri={tmp_path / 'runs'}",
+            "storage.embedded=false",
+        ]
+    )
     assert code == 1
     assert "no train records for classification, segmentation, morphology" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

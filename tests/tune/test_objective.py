@@ -45,8 +45,14 @@ def test_normalize_when_chance_is_already_perfect():
 
 def test_objective_is_the_weighted_mean_of_task_scores():
     """The objective weighs each task's normalized score by tune.objective and divides by the weight sum."""
-    metrics = report(detection=(0.5, 0.0), classification=(0.75, 0.5), segmentation=(0.1, 0.4),
-                     morphology=(1.0, 0.5), vqa=(0.0, 0.25), mlm=(0.6, 0.2))
+    metrics = report(
+        detection=(0.5, 0.0),
+        classification=(0.75, 0.5),
+        segmentation=(0.1, 0.4),
+        morphology=(1.0, 0.5),
+        vqa=(0.0, 0.25),
+        mlm=(0.6, 0.2),
+    )
     weights = {"detection": 2.0, "classification": 1.0, "morphology": 1.0}
     result = score(metrics, weights)
     assert result.objective == pytest.approx((2 * 0.5 + 0.5 + 1.0) / 4)
@@ -56,8 +62,14 @@ def test_objective_is_the_weighted_mean_of_task_scores():
 
 def test_floor_zeroes_objective_and_names_collapsed_tasks():
     """A judged task below tune.task_floor zeroes the objective; unjudged tasks never trip it."""
-    metrics = report(detection=(0.5, 0.0), classification=(0.52, 0.5), segmentation=(0.0, 0.5),
-                     morphology=(0.9, 0.5), vqa=(0.9, 0.5), mlm=(0.9, 0.5))
+    metrics = report(
+        detection=(0.5, 0.0),
+        classification=(0.52, 0.5),
+        segmentation=(0.0, 0.5),
+        morphology=(0.9, 0.5),
+        vqa=(0.9, 0.5),
+        mlm=(0.9, 0.5),
+    )
     weights = TaskMix(segmentation=0.0)
     judged = score(metrics, weights, floor=0.1)
     assert judged.objective == 0.0 and judged.below_floor == ("classification",)

@@ -46,8 +46,15 @@ def test_row_shows_each_task_metric_beside_its_score_and_the_weights():
 
 def test_best_prefers_trials_that_ran_to_the_end():
     """A trial ASHA stopped is not compared with completed ones; failed trials never win."""
-    rows = build_rows([result("early", 2, level=0.9, done=True), result("full", 4, level=0.4),
-                       result("worse", 4, level=0.3), result("broken", error=RuntimeError("x"))], CFG)
+    rows = build_rows(
+        [
+            result("early", 2, level=0.9, done=True),
+            result("full", 4, level=0.4),
+            result("worse", 4, level=0.3),
+            result("broken", error=RuntimeError("x")),
+        ],
+        CFG,
+    )
     assert best_row(rows)["trial"] == "full"
     assert best_row(build_rows([result("early", 2, level=0.9, done=True)], CFG))["trial"] == "early"
     assert best_row(build_rows([result("broken", error=RuntimeError("x"))], CFG)) is None
@@ -57,8 +64,12 @@ def test_best_prefers_trials_that_ran_to_the_end():
 def test_best_preset_round_trips_through_load_config(tmp_path):
     """best.yaml names the base preset, keeps the user's settings, sets the winning values, drops tune.* and secrets."""
     row = trial_row(result("w", 4, **{"loss.vqa": 3.25, "loss.mlm": 0.375}), CFG)
-    user = {"model": {"dropout": 0.05}, "tune": {"num_samples": 9}, "run_name": "sweep",
-            "storage": {"secret_access_key": "s3cr3t", "region": "eu-west-1"}}
+    user = {
+        "model": {"dropout": 0.05},
+        "tune": {"num_samples": 9},
+        "run_name": "sweep",
+        "storage": {"secret_access_key": "s3cr3t", "region": "eu-west-1"},
+    }
     text = best_preset(CFG, user, row, "sweep")
     path = tmp_path / "best.yaml"
     path.write_text(text)
@@ -71,8 +82,9 @@ def test_best_preset_round_trips_through_load_config(tmp_path):
 
 def test_tables_list_every_trial(tmp_path):
     """CSV and markdown hold one line per trial with weights, objective and per-task columns."""
-    rows = build_rows([result("a", 4, **{"loss.vqa": 1.0, "loss.mlm": 2.0}), result("b", error=RuntimeError("boom"))],
-                      CFG)
+    rows = build_rows(
+        [result("a", 4, **{"loss.vqa": 1.0, "loss.mlm": 2.0}), result("b", error=RuntimeError("boom"))], CFG
+    )
     csv_text, md = to_csv(rows), to_markdown(rows)
     assert csv_text.splitlines()[0].startswith("trial,status,step,objective,loss.vqa,loss.mlm,detection.map50")
     assert len(csv_text.splitlines()) == 3 and "vqa.chance" in csv_text
@@ -84,8 +96,13 @@ def test_report_files_and_plot_without_matplotlib(tmp_path, monkeypatch):
     from PIL import Image
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    rows = build_rows([result("a", 4, level=0.6, **{"loss.vqa": 1.0, "loss.mlm": 2.0}),
-                       result("b", 2, level=0.2, done=True, **{"loss.vqa": 3.0, "loss.mlm": 0.3})], CFG)
+    rows = build_rows(
+        [
+            result("a", 4, level=0.6, **{"loss.vqa": 1.0, "loss.mlm": 2.0}),
+            result("b", 2, level=0.2, done=True, **{"loss.vqa": 3.0, "loss.mlm": 0.3}),
+        ],
+        CFG,
+    )
     files = write_report(rows, CFG, {}, tmp_path, "sweep")
     assert set(files) == {"csv", "markdown", "preset", "plot"} and all(p.exists() for p in files.values())
     with Image.open(files["plot"]) as img:

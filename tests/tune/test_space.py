@@ -41,13 +41,16 @@ def test_zero_minimum_falls_back_to_uniform():
     assert isinstance(space["loss.vqa"].get_sampler(), Uniform)
 
 
-@pytest.mark.parametrize("search, message", [
-    ("[model.backbone.name]", "not a number"),
-    ("[loss.nothing]", "unknown key"),
-    ("[tune.seed]", "sweep setting"),
-    ("[loss.vqa, loss.vqa]", "listed twice"),
-    ("[]", "at least one"),
-])
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ("[model.backbone.name]", "not a number"),
+        ("[loss.nothing]", "unknown key"),
+        ("[tune.seed]", "sweep setting"),
+        ("[loss.vqa, loss.vqa]", "listed twice"),
+        ("[]", "at least one"),
+    ],
+)
 def test_bad_search_paths_are_rejected_with_the_path(search, message):
     """Unknown, non-numeric, sweep-level or repeated paths fail before anything starts."""
     with pytest.raises(ConfigError, match=message):
@@ -59,8 +62,9 @@ def test_grid_covers_every_combination_within_the_budget():
     assert grid_size(9, 2) == 3 and grid_size(8, 2) == 2 and grid_size(1, 6) == 2
     assert grid_values(0.25, 4.0, 3) == [0.25, 1.0, 4.0]
     assert grid_values(0.0, 1.0, 3) == [0.0, 0.5, 1.0]
-    cfg = load_config("tiny", overrides=["tune.searcher=grid", "tune.search=[loss.vqa, loss.mlm]",
-                                         "tune.num_samples=9"])
+    cfg = load_config(
+        "tiny", overrides=["tune.searcher=grid", "tune.search=[loss.vqa, loss.mlm]", "tune.num_samples=9"]
+    )
     trials = preview(cfg)
     assert len(trials) == 9
     assert {(t["loss.vqa"], t["loss.mlm"]) for t in trials} == set(itertools.product([0.25, 1.0, 4.0], repeat=2))
@@ -113,8 +117,16 @@ def test_concurrency_follows_the_train_workers_resources():
 
 def test_trial_config_is_the_shortened_sweep_config_without_secrets():
     """Trials run max_steps_per_trial steps, report at every validation, store under the sweep, carry no secret."""
-    cfg = load_config("tiny", overrides=["tune.max_steps_per_trial=8", "train.val_every=2", "train.checkpoint_every=5",
-                                         "storage.secret_access_key=s3cr3t", "storage.access_key_id=AKIA"])
+    cfg = load_config(
+        "tiny",
+        overrides=[
+            "tune.max_steps_per_trial=8",
+            "train.val_every=2",
+            "train.checkpoint_every=5",
+            "storage.secret_access_key=s3cr3t",
+            "storage.access_key_id=AKIA",
+        ],
+    )
     base = trial_base(cfg, cfg.storage, "s3://unihema/runs-tiny/my-sweep")
     trial = trial_config(base, {"loss.vqa": 3.5, "data.mix.mlm": 0.5})
     assert (trial.train.max_steps, trial.train.checkpoint_every, trial.train.val_every) == (8, 2, 2)

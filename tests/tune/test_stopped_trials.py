@@ -59,10 +59,15 @@ def test_stopped_trial_releases_its_workers_for_the_next_trials(tmp_path):
     """Three trials on 4 CPUs, one stopped at the first rung: all three report, none waits for leaked CPUs."""
     script = tmp_path / "sweep.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo",
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=env)
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+    )
     lines = dict(x.split(" ", 1) for x in proc.stdout.splitlines() if x.startswith(("STEPS ", "ERRORS ")))
     assert proc.returncode == 0 and "STEPS" in lines, proc.stdout[-2000:] + proc.stderr[-4000:]
     steps = [int(s) for s in lines["STEPS"].split()]

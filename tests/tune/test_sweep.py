@@ -22,7 +22,6 @@ pytestmark = pytest.mark.slow
 SEARCH = ("loss.detection", "loss.classification", "loss.segmentation", "loss.morphology", "loss.vqa", "loss.mlm")
 
 
-
 def _finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
     try:
         proc.wait(timeout=timeout)
@@ -42,9 +41,17 @@ def test_interrupted_sweep_resumes_and_writes_table_preset_and_plot(tmp_path, st
     # FIFO: with ASHA, whether the second trial is stopped at its first rung depends on the
     # two trials' first scores (it happened after a change of data order); this test is about
     # interrupting and resuming, and ASHA's stopping is tested in test_stopped_trials.py.
-    overrides = [f"data.uri={tmp_path / 'data'}", f"storage.run_uri={tmp_path / 'runs'}", "run_name=sweep",
-                 "tune.num_samples=2", "tune.max_steps_per_trial=3", "train.val_every=1", "train.val_batches=1",
-                 "train.log_every=1", "tune.scheduler=fifo"]
+    overrides = [
+        f"data.uri={tmp_path / 'data'}",
+        f"storage.run_uri={tmp_path / 'runs'}",
+        "run_name=sweep",
+        "tune.num_samples=2",
+        "tune.max_steps_per_trial=3",
+        "train.val_every=1",
+        "train.val_batches=1",
+        "train.log_every=1",
+        "tune.scheduler=fifo",
+    ]
     args = ["--preset", "tiny", *overrides, "--out", str(tmp_path / "out")]
     sweep_dir = tmp_path / "runs" / "sweep"
     start = time.monotonic()
@@ -58,8 +65,9 @@ def test_interrupted_sweep_resumes_and_writes_table_preset_and_plot(tmp_path, st
     first.send_signal(signal.SIGINT)
     output = _finish(first, tmp_path / "first.log", timeout=180)
     assert first.returncode == 1 and "continue it with the same arguments and --resume" in output, output[-3000:]
-    interrupted = [d for d in (sweep_dir / "trials").iterdir()
-                   if list(d.glob("checkpoint_*")) and not (d / "status.json").exists()]
+    interrupted = [
+        d for d in (sweep_dir / "trials").iterdir() if list(d.glob("checkpoint_*")) and not (d / "status.json").exists()
+    ]
 
     again = start_cli("unihema.tune", [*args, "--resume"], tmp_path / "resume.log")
     output = _finish(again, tmp_path / "resume.log", timeout=480)

@@ -12,8 +12,9 @@ from unihema.checkpoint.files import CHECKPOINT_TAG, MODEL_STATES
 from unihema.checkpoint.safe_load import TRUST_FLAG, UntrustedCheckpointError, check_files, weights_only_loads
 
 
-def consolidate_checkpoint(ckpt_dir: str | Path, tag: str = CHECKPOINT_TAG, *, trusted: bool = False,
-                           trust_hint: str = TRUST_FLAG) -> dict[str, torch.Tensor]:
+def consolidate_checkpoint(
+    ckpt_dir: str | Path, tag: str = CHECKPOINT_TAG, *, trusted: bool = False, trust_hint: str = TRUST_FLAG
+) -> dict[str, torch.Tensor]:
     """Full fp32 state dict of the module saved in a DeepSpeed checkpoint folder (ZeRO 0-3).
 
     Untrusted (the default) loads weights only (see :mod:`unihema.checkpoint.safe_load`) and raises

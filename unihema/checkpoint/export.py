@@ -35,9 +35,14 @@ def probe_batch(cfg, tokenizer, seed: int = 0, size: int = 64) -> dict:
     images = torch.randn(1, 3, size, size, generator=g)
     ids, mask = tokenizer.encode(["what type of cell is this?"], cfg.model.text.max_length)
     labels, label_mask = tokenizer.encode(["a lymphocyte"], cfg.model.text.max_length)
-    return {"images": images, "pixel_mask": torch.zeros(1, size, size, dtype=torch.bool),
-            "tasks": ["detection", "classification", "segmentation", "morphology", "vqa"],
-            "prompt_ids": ids, "prompt_mask": mask, "text_labels": labels.masked_fill(~label_mask, -100)}
+    return {
+        "images": images,
+        "pixel_mask": torch.zeros(1, size, size, dtype=torch.bool),
+        "tasks": ["detection", "classification", "segmentation", "morphology", "vqa"],
+        "prompt_ids": ids,
+        "prompt_mask": mask,
+        "text_labels": labels.masked_fill(~label_mask, -100),
+    }
 
 
 def _flat(out, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -62,12 +67,15 @@ def output_difference(model_a, model_b, cfg, tokenizer) -> tuple[float, bool]:
         model.eval()
         b = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         outs.append(_flat(model(b)))
-        gens.append(model.generate_text(b["images"], b["pixel_mask"], b["prompt_ids"], b["prompt_mask"],
-                                        max_new_tokens=8).cpu())
+        gens.append(
+            model.generate_text(b["images"], b["pixel_mask"], b["prompt_ids"], b["prompt_mask"], max_new_tokens=8).cpu()
+        )
     if outs[0].keys() != outs[1].keys():
         return float("inf"), False
-    diff = max((float((outs[0][k].float().cpu() - outs[1][k].float().cpu()).abs().max())
-                if outs[0][k].numel() else 0.0) for k in outs[0])
+    diff = max(
+        (float((outs[0][k].float().cpu() - outs[1][k].float().cpu()).abs().max()) if outs[0][k].numel() else 0.0)
+        for k in outs[0]
+    )
     return diff, bool(torch.equal(gens[0], gens[1]))
 
 
@@ -80,47 +88,76 @@ def card_info(loaded, metrics_file: str | None) -> dict:
         except (OSError, ValueError) as err:
             raise UserInputError(f"{metrics_file}: cannot read metrics: {one_line(err)}") from None
         info["metrics"] = metrics.get("tasks", metrics)
-        info["metrics_source"] = f"`python -m unihema.evaluate` on `{metrics.get('data', '?')}` " \
-                                 f"split `{metrics.get('split', '?')}`"
+        info["metrics_source"] = (
+            f"`python -m unihema.evaluate` on `{metrics.get('data', '?')}` split `{metrics.get('split', '?')}`"
+        )
     elif status.get("validation"):
         info["metrics"] = status["validation"]
         info["metrics_source"] = "the run's last validation (a few held-out batches per task)"
     return info
 
 
-def export_checkpoint(checkpoint: str, out: str | Path, *, preset=None, files=(), overrides=(), metrics_file=None,
-                      verify: bool = True, storage=None, trust: bool = False) -> dict:
+def export_checkpoint(
+    checkpoint: str,
+    out: str | Path,
+    *,
+    preset=None,
+    files=(),
+    overrides=(),
+    metrics_file=None,
+    verify: bool = True,
+    storage=None,
+    trust: bool = False,
+) -> dict:
     """Write the export folder for ``checkpoint`` into ``out`` (local); returns what happened."""
     from unihema.checkpoint.load import load_checkpoint
     from unihema.model.pretrained import load_pretrained, save_pretrained
 
-    loaded = load_checkpoint(checkpoint, preset=preset, files=files, overrides=overrides, device="cpu",
-                             storage=storage, trust=trust)
-    folder = save_pretrained(loaded.model, out, loaded.cfg, tokenizer=loaded.tokenizer,
-                             card_info=card_info(loaded, metrics_file))
-    report = {"checkpoint": loaded.source, "kind": loaded.kind, "out": str(folder),
-              "tensors": len(loaded.model.state_dict()),
-              "parameters": sum(p.numel() for p in loaded.model.parameters())}
+    loaded = load_checkpoint(
+        checkpoint, preset=preset, files=files, overrides=overrides, device="cpu", storage=storage, trust=trust
+    )
+    folder = save_pretrained(
+        loaded.model, out, loaded.cfg, tokenizer=loaded.tokenizer, card_info=card_info(loaded, metrics_file)
+    )
+    report = {
+        "checkpoint": loaded.source,
+        "kind": loaded.kind,
+        "out": str(folder),
+        "tensors": len(loaded.model.state_dict()),
+        "parameters": sum(p.numel() for p in loaded.model.parameters()),
+    }
     if verify:
         reloaded = load_pretrained(folder)
         diff, same_text = output_difference(loaded.model, reloaded.model, loaded.cfg, loaded.tokenizer)
         report.update(max_abs_difference=diff, same_generation=same_text)
         if diff != 0.0 or not same_text:
-            raise ExportMismatchError(f"the exported model does not reproduce the checkpoint: "
-                                      f"max |difference| {diff:g}, "
-                                      f"generated text {'equal' if same_text else 'different'}")
+            raise ExportMismatchError(
+                f"the exported model does not reproduce the checkpoint: "
+                f"max |difference| {diff:g}, "
+                f"generated text {'equal' if same_text else 'different'}"
+            )
     return report
 
 
-def write_export_folder(state: dict, cfg: UniHemaConfig, out_dir: str | Path, status: dict | None = None,
-                        source: str | None = None) -> Path:
+def write_export_folder(
+    state: dict, cfg: UniHemaConfig, out_dir: str | Path, status: dict | None = None, source: str | None = None
+) -> Path:
     """The shareable folder (weights, config, tokenizer, model card) for a consolidated state dict."""
     from unihema.model.pretrained import save_pretrained
 
     status = status or {}
-    return save_pretrained(state, out_dir, cfg, card_info={
-        "data": cfg.data.uri, "metrics": status.get("validation") or {}, "source": source,
-        "step": status.get("step"), "metrics_source": "validation at the end of training" if status else None})
+    return save_pretrained(
+        state,
+        out_dir,
+        cfg,
+        card_info={
+            "data": cfg.data.uri,
+            "metrics": status.get("validation") or {},
+            "source": source,
+            "step": status.get("step"),
+            "metrics_source": "validation at the end of training" if status else None,
+        },
+    )
 
 
 def upload_folder(local: Path, uri: str, storage: StorageConfig) -> None:
@@ -147,8 +184,12 @@ def export_run(cfg: UniHemaConfig, outcome, storage: StorageConfig) -> str:
     """Consolidate the run's latest checkpoint and write the export folder into the run folder."""
     with tempfile.TemporaryDirectory(prefix="unihema-export-") as tmp:
         local_ckpt = Path(tmp, "ckpt")
-        pafs.copy_files(outcome.checkpoint_path, str(local_ckpt), source_filesystem=outcome.checkpoint_filesystem,
-                        destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(
+            outcome.checkpoint_path,
+            str(local_ckpt),
+            source_filesystem=outcome.checkpoint_filesystem,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
         verify_local_checkpoint(local_ckpt, where=f"checkpoint {outcome.checkpoint_path}")
         state = consolidate_checkpoint(local_ckpt, trusted=True)  # the run's own checkpoint, just written
         folder = write_export_folder(state, cfg, Path(tmp, "export"), outcome.status, source=outcome.checkpoint_path)

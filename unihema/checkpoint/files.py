@@ -102,7 +102,8 @@ def locate(path: str | Path) -> tuple[str, Path, str | None]:
         return "deepspeed", runs[-1], deepspeed_tag(runs[-1])
     raise UserInputError(
         f"{path}: not a checkpoint: expected an export folder (model.safetensors + config.yaml), a DeepSpeed "
-        f"checkpoint folder (checkpoint/{MODEL_STATES}) or a run folder (checkpoint_*/)")
+        f"checkpoint folder (checkpoint/{MODEL_STATES}) or a run folder (checkpoint_*/)"
+    )
 
 
 def find_run_file(folder: Path, name: str, levels: int = 2) -> Path | None:

@@ -29,7 +29,12 @@ from unihema.checkpoint.safe_load import TRUST_FLAG, UntrustedCheckpointError
 from unihema.config import ConfigError, StorageConfig, UniHemaConfig, load_config
 from unihema.errors import UserInputError
 from unihema.model.pretrained import (
-    CONFIG_FILE, PretrainedError, build_from_state, load_pretrained, offline_model_config, scrub_secrets,
+    CONFIG_FILE,
+    PretrainedError,
+    build_from_state,
+    load_pretrained,
+    offline_model_config,
+    scrub_secrets,
 )
 
 log = logging.getLogger(__name__)
@@ -47,13 +52,16 @@ class Loaded:
     _tmp: object = None  # keeps a download alive as long as the model
 
 
-def checkpoint_config(folder: Path, preset: str | None, files: Iterable[str | Path], overrides: Iterable[str]
-                      ) -> UniHemaConfig:
+def checkpoint_config(
+    folder: Path, preset: str | None, files: Iterable[str | Path], overrides: Iterable[str]
+) -> UniHemaConfig:
     files = list(files)
     found = find_run_file(folder, CONFIG_FILE)
     if found is None and not preset and not files:
-        raise UserInputError(f"{folder}: no {CONFIG_FILE} next to this DeepSpeed checkpoint or in its run folder; "
-                             "say which model it holds with --preset or --config")
+        raise UserInputError(
+            f"{folder}: no {CONFIG_FILE} next to this DeepSpeed checkpoint or in its run folder; "
+            "say which model it holds with --preset or --config"
+        )
     try:
         cfg = load_config(preset, ([found] if found else []) + files, overrides)
     except ConfigError as err:
@@ -61,15 +69,18 @@ def checkpoint_config(folder: Path, preset: str | None, files: Iterable[str | Pa
     return scrub_secrets(offline_model_config(cfg))
 
 
-def consolidated_state(folder: Path, tag: str, trust: bool = False, trust_hint: str = TRUST_FLAG
-                       ) -> dict[str, torch.Tensor]:
+def consolidated_state(
+    folder: Path, tag: str, trust: bool = False, trust_hint: str = TRUST_FLAG
+) -> dict[str, torch.Tensor]:
     try:
         return consolidate_checkpoint(folder, tag=tag, trusted=trust, trust_hint=trust_hint)
     except UntrustedCheckpointError as err:
         raise UserInputError(str(err)) from None
     except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
-        raise UserInputError(f"{folder / tag}: unreadable DeepSpeed checkpoint: {type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        raise UserInputError(
+            f"{folder / tag}: unreadable DeepSpeed checkpoint: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -80,9 +91,17 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def load_local(path: Path, *, preset: str | None = None, files: Iterable[str | Path] = (),
-               overrides: Iterable[str] = (), device="cpu", source: str | None = None, trust: bool = False,
-               trust_hint: str = TRUST_FLAG) -> Loaded:
+def load_local(
+    path: Path,
+    *,
+    preset: str | None = None,
+    files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    device="cpu",
+    source: str | None = None,
+    trust: bool = False,
+    trust_hint: str = TRUST_FLAG,
+) -> Loaded:
     from unihema.model.tokenizer import build_tokenizer
 
     kind, folder, tag = locate(path)
@@ -93,8 +112,15 @@ def load_local(path: Path, *, preset: str | None = None, files: Iterable[str | P
                 bundle = load_pretrained(folder, device=device, files=files, overrides=overrides)
             except ConfigError as err:
                 raise UserInputError(f"config error: {err}") from None
-            return Loaded(bundle.model, bundle.cfg, bundle.tokenizer, source or str(path), kind, folder,
-                          {"status": run_status(folder)})
+            return Loaded(
+                bundle.model,
+                bundle.cfg,
+                bundle.tokenizer,
+                source or str(path),
+                kind,
+                folder,
+                {"status": run_status(folder)},
+            )
         cfg = checkpoint_config(folder, preset, files, overrides)
         state = consolidated_state(folder, tag, trust, trust_hint)
         model = build_from_state(cfg, state, f"{folder / tag}", device)
@@ -105,9 +131,17 @@ def load_local(path: Path, *, preset: str | None = None, files: Iterable[str | P
     return Loaded(model, cfg, build_tokenizer(cfg.model), source or str(path), kind, folder, info)
 
 
-def load_checkpoint(path: str, *, preset: str | None = None, files: Iterable[str | Path] = (),
-                    overrides: Iterable[str] = (), device="cpu", storage: StorageConfig | None = None,
-                    trust: bool = False, trust_hint: str = TRUST_FLAG) -> Loaded:
+def load_checkpoint(
+    path: str,
+    *,
+    preset: str | None = None,
+    files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    device="cpu",
+    storage: StorageConfig | None = None,
+    trust: bool = False,
+    trust_hint: str = TRUST_FLAG,
+) -> Loaded:
     """Model (eval mode), config and tokenizer from any checkpoint path or s3:// URI (see module doc).
 
     DeepSpeed files load weights only unless ``trust``; a file that needs more is refused with

@@ -39,11 +39,15 @@ class UntrustedCheckpointError(ValueError):
 
     def __init__(self, path: str | Path, found: list[str], hint: str = TRUST_FLAG):
         self.path, self.found = str(path), list(found)
-        what = f"objects other than tensors ({', '.join(self.found[:5])})" if self.found else \
-            "objects a weights-only load refuses"
+        what = (
+            f"objects other than tensors ({', '.join(self.found[:5])})"
+            if self.found
+            else "objects a weights-only load refuses"
+        )
         super().__init__(
             f"{self.path}: not loaded: it holds {what}, and unpickling them would run code chosen by whoever "
-            f"made the file. If you trust its source, {hint} to load it in full.")
+            f"made the file. If you trust its source, {hint} to load it in full."
+        )
 
 
 def allowed_globals() -> list:
@@ -113,5 +117,12 @@ def load_weights_only(path: str | Path, hint: str = TRUST_FLAG):
         raise UntrustedCheckpointError(path, [], hint) from err
 
 
-__all__ = ["TRUST_FLAG", "UntrustedCheckpointError", "allowed_globals", "check_files", "load_weights_only",
-           "unsafe_globals", "weights_only_loads"]
+__all__ = [
+    "TRUST_FLAG",
+    "UntrustedCheckpointError",
+    "allowed_globals",
+    "check_files",
+    "load_weights_only",
+    "unsafe_globals",
+    "weights_only_loads",
+]

@@ -15,11 +15,24 @@ from typing import Iterable
 import yaml
 
 from unihema.config.core import (
-    REDACTED, ConfigError, build, deep_merge, dump_yaml, get_path, parse_override, to_dict,
+    REDACTED,
+    ConfigError,
+    build,
+    deep_merge,
+    dump_yaml,
+    get_path,
+    parse_override,
+    to_dict,
 )
 from unihema.config.data import DataConfig, TaskMix
 from unihema.config.model import (
-    BackboneConfig, DecoderConfig, EncoderConfig, HemaFormerConfig, LossConfig, ModelConfig, TextConfig,
+    BackboneConfig,
+    DecoderConfig,
+    EncoderConfig,
+    HemaFormerConfig,
+    LossConfig,
+    ModelConfig,
+    TextConfig,
 )
 from unihema.config.presets import PRESETS
 from unihema.config.storage import StorageConfig
@@ -99,10 +112,19 @@ def save_config(cfg: UniHemaConfig, path: str | Path) -> Path:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help=f"named preset (default: the file's own, else {DEFAULT_PRESET})")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML config file(s), applied in order over the preset")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help=f"named preset (default: the file's own, else {DEFAULT_PRESET})",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML config file(s), applied in order over the preset",
+    )
     parser.add_argument("overrides", nargs="*", metavar="a.b=value", help="overrides, applied last")
 
 
@@ -111,8 +133,26 @@ def config_from_args(args: argparse.Namespace) -> UniHemaConfig:
 
 
 __all__ = [
-    "REDACTED", "TASKS", "BackboneConfig", "ConfigError", "DataConfig", "DecoderConfig", "EncoderConfig",
-    "HemaFormerConfig", "LossConfig", "ModelConfig", "PRESETS", "StorageConfig", "TaskMix", "TextConfig",
-    "TrainConfig", "TuneConfig", "UniHemaConfig", "add_config_arguments", "config_from_args", "get_path",
-    "load_config", "save_config",
+    "REDACTED",
+    "TASKS",
+    "BackboneConfig",
+    "ConfigError",
+    "DataConfig",
+    "DecoderConfig",
+    "EncoderConfig",
+    "HemaFormerConfig",
+    "LossConfig",
+    "ModelConfig",
+    "PRESETS",
+    "StorageConfig",
+    "TaskMix",
+    "TextConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "UniHemaConfig",
+    "add_config_arguments",
+    "config_from_args",
+    "get_path",
+    "load_config",
+    "save_config",
 ]

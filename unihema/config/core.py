@@ -28,8 +28,10 @@ def closest(name: object, choices, n: int = 3) -> list[str]:
     """The names in ``choices`` nearest to ``name`` (case and spacing ignored), for "did you mean" hints."""
     folded = {str(c).casefold(): str(c) for c in choices}
     # 0.5, not difflib's 0.6: a swapped letter pair ("lisence") must still find its key.
-    return [folded[m] for m in difflib.get_close_matches(" ".join(str(name).split()).casefold(), list(folded),
-                                                         n=n, cutoff=0.5)]
+    return [
+        folded[m]
+        for m in difflib.get_close_matches(" ".join(str(name).split()).casefold(), list(folded), n=n, cutoff=0.5)
+    ]
 
 
 def _type_name(tp: Any) -> str:

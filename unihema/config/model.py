@@ -71,7 +71,8 @@ class BackboneConfig:
                 f"frozen_stages={self.frozen_stages} / frozen_batchnorm={self.frozen_batchnorm} need pretrained "
                 f"weights, but pretrained is {self.pretrained or SCRATCH!r}: name weights (a timm tag such as "
                 f"{PAPER_BACKBONE_WEIGHTS!r} or a local file) or train every stage with "
-                "model.backbone.frozen_stages=0 model.backbone.frozen_batchnorm=false")
+                "model.backbone.frozen_stages=0 model.backbone.frozen_batchnorm=false"
+            )
         if is_hub_id(self.pretrained) and not self.pretrained.startswith("hf-hub:"):
             arch = self.pretrained.split(".")[0]
             if arch != self.name:
@@ -185,7 +186,8 @@ class ModelConfig:
     # Sine position encoding temperature (official pe_temperatureH/W).
     position_temperature: float = field(default=20.0, metadata={"min": 1.0})
     attention_backend: Literal[
-        "auto", "flash", "xformers", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "math"] = "auto"
+        "auto", "flash", "xformers", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "math"
+    ] = "auto"
     msda_backend: Literal["auto", "triton", "reference"] = "auto"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

@@ -16,8 +16,12 @@ class TuneConfig:
     searcher: Literal["random", "grid", "optuna"] = "random"
     # Config paths searched, each sampled log-uniformly in [weight_min, weight_max].
     search: tuple[str, ...] = (
-        "loss.detection", "loss.classification", "loss.segmentation",
-        "loss.morphology", "loss.vqa", "loss.mlm",
+        "loss.detection",
+        "loss.classification",
+        "loss.segmentation",
+        "loss.morphology",
+        "loss.vqa",
+        "loss.mlm",
     )
     weight_min: float = field(default=0.25, metadata={"min": 0.0})
     weight_max: float = field(default=4.0, metadata={"min": 0.0})

@@ -80,8 +80,8 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
     else:
         pixels = np.zeros((n, max_h, max_w, 3), np.uint8)
         for j, im in enumerate(images):
-            pixels[j, :im.shape[0], :im.shape[1]] = im
-            pixel_mask[j, :im.shape[0], :im.shape[1]] = False
+            pixels[j, : im.shape[0], : im.shape[1]] = im
+            pixel_mask[j, : im.shape[0], : im.shape[1]] = False
     # Only segmentation reads a per-pixel target; other tasks skip building one.
     semantic = np.full((n, max_h, max_w), IGNORE_INDEX, np.int64) if task == "segmentation" else None
     sem_rows = _rows(batch["semantic"]) if semantic is not None else None
@@ -92,10 +92,12 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
         h, w = images[j].shape[:2]
         if semantic is not None:
             semantic[j, :h, :w] = sem_rows[i]
-        target = {"labels": torch.tensor(label_rows[i], dtype=torch.long).reshape(-1),
-                  "boxes": torch.tensor(box_rows[i], dtype=torch.float32).reshape(-1, 4),
-                  "morphology": torch.tensor(morph_rows[i], dtype=torch.long).reshape(-1, 6),
-                  "size": torch.tensor([h, w])}
+        target = {
+            "labels": torch.tensor(label_rows[i], dtype=torch.long).reshape(-1),
+            "boxes": torch.tensor(box_rows[i], dtype=torch.float32).reshape(-1, 4),
+            "morphology": torch.tensor(morph_rows[i], dtype=torch.long).reshape(-1, 6),
+            "size": torch.tensor([h, w]),
+        }
         if len(mask_rows[i]):
             masks = np.zeros((len(mask_rows[i]), max_h, max_w), bool)
             masks[:, :h, :w] = mask_rows[i] > 0
@@ -116,8 +118,11 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
     has_morph = torch.from_numpy(np.asarray(batch["has_morphology"])[keep].astype(bool))
     morphology[~has_morph] = MORPHOLOGY_NOT_ANNOTATED
     out = {
-        "tasks": [task], "ids": [str(batch["id"][i]) for i in keep],
-        "images": images_f, "pixel_mask": pixel_mask, "targets": targets,
+        "tasks": [task],
+        "ids": [str(batch["id"][i]) for i in keep],
+        "images": images_f,
+        "pixel_mask": pixel_mask,
+        "targets": targets,
         "cell_labels": torch.from_numpy(np.asarray(batch["cell_label"])[keep].astype(np.int64)),
         "morphology": morphology,
         "prompt_ids": torch.from_numpy(np.asarray(batch["prompt_ids"])[keep].astype(np.int64)),
@@ -133,6 +138,7 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
 
 def move_to(batch: dict, device: torch.device) -> dict:
     """The batch with every tensor (also inside targets) on ``device``."""
+
     def move(x):
         if isinstance(x, torch.Tensor):
             return x.to(device, non_blocking=True)
@@ -141,4 +147,5 @@ def move_to(batch: dict, device: torch.device) -> dict:
         if isinstance(x, list):
             return [move(v) for v in x]
         return x
+
     return move(batch)

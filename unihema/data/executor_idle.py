@@ -36,8 +36,7 @@ def _progress(topology) -> tuple:
     out = []
     for op in topology:
         m = op.metrics
-        out.append((m.num_tasks_submitted, m.num_tasks_finished, m.num_task_outputs_generated,
-                    m.num_outputs_taken))
+        out.append((m.num_tasks_submitted, m.num_tasks_finished, m.num_task_outputs_generated, m.num_outputs_taken))
     return tuple(out)
 
 
@@ -52,8 +51,9 @@ def install(idle_sleep_s: float = IDLE_SLEEP_S) -> bool:
         return False
     original = getattr(StreamingExecutor, "_scheduling_loop_step", None)
     if original is None:
-        log.warning("StreamingExecutor._scheduling_loop_step is gone in this Ray version; idle executions "
-                    "will not be throttled")
+        log.warning(
+            "StreamingExecutor._scheduling_loop_step is gone in this Ray version; idle executions will not be throttled"
+        )
         return False
 
     @functools.wraps(original)

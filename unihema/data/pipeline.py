@@ -39,9 +39,26 @@ from unihema.storage import open_filesystem, parse_uri
 log = logging.getLogger(__name__)
 
 # Columns the transforms read; the rest of a record never leaves the reading task.
-READ_COLUMNS = ["id", "split", "tasks", "image", "image_format", "width", "height", "boxes", "box_labels",
-                "box_attributes", "masks", "semantic_mask", "cell_class", "attributes", "qa", "mlm_text",
-                "license", "source"]
+READ_COLUMNS = [
+    "id",
+    "split",
+    "tasks",
+    "image",
+    "image_format",
+    "width",
+    "height",
+    "boxes",
+    "box_labels",
+    "box_attributes",
+    "masks",
+    "semantic_mask",
+    "cell_class",
+    "attributes",
+    "qa",
+    "mlm_text",
+    "license",
+    "source",
+]
 # Instance masks are most of a field of view's bytes; only segmentation reads them.
 MASK_COLUMNS = ("masks", "semantic_mask")
 
@@ -80,7 +97,7 @@ def check_shards(paths: list[str], fs, retries: int = 3, backoff_s: float = 0.5)
                     bad[path] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                     log.error("shard %s unreadable after %d attempts: %s", path, retries, bad[path])
                 else:
-                    time.sleep(backoff_s * 2 ** attempt)
+                    time.sleep(backoff_s * 2**attempt)
     return ShardCheck(good, bad)
 
 
@@ -113,8 +130,18 @@ class TaskTransform:
     With ``row_split`` each worker keeps only the records whose id hashes to its rank.
     """
 
-    def __init__(self, task: str, data_cfg: DataConfig, model_cfg: ModelConfig, train: bool, seed: int, epoch: int,
-                 rank: int = 0, world_size: int = 1, row_split: bool = False):
+    def __init__(
+        self,
+        task: str,
+        data_cfg: DataConfig,
+        model_cfg: ModelConfig,
+        train: bool,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        row_split: bool = False,
+    ):
         self.task, self.data_cfg, self.model_cfg = task, data_cfg, model_cfg
         self.train, self.seed, self.epoch = train, seed, epoch
         self.rank, self.world_size, self.row_split = rank, world_size, row_split
@@ -162,11 +189,19 @@ class TaskTransform:
             yield self(batch.slice(start, rows))
 
     def _columns(self, rows: list, errors: list[str], ids: list[str]) -> dict:
-        placeholder = {"image": np.zeros((1, 1, 3), np.uint8), "boxes": np.zeros((0, 4), np.float32),
-                       "labels": np.zeros(0, np.int64), "box_morphology": np.zeros((0, 6), np.int64),
-                       "masks": np.zeros((0, 1, 1), np.uint8), "semantic": np.zeros((1, 1), np.uint8),
-                       "cell_label": np.int64(-100), "morphology": np.full(6, 4, np.int64),
-                       "has_morphology": False, "prompt": "", "target": ""}
+        placeholder = {
+            "image": np.zeros((1, 1, 3), np.uint8),
+            "boxes": np.zeros((0, 4), np.float32),
+            "labels": np.zeros(0, np.int64),
+            "box_morphology": np.zeros((0, 6), np.int64),
+            "masks": np.zeros((0, 1, 1), np.uint8),
+            "semantic": np.zeros((1, 1), np.uint8),
+            "cell_label": np.int64(-100),
+            "morphology": np.full(6, 4, np.int64),
+            "has_morphology": False,
+            "prompt": "",
+            "target": "",
+        }
         rows = [r if r is not None else placeholder for r in rows]
         out: dict = {"id": np.array(ids, dtype=object), "error": np.array(errors, dtype=object)}
         for key in ("image", "boxes", "labels", "box_morphology", "masks", "semantic"):
@@ -178,10 +213,12 @@ class TaskTransform:
         prompts = [r["prompt"] for r in rows]
         pad = self.tokenizer.pad_id
         out["prompt_ids"], out["prompt_mask"] = _fixed_width(
-            *self.tokenizer.encode_arrays(prompts, max_length=max_len), max_len, pad)
+            *self.tokenizer.encode_arrays(prompts, max_length=max_len), max_len, pad
+        )
         if self.task in ("vqa", "mlm"):
-            labels, target_mask = _fixed_width(*self.tokenizer.encode_arrays(
-                [r["target"] for r in rows], max_length=max_len), max_len, pad)
+            labels, target_mask = _fixed_width(
+                *self.tokenizer.encode_arrays([r["target"] for r in rows], max_length=max_len), max_len, pad
+            )
             labels[~target_mask] = -100
             out["text_labels"] = labels
         return out
@@ -222,12 +259,20 @@ def configure_data_context(cfg: DataConfig) -> None:
     # tasks of CPUs (a hang on 2 cores). The classic ReadParquet operator honours read_cpus.
     ctx.use_datasource_v2 = False
     # Transient S3 errors while reading are retried by Ray Data itself.
-    ctx.retried_io_errors = list({*ctx.retried_io_errors, "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
-                                  "AWS Error INTERNAL_FAILURE", "AWS Error SERVICE_UNAVAILABLE"})
+    ctx.retried_io_errors = list(
+        {
+            *ctx.retried_io_errors,
+            "AWS Error NETWORK_CONNECTION",
+            "AWS Error SLOW_DOWN",
+            "AWS Error INTERNAL_FAILURE",
+            "AWS Error SERVICE_UNAVAILABLE",
+        }
+    )
 
 
-def task_files(split: str, data_cfg: DataConfig, storage: StorageConfig,
-               shard_report: dict | None = None) -> tuple[object, list[str]]:
+def task_files(
+    split: str, data_cfg: DataConfig, storage: StorageConfig, shard_report: dict | None = None
+) -> tuple[object, list[str]]:
     """(filesystem, readable shard paths) of a split; unreadable shards go to ``shard_report``."""
     uri = parse_uri(data_cfg.uri)
     fs, _ = open_filesystem(uri, storage)
@@ -236,8 +281,10 @@ def task_files(split: str, data_cfg: DataConfig, storage: StorageConfig,
     if shard_report is not None:
         shard_report.update(check.bad)
     if not check.good:
-        raise FileNotFoundError(f"no readable shards for split {split!r} under {data_cfg.uri}"
-                                + (f" (unreadable: {sorted(check.bad)})" if check.bad else ""))
+        raise FileNotFoundError(
+            f"no readable shards for split {split!r} under {data_cfg.uri}"
+            + (f" (unreadable: {sorted(check.bad)})" if check.bad else "")
+        )
     return fs, check.good
 
 
@@ -260,8 +307,9 @@ def _row_group(fs, path: str, row_group: int, columns: list[str]) -> pa.Table:
 class PlanReader:
     """Ray Data map_batches callable: read units of a rank's plan -> decoded rows with their plan keys."""
 
-    def __init__(self, paths: list[str], fs, data_cfg: DataConfig, model_cfg: ModelConfig, seed: int,
-                 chunk_rows: int = 16):
+    def __init__(
+        self, paths: list[str], fs, data_cfg: DataConfig, model_cfg: ModelConfig, seed: int, chunk_rows: int = 16
+    ):
         self.paths, self.fs, self.data_cfg, self.model_cfg = paths, fs, data_cfg, model_cfg
         self.seed, self.chunk_rows = seed, chunk_rows
 
@@ -278,26 +326,42 @@ class PlanReader:
             transform = TaskTransform(task, self.data_cfg, self.model_cfg, True, self.seed, epoch)
             for start in range(0, len(rows), self.chunk_rows):
                 out = transform(table.slice(start, self.chunk_rows))
-                out["plan_key"] = keys[start:start + self.chunk_rows]
+                out["plan_key"] = keys[start : start + self.chunk_rows]
                 if "text_labels" not in out:  # one schema for every block of the stream
                     out["text_labels"] = np.full_like(out["prompt_ids"], -100)
                 yield out
 
 
-def build_plan_dataset(units: list, paths: list[str], fs, data_cfg: DataConfig, model_cfg: ModelConfig,
-                       seed: int = 0):
+def build_plan_dataset(units: list, paths: list[str], fs, data_cfg: DataConfig, model_cfg: ModelConfig, seed: int = 0):
     """A streaming Ray Dataset of the decoded rows of ``units`` (one Ray task per unit), in order."""
     import ray.data
 
     placement = {"resources": dict(data_cfg.task_resources)} if data_cfg.task_resources else {}
     ds = ray.data.from_items([u.to_item() for u in units], override_num_blocks=len(units))
-    return ds.map_batches(PlanReader(paths, fs, data_cfg, model_cfg, seed), batch_size=None, batch_format="numpy",
-                          zero_copy_batch=True, num_cpus=data_cfg.decode_cpus, **placement)
+    return ds.map_batches(
+        PlanReader(paths, fs, data_cfg, model_cfg, seed),
+        batch_size=None,
+        batch_format="numpy",
+        zero_copy_batch=True,
+        num_cpus=data_cfg.decode_cpus,
+        **placement,
+    )
 
 
-def iter_local_batches(task: str, split: str, data_cfg: DataConfig, model_cfg: ModelConfig, fs, files: list[str],
-                       *, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                       max_batches: int | None = None):
+def iter_local_batches(
+    task: str,
+    split: str,
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    fs,
+    files: list[str],
+    *,
+    batch_size: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    max_batches: int | None = None,
+):
     """One pass over a split's records of ``task``, decoded in this process.
 
     Validation reads a bounded number of batches; starting a Ray Data execution per task

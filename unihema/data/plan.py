@@ -90,18 +90,23 @@ def _task_rows(path: str, fs, retries: int, backoff_s: float) -> tuple[list[dict
                     tasks = parquet.read_row_group(rg, columns=["tasks"]).column("tasks").combine_chunks()
                     flat = pc.list_flatten(tasks)
                     parents = np.asarray(pc.list_parent_indices(tasks))
-                    groups.append({t: np.unique(parents[np.asarray(pc.equal(flat, t).fill_null(False))])
-                                   .astype(np.int32) for t in TASKS})
+                    groups.append(
+                        {
+                            t: np.unique(parents[np.asarray(pc.equal(flat, t).fill_null(False))]).astype(np.int32)
+                            for t in TASKS
+                        }
+                    )
                 return groups, None
         except (OSError, pa.ArrowInvalid, KeyError) as err:
             if attempt == retries - 1:
                 return [], f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-            time.sleep(backoff_s * 2 ** attempt)
+            time.sleep(backoff_s * 2**attempt)
     return [], "unreachable"
 
 
-def build_shard_index(paths: list[str], fs, *, retries: int = 3, backoff_s: float = 0.5,
-                      threads: int = 16) -> ShardIndex:
+def build_shard_index(
+    paths: list[str], fs, *, retries: int = 3, backoff_s: float = 0.5, threads: int = 16
+) -> ShardIndex:
     """Read every shard's footer and ``tasks`` column once (in parallel); cut row groups into pieces."""
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
         found = list(pool.map(lambda p: _task_rows(p, fs, retries, backoff_s), paths))
@@ -119,11 +124,15 @@ def build_shard_index(paths: list[str], fs, *, retries: int = 3, backoff_s: floa
             for task, rows in by_task.items():
                 largest = max(largest, len(rows))
                 for start in range(0, len(rows), PIECE_ROWS):
-                    pieces[task].append((file_no, rg, rows[start:start + PIECE_ROWS]))
+                    pieces[task].append((file_no, rg, rows[start : start + PIECE_ROWS]))
     if largest > 4 * PIECE_ROWS:
-        log.warning("shards have row groups of up to %d rows: each read of %d rows decompresses the whole "
-                    "row group (re-convert with this data_prep for row groups of %d)", largest, PIECE_ROWS,
-                    PIECE_ROWS)
+        log.warning(
+            "shards have row groups of up to %d rows: each read of %d rows decompresses the whole "
+            "row group (re-convert with this data_prep for row groups of %d)",
+            largest,
+            PIECE_ROWS,
+            PIECE_ROWS,
+        )
     return ShardIndex(good, {t: p for t, p in pieces.items() if p}, bad, largest)
 
 
@@ -139,8 +148,14 @@ class ReadUnit:
     epoch: int  # the task's epoch on this rank: augmentations depend on it
 
     def to_item(self) -> dict:
-        return {"task": self.task, "file": self.file, "row_group": self.row_group, "rows": self.rows.tolist(),
-                "keys": self.keys.tolist(), "epoch": self.epoch}
+        return {
+            "task": self.task,
+            "file": self.file,
+            "row_group": self.row_group,
+            "rows": self.rows.tolist(),
+            "keys": self.keys.tolist(),
+            "epoch": self.epoch,
+        }
 
 
 class RankPlan:
@@ -151,12 +166,23 @@ class RankPlan:
     read) until the caller takes them with :meth:`take_pending`.
     """
 
-    def __init__(self, index: ShardIndex, tasks: list[str], *, batch_size: int, window: int, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, epochs: int | None = None):
+    def __init__(
+        self,
+        index: ShardIndex,
+        tasks: list[str],
+        *,
+        batch_size: int,
+        window: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        epochs: int | None = None,
+    ):
         missing = [t for t in tasks if not index.pieces.get(t)]
         if missing:
-            raise NoRecordsForRankError(f"no training records for {', '.join(missing)} in the shards "
-                                        f"({len(index.paths)} readable)")
+            raise NoRecordsForRankError(
+                f"no training records for {', '.join(missing)} in the shards ({len(index.paths)} readable)"
+            )
         self.index, self.batch_size, self.window = index, batch_size, window
         self.rank, self.world_size, self.seed, self.epochs = rank, world_size, seed, epochs
         self._queue: dict[str, list] = {t: [] for t in tasks}  # this epoch's pieces still to read
@@ -195,7 +221,8 @@ class RankPlan:
         if not mine:
             raise NoRecordsForRankError(
                 f"task {task!r} has {self.index.records(task)} training records, fewer than the "
-                f"{self.world_size} workers: rank {self.rank} would get none (lower train.num_workers or add data)")
+                f"{self.world_size} workers: rank {self.rank} would get none (lower train.num_workers or add data)"
+            )
         rng = np.random.default_rng([self.seed, TASKS.index(task), epoch, self.rank])
         epoch_order = [mine[i] for i in rng.permutation(len(mine))]
         return [(f, rg, rows[rng.permutation(len(rows))]) for f, rg, rows in epoch_order]
@@ -243,6 +270,7 @@ class RankPlan:
         for unit in units:
             mask = np.fromiter((int(k) in waiting for k in unit.keys), bool, len(unit.keys))
             if mask.any():
-                kept.append(ReadUnit(unit.task, unit.file, unit.row_group, unit.rows[mask], unit.keys[mask],
-                                     unit.epoch))
+                kept.append(
+                    ReadUnit(unit.task, unit.file, unit.row_group, unit.rows[mask], unit.keys[mask], unit.epoch)
+                )
         return kept

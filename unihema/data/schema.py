@@ -18,7 +18,13 @@ import pyarrow as pa
 from PIL import Image
 
 from unihema.labels import (
-    ATTRIBUTE_VALUES, CELL_CLASSES, DETECTION_CLASSES, MORPHOLOGY_NAMES, NOT_ANNOTATED, SEGMENTATION_CLASSES, TASKS,
+    ATTRIBUTE_VALUES,
+    CELL_CLASSES,
+    DETECTION_CLASSES,
+    MORPHOLOGY_NAMES,
+    NOT_ANNOTATED,
+    SEGMENTATION_CLASSES,
+    TASKS,
 )
 
 SCHEMA_VERSION = 1
@@ -28,32 +34,35 @@ IMAGE_FORMATS = ("png", "jpeg")
 _ATTRIBUTE = pa.struct([("name", pa.string()), ("value", pa.string())])
 _QA = pa.struct([("question", pa.string()), ("answer", pa.string())])
 
-RECORD_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("split", pa.string(), nullable=False),
-    pa.field("tasks", pa.list_(pa.string()), nullable=False),
-    pa.field("image", pa.binary(), nullable=False),
-    pa.field("image_format", pa.string(), nullable=False),
-    pa.field("width", pa.int32(), nullable=False),
-    pa.field("height", pa.int32(), nullable=False),
-    # Detection: xyxy in pixels, with class names from unihema.labels.DETECTION_CLASSES.
-    pa.field("boxes", pa.list_(pa.list_(pa.float32(), 4))),
-    pa.field("box_labels", pa.list_(pa.string())),
-    # Per-box morphology attributes, aligned with boxes (empty list when not annotated).
-    pa.field("box_attributes", pa.list_(pa.list_(_ATTRIBUTE))),
-    # Segmentation: one PNG per box (0 = outside, 255 = inside), and a PNG of class indices.
-    pa.field("masks", pa.list_(pa.binary())),
-    pa.field("semantic_mask", pa.binary()),
-    # Single cell: its class and attributes.
-    pa.field("cell_class", pa.string()),
-    pa.field("attributes", pa.list_(_ATTRIBUTE)),
-    pa.field("qa", pa.list_(_QA)),
-    pa.field("mlm_text", pa.string()),
-    pa.field("license", pa.string(), nullable=False),
-    # Where the record came from (source file, generator seed): for error reports and audits.
-    pa.field("origin", pa.string()),
-], metadata={b"unihema_schema_version": str(SCHEMA_VERSION).encode()})
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("tasks", pa.list_(pa.string()), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+        pa.field("image_format", pa.string(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        # Detection: xyxy in pixels, with class names from unihema.labels.DETECTION_CLASSES.
+        pa.field("boxes", pa.list_(pa.list_(pa.float32(), 4))),
+        pa.field("box_labels", pa.list_(pa.string())),
+        # Per-box morphology attributes, aligned with boxes (empty list when not annotated).
+        pa.field("box_attributes", pa.list_(pa.list_(_ATTRIBUTE))),
+        # Segmentation: one PNG per box (0 = outside, 255 = inside), and a PNG of class indices.
+        pa.field("masks", pa.list_(pa.binary())),
+        pa.field("semantic_mask", pa.binary()),
+        # Single cell: its class and attributes.
+        pa.field("cell_class", pa.string()),
+        pa.field("attributes", pa.list_(_ATTRIBUTE)),
+        pa.field("qa", pa.list_(_QA)),
+        pa.field("mlm_text", pa.string()),
+        pa.field("license", pa.string(), nullable=False),
+        # Where the record came from (source file, generator seed): for error reports and audits.
+        pa.field("origin", pa.string()),
+    ],
+    metadata={b"unihema_schema_version": str(SCHEMA_VERSION).encode()},
+)
 
 
 class RecordError(ValueError):
@@ -86,8 +95,10 @@ def _check_attributes(attrs: Any, where: str, problems: list[str]) -> None:
         if name not in ATTRIBUTE_VALUES:
             problems.append(f"unknown_attribute: {where} has unknown attribute {name!r}")
         elif value != NOT_ANNOTATED and value not in ATTRIBUTE_VALUES[name]:
-            problems.append(f"bad_attribute_value: {where} {name}={value!r}; allowed: "
-                            f"{', '.join(ATTRIBUTE_VALUES[name])} or {NOT_ANNOTATED}")
+            problems.append(
+                f"bad_attribute_value: {where} {name}={value!r}; allowed: "
+                f"{', '.join(ATTRIBUTE_VALUES[name])} or {NOT_ANNOTATED}"
+            )
 
 
 def _has_official_morphology(attrs: dict) -> bool:
@@ -179,10 +190,13 @@ def validate_record(rec: dict, check_image: bool = True) -> list[str]:
         problems.append("no_cell_class: a classification record needs a cell_class")
     if "segmentation" in tasks and semantic is None and not masks:
         problems.append("no_masks: a segmentation record needs a semantic mask or instance masks")
-    if "morphology" in tasks and isinstance(attrs, dict) and not _has_official_morphology(attrs) \
-            and not any(isinstance(a, dict) and _has_official_morphology(a) for a in box_attrs):
-        problems.append("no_morphology: a morphology record needs at least one of "
-                        + ", ".join(MORPHOLOGY_NAMES))
+    if (
+        "morphology" in tasks
+        and isinstance(attrs, dict)
+        and not _has_official_morphology(attrs)
+        and not any(isinstance(a, dict) and _has_official_morphology(a) for a in box_attrs)
+    ):
+        problems.append("no_morphology: a morphology record needs at least one of " + ", ".join(MORPHOLOGY_NAMES))
     if "vqa" in tasks and not qa:
         problems.append("no_qa: a vqa record needs at least one question/answer pair")
     if "mlm" in tasks and not rec.get("mlm_text"):
@@ -197,9 +211,14 @@ def _pairs(attrs: dict | None) -> list[dict]:
 def to_arrow_row(rec: dict) -> dict:
     """A validated record as the column values of RECORD_SCHEMA."""
     return {
-        "id": rec["id"], "source": rec["source"], "split": rec["split"], "tasks": list(rec["tasks"]),
-        "image": bytes(rec["image"]), "image_format": rec["image_format"],
-        "width": int(rec["width"]), "height": int(rec["height"]),
+        "id": rec["id"],
+        "source": rec["source"],
+        "split": rec["split"],
+        "tasks": list(rec["tasks"]),
+        "image": bytes(rec["image"]),
+        "image_format": rec["image_format"],
+        "width": int(rec["width"]),
+        "height": int(rec["height"]),
         "boxes": [[float(v) for v in b] for b in rec.get("boxes") or []],
         "box_labels": list(rec.get("box_labels") or []),
         "box_attributes": [_pairs(a) for a in rec.get("box_attributes") or []],
@@ -236,11 +255,24 @@ def check_table_schema(schema: pa.Schema, where: str) -> None:
     missing = sorted(set(expected) - set(found))
     wrong = sorted(n for n in set(expected) & set(found) if not found[n].equals(expected[n]))
     if missing or wrong:
-        raise ValueError(f"shard {where} does not match record schema v{SCHEMA_VERSION}: "
-                         f"missing columns {missing}, wrong types {wrong}")
+        raise ValueError(
+            f"shard {where} does not match record schema v{SCHEMA_VERSION}: "
+            f"missing columns {missing}, wrong types {wrong}"
+        )
 
 
 __all__ = [
-    "IMAGE_FORMATS", "RECORD_SCHEMA", "RecordError", "SCHEMA_VERSION", "SEGMENTATION_CLASSES", "SPLITS", "TASKS",
-    "check_table_schema", "from_arrow_row", "reason_code", "to_arrow_row", "to_table", "validate_record",
+    "IMAGE_FORMATS",
+    "RECORD_SCHEMA",
+    "RecordError",
+    "SCHEMA_VERSION",
+    "SEGMENTATION_CLASSES",
+    "SPLITS",
+    "TASKS",
+    "check_table_schema",
+    "from_arrow_row",
+    "reason_code",
+    "to_arrow_row",
+    "to_table",
+    "validate_record",
 ]

@@ -34,7 +34,13 @@ import pyarrow.parquet as pq
 from unihema.config import StorageConfig
 from unihema.data.plan import PIECE_ROWS
 from unihema.data.schema import (
-    RECORD_SCHEMA, SCHEMA_VERSION, check_table_schema, from_arrow_row, reason_code, to_table, validate_record,
+    RECORD_SCHEMA,
+    SCHEMA_VERSION,
+    check_table_schema,
+    from_arrow_row,
+    reason_code,
+    to_table,
+    validate_record,
 )
 from unihema.storage import StorageURI, describe_failure, open_filesystem, parse_uri
 
@@ -49,8 +55,11 @@ class ShardStats:
     """What one or more writers wrote and rejected; mergeable across workers."""
 
     files: list[dict] = field(default_factory=list)
-    counts: dict[str, Counter] = field(default_factory=lambda: {
-        k: Counter() for k in ("split", "task", "source", "detection_class", "cell_class", "split_task")})
+    counts: dict[str, Counter] = field(
+        default_factory=lambda: {
+            k: Counter() for k in ("split", "task", "source", "detection_class", "cell_class", "split_task")
+        }
+    )
     records: int = 0
     rejected: Counter = field(default_factory=Counter)
     errors: list[dict] = field(default_factory=list)
@@ -81,13 +90,22 @@ class ShardStats:
         return self
 
     def to_json(self) -> dict:
-        return {"files": self.files, "counts": {k: dict(sorted(v.items())) for k, v in self.counts.items()},
-                "records": self.records, "rejected": dict(sorted(self.rejected.items())), "errors": self.errors}
+        return {
+            "files": self.files,
+            "counts": {k: dict(sorted(v.items())) for k, v in self.counts.items()},
+            "records": self.records,
+            "rejected": dict(sorted(self.rejected.items())),
+            "errors": self.errors,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> ShardStats:
-        stats = cls(files=list(data["files"]), records=data["records"], rejected=Counter(data["rejected"]),
-                    errors=list(data["errors"]))
+        stats = cls(
+            files=list(data["files"]),
+            records=data["records"],
+            rejected=Counter(data["rejected"]),
+            errors=list(data["errors"]),
+        )
         for key, counter in data["counts"].items():
             stats.counts[key] = Counter(counter)
         return stats
@@ -111,9 +129,17 @@ class ShardWriter:
     checksums and to skip shards already present.
     """
 
-    def __init__(self, uri: str, storage: StorageConfig | None = None, *, tag: str = "part",
-                 target_shard_bytes: int = 64 << 20, max_records_per_shard: int = 10_000,
-                 check_images: bool = True, uploader: Callable[[str, bytes], None] | None = None):
+    def __init__(
+        self,
+        uri: str,
+        storage: StorageConfig | None = None,
+        *,
+        tag: str = "part",
+        target_shard_bytes: int = 64 << 20,
+        max_records_per_shard: int = 10_000,
+        check_images: bool = True,
+        uploader: Callable[[str, bytes], None] | None = None,
+    ):
         self.uri = parse_uri(uri)
         self.storage = storage or StorageConfig()
         self.fs, self.root = open_filesystem(self.uri, self.storage)
@@ -136,11 +162,14 @@ class ShardWriter:
             return False
         split = rec["split"]
         self._buffers.setdefault(split, []).append(rec)
-        self._buffer_bytes[split] += len(rec["image"]) + sum(len(m) for m in rec.get("masks") or []) \
-            + len(rec.get("semantic_mask") or b"")
+        self._buffer_bytes[split] += (
+            len(rec["image"]) + sum(len(m) for m in rec.get("masks") or []) + len(rec.get("semantic_mask") or b"")
+        )
         self.stats.add_record(rec)
-        if (self._buffer_bytes[split] >= self.target_shard_bytes
-                or len(self._buffers[split]) >= self.max_records_per_shard):
+        if (
+            self._buffer_bytes[split] >= self.target_shard_bytes
+            or len(self._buffers[split]) >= self.max_records_per_shard
+        ):
             self._flush(split)
         return True
 
@@ -164,8 +193,15 @@ class ShardWriter:
             self.uploader(name, payload)
         else:
             _write_bytes(self.fs, f"{self.root}/{name}", payload, self.uri, self.storage)
-        self.stats.files.append({"path": name, "split": split, "records": len(records), "bytes": len(payload),
-                                 "sha256": hashlib.sha256(payload).hexdigest()})
+        self.stats.files.append(
+            {
+                "path": name,
+                "split": split,
+                "records": len(records),
+                "bytes": len(payload),
+                "sha256": hashlib.sha256(payload).hexdigest(),
+            }
+        )
 
     def close(self) -> ShardStats:
         if not self._closed:
@@ -228,7 +264,7 @@ def _corpus_parts(fs, root: str) -> tuple[dict[str, dict], list[str]]:
     found = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     manifests, with_shards = {}, set()
     for item in found:
-        parts = item.path[len(root):].strip("/").split("/")
+        parts = item.path[len(root) :].strip("/").split("/")
         if len(parts) == 2 and parts[1] == MANIFEST and item.type == pafs.FileType.File:
             manifests[parts[0]] = item.path
         elif len(parts) >= 3 and parts[1].startswith("split=") and item.path.endswith(".parquet"):
@@ -248,17 +284,22 @@ def _merge_corpus(found: tuple[dict[str, dict], list[str]], uri: str) -> dict | 
     if unfinished:
         raise UnfinishedDatasetError(
             f"corpus {uri}: {', '.join(unfinished)} has shards but no {MANIFEST} (a conversion that did not "
-            "finish): convert it again, or remove that folder")
+            "finish): convert it again, or remove that folder"
+        )
     stats = ShardStats()
     for name, part in parts.items():
         files = [{**f, "path": f"{name}/{f['path']}"} for f in part.get("files", [])]
         stats.merge(ShardStats.from_json({**part, "files": files, "errors": []}))
     versions = sorted({p.get("schema_version") for p in parts.values()}, key=str)
     data = stats.to_json()
-    return {"schema_version": versions[0] if len(versions) == 1 else versions, "records": data["records"],
-            "counts": data["counts"], "rejected": data["rejected"],
-            "files": sorted(data["files"], key=lambda f: f["path"]),
-            "corpus": {name: part.get("dataset") or {"records": part.get("records")} for name, part in parts.items()}}
+    return {
+        "schema_version": versions[0] if len(versions) == 1 else versions,
+        "records": data["records"],
+        "counts": data["counts"],
+        "rejected": data["rejected"],
+        "files": sorted(data["files"], key=lambda f: f["path"]),
+        "corpus": {name: part.get("dataset") or {"records": part.get("records")} for name, part in parts.items()},
+    }
 
 
 def list_shards(uri: str, split: str | None = None, storage: StorageConfig | None = None) -> list[str]:
@@ -272,11 +313,13 @@ def list_shards(uri: str, split: str | None = None, storage: StorageConfig | Non
     fs, root = open_filesystem(target, cfg)
     try:
         if split:
-            infos = fs.get_file_info(pafs.FileSelector(f"{root}/split={split}", recursive=True,
-                                                       allow_not_found=True))
+            infos = fs.get_file_info(pafs.FileSelector(f"{root}/split={split}", recursive=True, allow_not_found=True))
             if not infos:  # a corpus: the split's folder in each dataset
-                infos = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-                         if i.path[len(root):].strip("/").split("/")[1:2] == [f"split={split}"]]
+                infos = [
+                    i
+                    for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+                    if i.path[len(root) :].strip("/").split("/")[1:2] == [f"split={split}"]
+                ]
         else:
             infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     except OSError as err:
@@ -287,8 +330,7 @@ def list_shards(uri: str, split: str | None = None, storage: StorageConfig | Non
 class ShardReader:
     """Iterate the records of a dataset URI, checking each shard's schema and each record."""
 
-    def __init__(self, uri: str, split: str | None = None, storage: StorageConfig | None = None,
-                 validate: bool = True):
+    def __init__(self, uri: str, split: str | None = None, storage: StorageConfig | None = None, validate: bool = True):
         self.uri = parse_uri(uri)
         self.storage = storage or StorageConfig()
         self.fs, _ = open_filesystem(self.uri, self.storage)
@@ -313,5 +355,15 @@ class ShardReader:
                 yield rec
 
 
-__all__ = ["ERRORS", "MANIFEST", "RECORD_SCHEMA", "ShardReader", "ShardStats", "ShardWriter", "list_shards",
-           "UnfinishedDatasetError", "read_manifest", "write_manifest"]
+__all__ = [
+    "ERRORS",
+    "MANIFEST",
+    "RECORD_SCHEMA",
+    "ShardReader",
+    "ShardStats",
+    "ShardWriter",
+    "list_shards",
+    "UnfinishedDatasetError",
+    "read_manifest",
+    "write_manifest",
+]

@@ -41,8 +41,18 @@ class DataStats:
     task_images: Counter = field(default_factory=Counter)  # images this rank trained on, per task
 
 
-def local_task_batches(task: str, split: str, cfg: UniHemaConfig, storage, *, rank: int = 0, world_size: int = 1,
-                       max_batches: int | None = None, stats: DataStats | None = None, shards: tuple | None = None):
+def local_task_batches(
+    task: str,
+    split: str,
+    cfg: UniHemaConfig,
+    storage,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    max_batches: int | None = None,
+    stats: DataStats | None = None,
+    shards: tuple | None = None,
+):
     """One pass of collated batches decoded in this process (validation and evaluation).
 
     ``shards`` = (filesystem, readable paths) of the split from :func:`task_files`, when the
@@ -50,8 +60,19 @@ def local_task_batches(task: str, split: str, cfg: UniHemaConfig, storage, *, ra
     """
     stats = stats if stats is not None else DataStats()
     fs, files = shards if shards is not None else task_files(split, cfg.data, storage, stats.bad_shards)
-    for raw in iter_local_batches(task, split, cfg.data, cfg.model, fs, files, batch_size=cfg.data.batch_size,
-                                  seed=cfg.train.seed, rank=rank, world_size=world_size, max_batches=max_batches):
+    for raw in iter_local_batches(
+        task,
+        split,
+        cfg.data,
+        cfg.model,
+        fs,
+        files,
+        batch_size=cfg.data.batch_size,
+        seed=cfg.train.seed,
+        rank=rank,
+        world_size=world_size,
+        max_batches=max_batches,
+    ):
         batch = collate(raw, task, stats.errors)
         if batch is not None:
             yield batch
@@ -99,8 +120,21 @@ def build_train_index(data_cfg, storage) -> ShardIndex:
 
 
 # Rows of a decoded block that travel to collate; text_labels only for the text tasks.
-_COLUMNS = ("id", "error", "image", "boxes", "labels", "box_morphology", "masks", "semantic", "cell_label",
-            "morphology", "has_morphology", "prompt_ids", "prompt_mask")
+_COLUMNS = (
+    "id",
+    "error",
+    "image",
+    "boxes",
+    "labels",
+    "box_morphology",
+    "masks",
+    "semantic",
+    "cell_label",
+    "morphology",
+    "has_morphology",
+    "prompt_ids",
+    "prompt_mask",
+)
 
 
 def _owned(value):
@@ -123,9 +157,21 @@ class MultiTaskStream:
     passes (a bounded stream stops when a task runs out): both for benchmarks and tests.
     """
 
-    def __init__(self, cfg: UniHemaConfig, storage, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 start_step: int = 0, index: ShardIndex | None = None, tasks: dict[str, float] | None = None,
-                 epochs: int | None = None, batch_size: int | None = None, window_steps: int = 1024):
+    def __init__(
+        self,
+        cfg: UniHemaConfig,
+        storage,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        start_step: int = 0,
+        index: ShardIndex | None = None,
+        tasks: dict[str, float] | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        window_steps: int = 1024,
+    ):
         self.cfg, self.rank = cfg, rank
         self.weights = dict(tasks) if tasks is not None else task_weights(cfg)
         self.schedule = cfg.train.task_schedule if tasks is None else "round_robin"
@@ -136,9 +182,16 @@ class MultiTaskStream:
         self.index = index if index is not None else build_train_index(cfg.data, storage)
         self.stats.bad_shards.update(self.index.bad)
         self.fs, _ = open_filesystem(parse_uri(cfg.data.uri), storage)
-        self.plan = RankPlan(self.index, list(self.weights), batch_size=batch_size or cfg.data.batch_size,
-                             window=cfg.data.shuffle_buffer, rank=rank, world_size=world_size, seed=seed,
-                             epochs=epochs)
+        self.plan = RankPlan(
+            self.index,
+            list(self.weights),
+            batch_size=batch_size or cfg.data.batch_size,
+            window=cfg.data.shuffle_buffer,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            epochs=epochs,
+        )
         names = list(self.weights)
         probs = np.array([self.weights[t] for t in names])
         self._names, self._probs = names, probs / probs.sum()
@@ -198,8 +251,12 @@ class MultiTaskStream:
         self.resume_reads = list(waiting)
         if waiting:
             self._unread.append(waiting)
-        log.info("rank %d: data plan replayed to step %d; %d rows still in the shuffle windows are read again",
-                 self.rank, start_step, sum(len(u.rows) for u in waiting))
+        log.info(
+            "rank %d: data plan replayed to step %d; %d rows still in the shuffle windows are read again",
+            self.rank,
+            start_step,
+            sum(len(u.rows) for u in waiting),
+        )
 
     def _next_execution(self) -> bool:
         """Start reading the next planned units (planning another window first if none wait)."""
@@ -214,8 +271,9 @@ class MultiTaskStream:
         if self._blocks is not None:
             self._blocks.close()
         ds = build_plan_dataset(units, self.index.paths, self.fs, self.cfg.data, self.cfg.model, seed=self.seed)
-        self._blocks = iter(ds.iter_batches(batch_size=None, batch_format="numpy",
-                                            prefetch_batches=self.cfg.data.prefetch_batches))
+        self._blocks = iter(
+            ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=self.cfg.data.prefetch_batches)
+        )
         return True
 
     def _gather(self, keys: list[int], task: str) -> dict:

@@ -22,8 +22,13 @@ TASK_PROMPTS = {
 }
 
 
-def span_corrupt(text: str, rng: np.random.Generator, noise_density: float = 0.15,
-                 mean_span_length: float = 3.0, max_sentinels: int = NUM_SENTINELS) -> tuple[str, str]:
+def span_corrupt(
+    text: str,
+    rng: np.random.Generator,
+    noise_density: float = 0.15,
+    mean_span_length: float = 3.0,
+    max_sentinels: int = NUM_SENTINELS,
+) -> tuple[str, str]:
     """T5 span corruption on words: (input with sentinels, target of sentinel + span pairs).
 
     At least one span is masked so every MLM example teaches something, and never every
@@ -49,11 +54,11 @@ def span_corrupt(text: str, rng: np.random.Generator, noise_density: float = 0.1
         gaps[rng.integers(n_spans + 1)] += 1
     inp, tgt, pos = [], [], 0
     for k in range(n_spans):
-        inp.extend(words[pos:pos + gaps[k]])
+        inp.extend(words[pos : pos + gaps[k]])
         pos += gaps[k]
         inp.append(sentinel(k))
         tgt.append(sentinel(k))
-        tgt.extend(words[pos:pos + lengths[k]])
+        tgt.extend(words[pos : pos + lengths[k]])
         pos += lengths[k]
     inp.extend(words[pos:])
     tgt.append(sentinel(n_spans))

@@ -26,7 +26,12 @@ from PIL import Image, ImageEnhance
 from unihema.config import DataConfig
 from unihema.data.images import decode_mask, decode_rgb
 from unihema.labels import (
-    CELL_INDEX, DETECTION_INDEX, IGNORE_INDEX, MORPHOLOGY_NAMES, NOT_ANNOTATED, morphology_targets,
+    CELL_INDEX,
+    DETECTION_INDEX,
+    IGNORE_INDEX,
+    MORPHOLOGY_NAMES,
+    NOT_ANNOTATED,
+    morphology_targets,
 )
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -53,8 +58,11 @@ class Sample:
     def keep(self, index: np.ndarray) -> None:
         self.boxes, self.labels, self.box_morphology = self.boxes[index], self.labels[index], self.box_morphology[index]
         if self.masks:
-            self.masks = [self.masks[i] for i in np.flatnonzero(index)] if index.dtype == bool \
+            self.masks = (
+                [self.masks[i] for i in np.flatnonzero(index)]
+                if index.dtype == bool
                 else [self.masks[i] for i in index]
+            )
 
 
 def load_sample(rec: dict, with_masks: bool = True) -> Sample:
@@ -71,6 +79,7 @@ def load_sample(rec: dict, with_masks: bool = True) -> Sample:
 
 
 # ---- geometric steps: each moves image, boxes and masks together ----
+
 
 def hflip(s: Sample) -> None:
     w, _ = s.size
@@ -132,6 +141,7 @@ def random_size_crop(s: Sample, min_size: int, max_size: int, rng: np.random.Gen
 
 # ---- photometric ----
 
+
 def jitter(s: Sample, rng: np.random.Generator, strength: float = 0.2) -> None:
     """Brightness, contrast and saturation jitter (stain and illumination vary between labs).
 
@@ -144,6 +154,7 @@ def jitter(s: Sample, rng: np.random.Generator, strength: float = 0.2) -> None:
 
 
 # ---- recipes ----
+
 
 def augment(s: Sample, task: str, cfg: DataConfig, rng: np.random.Generator, train: bool) -> None:
     if train and rng.random() < 0.5:
@@ -159,8 +170,11 @@ def augment(s: Sample, task: str, cfg: DataConfig, rng: np.random.Generator, tra
             random_size_crop(s, cfg.detection_crop[0], cfg.detection_crop[-1], rng)
             random_resize(s, cfg.detection_scales, cfg.detection_max_size, rng)
         return
-    size = {"segmentation": cfg.segmentation_size, "classification": cfg.classification_size,
-            "morphology": cfg.classification_size}.get(task, cfg.text_image_size)
+    size = {
+        "segmentation": cfg.segmentation_size,
+        "classification": cfg.classification_size,
+        "morphology": cfg.classification_size,
+    }.get(task, cfg.text_image_size)
     if train and task != "segmentation":
         jitter(s, rng)
     resize(s, size, size)
@@ -176,10 +190,18 @@ def finish(s: Sample, rec: dict, with_masks: bool = True) -> dict:
     w, h = s.size
     image = np.asarray(s.image, dtype=np.uint8)
     boxes = s.boxes.reshape(-1, 4)
-    cxcywh = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2 / w, (boxes[:, 1] + boxes[:, 3]) / 2 / h,
-                       (boxes[:, 2] - boxes[:, 0]) / w, (boxes[:, 3] - boxes[:, 1]) / h], axis=1).astype(np.float32)
-    masks = np.stack([np.asarray(m) > 127 for m in s.masks]).astype(np.uint8) if s.masks \
-        else np.zeros((0, h, w), np.uint8)
+    cxcywh = np.stack(
+        [
+            (boxes[:, 0] + boxes[:, 2]) / 2 / w,
+            (boxes[:, 1] + boxes[:, 3]) / 2 / h,
+            (boxes[:, 2] - boxes[:, 0]) / w,
+            (boxes[:, 3] - boxes[:, 1]) / h,
+        ],
+        axis=1,
+    ).astype(np.float32)
+    masks = (
+        np.stack([np.asarray(m) > 127 for m in s.masks]).astype(np.uint8) if s.masks else np.zeros((0, h, w), np.uint8)
+    )
     if s.semantic is not None:
         semantic = np.asarray(s.semantic, dtype=np.uint8)
     elif s.masks:
@@ -189,8 +211,12 @@ def finish(s: Sample, rec: dict, with_masks: bool = True) -> dict:
     cell = rec.get("cell_class")
     attrs = rec.get("attributes") or {}
     return {
-        "image": image, "boxes": cxcywh, "labels": s.labels.astype(np.int64),
-        "box_morphology": s.box_morphology.astype(np.int64), "masks": masks, "semantic": semantic,
+        "image": image,
+        "boxes": cxcywh,
+        "labels": s.labels.astype(np.int64),
+        "box_morphology": s.box_morphology.astype(np.int64),
+        "masks": masks,
+        "semantic": semantic,
         "cell_label": np.int64(CELL_INDEX[cell]) if cell else np.int64(-100),
         "morphology": np.asarray(morphology_targets(attrs), dtype=np.int64),
         "has_morphology": any(attrs.get(n, NOT_ANNOTATED) != NOT_ANNOTATED for n in MORPHOLOGY_NAMES),

@@ -26,8 +26,12 @@ def _strip(row) -> list[int]:
 
 def questions_and_answers(batch: dict, tokenizer) -> tuple[list[str], list[str]]:
     """Each row's prompt (the question, as the model reads it) and reference answer, as text."""
-    prompts = tokenizer.decode([[int(t) for t, keep in zip(ids, mask) if keep]
-                                for ids, mask in zip(batch["prompt_ids"].tolist(), batch["prompt_mask"].tolist())])
+    prompts = tokenizer.decode(
+        [
+            [int(t) for t, keep in zip(ids, mask) if keep]
+            for ids, mask in zip(batch["prompt_ids"].tolist(), batch["prompt_mask"].tolist())
+        ]
+    )
     answers = tokenizer.decode([_strip(r) for r in batch["text_labels"].tolist()])
     return [p.strip().lower() for p in prompts], [a.strip().lower() for a in answers]
 
@@ -70,11 +74,12 @@ def rank_answers(model, batch: dict, sets: dict[str, list[str]], tokenizer, max_
     ids = ids.to(batch["prompt_ids"].device)
     labels = ids.masked_fill(~mask.to(ids.device).bool(), -100)
     owner = torch.tensor([i for i, cands in enumerate(candidates) for _ in cands], device=ids.device)
-    scores = model.answer_log_likelihoods(batch["images"], batch["pixel_mask"], batch["prompt_ids"],
-                                          batch["prompt_mask"], labels, owner)
+    scores = model.answer_log_likelihoods(
+        batch["images"], batch["pixel_mask"], batch["prompt_ids"], batch["prompt_mask"], labels, owner
+    )
     best, start = [], 0
     for cands in candidates:
-        best.append(cands[int(scores[start:start + len(cands)].argmax())])
+        best.append(cands[int(scores[start : start + len(cands)].argmax())])
         start += len(cands)
     return best
 
@@ -107,12 +112,16 @@ class RankingTally:
         if not self.total:
             return {}
         guess = sum(max(c.values()) for c in self.by_question.values())
-        return {"closed_accuracy": self.correct / self.total, "chance_closed_accuracy": guess / self.total,
-                "closed_count": self.total}
+        return {
+            "closed_accuracy": self.correct / self.total,
+            "chance_closed_accuracy": guess / self.total,
+            "closed_count": self.total,
+        }
 
 
-def rank_batches(model, batches: list[dict], tokenizer, max_length: int, tally: RankingTally | None = None
-                 ) -> RankingTally:
+def rank_batches(
+    model, batches: list[dict], tokenizer, max_length: int, tally: RankingTally | None = None
+) -> RankingTally:
     """Rank every row of ``batches`` against the answer sets found in them; chance is counted
     per answer set (the most frequent answer of each question type)."""
     tally = tally or RankingTally()

@@ -33,17 +33,31 @@ from unihema.ops.boxes import box_cxcywh_to_xywh, box_cxcywh_to_xyxy
 
 # The number each task is judged by and its chance level: the training log line, the
 # pretrain summary, the sweep objective (``val_<task>_<key>``) and the evaluation report.
-HEADLINE = {"detection": "map50", "classification": "accuracy", "segmentation": "dice",
-            "morphology": "macro_f1", "vqa": "exact_match", "mlm": "token_accuracy",
-            "linear_probe": "accuracy"}
-CHANCE = {"detection": "chance_map50", "classification": "chance_accuracy", "segmentation": "chance_dice",
-          "morphology": "chance_macro_f1", "vqa": "chance_exact_match", "mlm": "chance_token_accuracy",
-          "linear_probe": "chance_accuracy"}
+HEADLINE = {
+    "detection": "map50",
+    "classification": "accuracy",
+    "segmentation": "dice",
+    "morphology": "macro_f1",
+    "vqa": "exact_match",
+    "mlm": "token_accuracy",
+    "linear_probe": "accuracy",
+}
+CHANCE = {
+    "detection": "chance_map50",
+    "classification": "chance_accuracy",
+    "segmentation": "chance_dice",
+    "morphology": "chance_macro_f1",
+    "vqa": "chance_exact_match",
+    "mlm": "chance_token_accuracy",
+    "linear_probe": "chance_accuracy",
+}
 # Training validation named these ``accuracy`` / ``chance_accuracy`` before the two stacks
 # merged; training still reports them under the old names too (``val_vqa_accuracy``), so
 # sweeps and scripts that read them keep working.
-RENAMED = {"vqa": {"accuracy": "exact_match", "chance_accuracy": "chance_exact_match"},
-           "mlm": {"accuracy": "token_accuracy", "chance_accuracy": "chance_token_accuracy"}}
+RENAMED = {
+    "vqa": {"accuracy": "exact_match", "chance_accuracy": "chance_exact_match"},
+    "mlm": {"accuracy": "token_accuracy", "chance_accuracy": "chance_token_accuracy"},
+}
 
 
 def scalar_metrics(values: dict) -> dict:
@@ -110,11 +124,16 @@ class DetectionEvaluator(Evaluator):
         for i, target in enumerate(batch["targets"]):
             h, w = (int(v) for v in target["size"])
             scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-            self.images.append({
-                "pred_boxes": (box_cxcywh_to_xywh(boxes[i, query[i]].cpu()) * scale).numpy(),
-                "pred_scores": top[i].cpu().numpy(), "pred_labels": classes[i].cpu().numpy(),
-                "gt_boxes": (box_cxcywh_to_xywh(target["boxes"].float().cpu()) * scale).numpy(),
-                "gt_labels": target["labels"].cpu().numpy(), "size": (h, w)})
+            self.images.append(
+                {
+                    "pred_boxes": (box_cxcywh_to_xywh(boxes[i, query[i]].cpu()) * scale).numpy(),
+                    "pred_scores": top[i].cpu().numpy(),
+                    "pred_labels": classes[i].cpu().numpy(),
+                    "gt_boxes": (box_cxcywh_to_xywh(target["boxes"].float().cpu()) * scale).numpy(),
+                    "gt_labels": target["labels"].cpu().numpy(),
+                    "size": (h, w),
+                }
+            )
 
     def state(self) -> dict:
         return {"images": self.images}
@@ -129,8 +148,14 @@ class DetectionEvaluator(Evaluator):
             other = self.images[(i + 1) % len(self.images)]
             (h, w), (oh, ow) = own["size"], other["size"]
             scale = np.array([ow / w, oh / h, ow / w, oh / h], np.float32)
-            paired.append(dict(other, pred_boxes=np.asarray(own["pred_boxes"]) * scale,
-                               pred_scores=own["pred_scores"], pred_labels=own["pred_labels"]))
+            paired.append(
+                dict(
+                    other,
+                    pred_boxes=np.asarray(own["pred_boxes"]) * scale,
+                    pred_scores=own["pred_scores"],
+                    pred_labels=own["pred_labels"],
+                )
+            )
         return paired
 
     def coco_eval(self, images: list[dict] | None = None):
@@ -147,12 +172,25 @@ class DetectionEvaluator(Evaluator):
         for i, im in enumerate(images):
             gt["images"].append({"id": i, "height": im["size"][0], "width": im["size"][1]})
             for box, label in zip(im["gt_boxes"], im["gt_labels"]):
-                gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i,
-                                          "category_id": int(label) + 1, "bbox": [float(v) for v in box],
-                                          "area": float(box[2] * box[3]), "iscrowd": 0})
+                gt["annotations"].append(
+                    {
+                        "id": len(gt["annotations"]) + 1,
+                        "image_id": i,
+                        "category_id": int(label) + 1,
+                        "bbox": [float(v) for v in box],
+                        "area": float(box[2] * box[3]),
+                        "iscrowd": 0,
+                    }
+                )
             for box, score, label in zip(im["pred_boxes"], im["pred_scores"], im["pred_labels"]):
-                dets.append({"image_id": i, "category_id": int(label) + 1, "bbox": [float(v) for v in box],
-                             "score": float(score)})
+                dets.append(
+                    {
+                        "image_id": i,
+                        "category_id": int(label) + 1,
+                        "bbox": [float(v) for v in box],
+                        "score": float(score),
+                    }
+                )
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
             coco = COCO()
             coco.dataset = gt
@@ -179,26 +217,34 @@ class DetectionEvaluator(Evaluator):
         per_class, curves = self._per_class(evaluator)
         self._curves = {"iou": 0.5, "recall": [float(r) for r in evaluator.params.recThrs], "precision": curves}
         stats = evaluator.stats
-        return {"map": max(0.0, float(stats[0])), "map50": max(0.0, float(stats[1])),
-                "chance_map50": self.chance_map50(), "map75": max(0.0, float(stats[2])),
-                "count": len(self.images), "boxes": int(sum(len(im["gt_labels"]) for im in self.images)),
-                "per_class": per_class}
+        return {
+            "map": max(0.0, float(stats[0])),
+            "map50": max(0.0, float(stats[1])),
+            "chance_map50": self.chance_map50(),
+            "map75": max(0.0, float(stats[2])),
+            "count": len(self.images),
+            "boxes": int(sum(len(im["gt_labels"]) for im in self.images)),
+            "per_class": per_class,
+        }
 
     def _per_class(self, evaluator) -> tuple[dict, dict]:
         """Per-class AP (IoU .50:.95) and AP50 of the classes with ground truth, and their
         precision-recall curves at IoU 0.5 (COCO's 101 recall points, all areas, max detections)."""
         precision = evaluator.eval["precision"]  # (iou thresholds, recall points, classes, areas, max dets)
-        gt_counts = np.bincount(np.concatenate([np.asarray(im["gt_labels"], np.int64) for im in self.images]),
-                                minlength=self.num_classes)
+        gt_counts = np.bincount(
+            np.concatenate([np.asarray(im["gt_labels"], np.int64) for im in self.images]), minlength=self.num_classes
+        )
         per_class, curves = {}, {}
         for k, name in enumerate(labels.DETECTION_CLASSES):
             if gt_counts[k] == 0:
                 continue
             p_all = precision[:, :, k, 0, -1]
             p50 = precision[0, :, k, 0, -1]
-            per_class[name] = {"ap": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else 0.0,
-                               "ap50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
-                               "ground_truth": int(gt_counts[k])}
+            per_class[name] = {
+                "ap": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else 0.0,
+                "ap50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
+                "ground_truth": int(gt_counts[k]),
+            }
             curves[name] = np.clip(p50, 0, None).tolist()
         return per_class, curves
 
@@ -232,14 +278,18 @@ class ClassificationEvaluator(Evaluator):
     def compute(self) -> dict:
         if not self.y_true:
             return {}
-        return scores.classification_scores(np.concatenate(self.y_true), np.concatenate(self.probs).argmax(1),
-                                            labels.CELL_CLASSES)
+        return scores.classification_scores(
+            np.concatenate(self.y_true), np.concatenate(self.probs).argmax(1), labels.CELL_CLASSES
+        )
 
     def artifacts(self) -> dict:
         if not self.y_true:
             return {}
-        return {"pr_curves": scores.precision_recall_curves(np.concatenate(self.y_true), np.concatenate(self.probs),
-                                                            labels.CELL_CLASSES)}
+        return {
+            "pr_curves": scores.precision_recall_curves(
+                np.concatenate(self.y_true), np.concatenate(self.probs), labels.CELL_CLASSES
+            )
+        }
 
 
 class SegmentationEvaluator(Evaluator):
@@ -326,8 +376,7 @@ class MorphologyEvaluator(Evaluator):
     def _scores(pair) -> dict:
         if not pair[0]:
             return {}
-        return scores.binary_attribute_scores(np.concatenate(pair[0]), np.concatenate(pair[1]),
-                                              labels.MORPHOLOGY_NAMES)
+        return scores.binary_attribute_scores(np.concatenate(pair[0]), np.concatenate(pair[1]), labels.MORPHOLOGY_NAMES)
 
     def compute(self) -> dict:
         out = self._scores((self.cells[0] + self.boxes[0], self.cells[1] + self.boxes[1]))
@@ -338,8 +387,12 @@ class MorphologyEvaluator(Evaluator):
             sources["cells"] = self._scores(self.cells)
         if self.annotated_boxes:
             matched = int(sum(len(x) for x in self.boxes[0]))
-            sources["boxes"] = {**self._scores(self.boxes), "annotated": self.annotated_boxes, "matched": matched,
-                                "match_rate": matched / self.annotated_boxes}
+            sources["boxes"] = {
+                **self._scores(self.boxes),
+                "annotated": self.annotated_boxes,
+                "matched": matched,
+                "match_rate": matched / self.annotated_boxes,
+            }
         out["sources"] = sources
         return out
 
@@ -364,8 +417,13 @@ class VQAEvaluator(Evaluator):
 
     @torch.no_grad()
     def process(self, model, batch: dict, tokenizer=None) -> None:
-        generated = model.generate_text(batch["images"], batch["pixel_mask"], batch["prompt_ids"],
-                                        batch["prompt_mask"], max_new_tokens=self.max_new_tokens)
+        generated = model.generate_text(
+            batch["images"],
+            batch["pixel_mask"],
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+            max_new_tokens=self.max_new_tokens,
+        )
         self.predictions += tokenizer.decode(generated)
         self.references += tokenizer.decode([_strip(r) for r in batch["text_labels"].tolist()])
         if len(self.questions) < self.keep:
@@ -379,8 +437,12 @@ class VQAEvaluator(Evaluator):
         self.batches = []
 
     def state(self) -> dict:
-        return {"questions": self.questions, "predictions": self.predictions, "references": self.references,
-                "ranking": self.ranking.state()}
+        return {
+            "questions": self.questions,
+            "predictions": self.predictions,
+            "references": self.references,
+            "ranking": self.ranking.state(),
+        }
 
     def merge(self, state: dict) -> None:
         self.questions += state["questions"][: max(0, self.keep - len(self.questions))]
@@ -396,8 +458,12 @@ class VQAEvaluator(Evaluator):
         return out
 
     def artifacts(self) -> dict:
-        return {"examples": [{"question": q, "reference": r, "prediction": p}
-                             for q, r, p in zip(self.questions, self.references, self.predictions)][: self.keep]}
+        return {
+            "examples": [
+                {"question": q, "reference": r, "prediction": p}
+                for q, r, p in zip(self.questions, self.references, self.predictions)
+            ][: self.keep]
+        }
 
 
 class MLMEvaluator(Evaluator):
@@ -430,19 +496,28 @@ class MLMEvaluator(Evaluator):
     def compute(self) -> dict:
         if not self.total:
             return {}
-        return {"token_accuracy": self.correct / self.total,
-                "chance_token_accuracy": max(self.tokens.values()) / self.total, "count": self.total}
+        return {
+            "token_accuracy": self.correct / self.total,
+            "chance_token_accuracy": max(self.tokens.values()) / self.total,
+            "count": self.total,
+        }
 
 
 def new_evaluator(task: str, text_length: int) -> Evaluator:
     """The evaluator of ``task``; ``text_length`` (the model's ``text.max_length``) bounds VQA generation."""
-    return {"detection": DetectionEvaluator, "classification": ClassificationEvaluator,
-            "segmentation": SegmentationEvaluator, "morphology": MorphologyEvaluator,
-            "vqa": lambda: VQAEvaluator(text_length), "mlm": MLMEvaluator}[task]()
+    return {
+        "detection": DetectionEvaluator,
+        "classification": ClassificationEvaluator,
+        "segmentation": SegmentationEvaluator,
+        "morphology": MorphologyEvaluator,
+        "vqa": lambda: VQAEvaluator(text_length),
+        "mlm": MLMEvaluator,
+    }[task]()
 
 
-def evaluate_batches(model, task: str, batches: Iterable[dict], tokenizer=None,
-                     max_batches: int | None = None) -> Evaluator:
+def evaluate_batches(
+    model, task: str, batches: Iterable[dict], tokenizer=None, max_batches: int | None = None
+) -> Evaluator:
     """The loop: ``task``'s evaluator filled with up to ``max_batches`` of ``batches`` and finished.
 
     The model is put in eval mode for the pass and back in its previous mode after it.
@@ -461,6 +536,18 @@ def evaluate_batches(model, task: str, batches: Iterable[dict], tokenizer=None,
     return evaluator
 
 
-__all__ = ["CHANCE", "HEADLINE", "RENAMED", "ClassificationEvaluator", "DetectionEvaluator", "Evaluator",
-           "MLMEvaluator", "MorphologyEvaluator", "SegmentationEvaluator", "VQAEvaluator", "evaluate_batches",
-           "new_evaluator", "scalar_metrics"]
+__all__ = [
+    "CHANCE",
+    "HEADLINE",
+    "RENAMED",
+    "ClassificationEvaluator",
+    "DetectionEvaluator",
+    "Evaluator",
+    "MLMEvaluator",
+    "MorphologyEvaluator",
+    "SegmentationEvaluator",
+    "VQAEvaluator",
+    "evaluate_batches",
+    "new_evaluator",
+    "scalar_metrics",
+]

@@ -62,12 +62,16 @@ def read_image_file(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedIma
         except Image.DecompressionBombError as err:
             raise ImageInputError(path, "image_too_large", str(err).split(",")[0]) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            raise ImageInputError(path, "undecodable_image",
-                                  f"not an image this tool can read ({SUPPORTED}): {_short(err)}") from None
+            raise ImageInputError(
+                path, "undecodable_image", f"not an image this tool can read ({SUPPORTED}): {_short(err)}"
+            ) from None
         if width * height > max_pixels:
-            raise ImageInputError(path, "image_too_large",
-                                  f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
-                                  "(tile the image first)")
+            raise ImageInputError(
+                path,
+                "image_too_large",
+                f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
+                "(tile the image first)",
+            )
         try:
             img = open_image(data)
             mode, fmt = img.mode, img.format

@@ -31,8 +31,11 @@ def input_size(task: str, width: int, height: int, cfg: UniHemaConfig, field: bo
     data = cfg.data
     if task == "detection" or (field and task in ("morphology", "vqa", "mlm")):
         return size_for_short_side(width, height, max(data.detection_scales), data.detection_max_size)
-    size = {"segmentation": data.segmentation_size, "classification": data.classification_size,
-            "morphology": data.classification_size}.get(task, data.text_image_size)
+    size = {
+        "segmentation": data.segmentation_size,
+        "classification": data.classification_size,
+        "morphology": data.classification_size,
+    }.get(task, data.text_image_size)
     return size, size
 
 
@@ -56,8 +59,12 @@ def morphology_dict(logits: torch.Tensor) -> dict:
 
 def upsample_mask(logits: torch.Tensor, size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
     """(h', w') mask logits -> bool (H, W) at the original size (nearest from the input size)."""
-    at_input = torch.nn.functional.interpolate(logits[None, None].float(), size=(size[1], size[0]),
-                                               mode="bilinear", align_corners=False)[0, 0] > 0
+    at_input = (
+        torch.nn.functional.interpolate(
+            logits[None, None].float(), size=(size[1], size[0]), mode="bilinear", align_corners=False
+        )[0, 0]
+        > 0
+    )
     img = Image.fromarray(at_input.cpu().numpy().astype(np.uint8) * 255)
     return np.asarray(img.resize(out_size, Image.Resampling.NEAREST)) > 127
 
@@ -79,8 +86,9 @@ def fill_sentinels(masked: str, generated: str) -> tuple[str, dict[int, str]]:
 class Predictor:
     """Per-image predictions of a loaded model; every method takes an 8-bit RGB PIL image."""
 
-    def __init__(self, model, cfg: UniHemaConfig, tokenizer, device="cpu", threshold: float = 0.3,
-                 max_detections: int = 100):
+    def __init__(
+        self, model, cfg: UniHemaConfig, tokenizer, device="cpu", threshold: float = 0.3, max_detections: int = 100
+    ):
         self.model, self.cfg, self.tokenizer = model.eval(), cfg, tokenizer
         self.device = torch.device(device)
         self.threshold, self.max_detections = threshold, max_detections
@@ -94,8 +102,9 @@ class Predictor:
         size = input_size(task, *image.size, self.cfg)
         pixels, pixel_mask = to_tensor(image, size, self.device)
         ids, mask = self._prompt(TASK_PROMPTS[task])
-        out = self.model({"images": pixels, "pixel_mask": pixel_mask, "tasks": tasks, "prompt_ids": ids,
-                          "prompt_mask": mask})
+        out = self.model(
+            {"images": pixels, "pixel_mask": pixel_mask, "tasks": tasks, "prompt_ids": ids, "prompt_mask": mask}
+        )
         return out, size
 
     def _objects(self, out: dict, width: int, height: int) -> tuple[list[dict], torch.Tensor]:
@@ -105,14 +114,18 @@ class Predictor:
         order = scores.argsort(descending=True)[: self.max_detections]
         order = order[scores[order] >= self.threshold]
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        boxes = (box_cxcywh_to_xyxy(out["pred_boxes"][0].float().cpu()[order.cpu()]) * scale)
+        boxes = box_cxcywh_to_xyxy(out["pred_boxes"][0].float().cpu()[order.cpu()]) * scale
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
         objects = []
         for k, q in enumerate(order.tolist()):
             c = int(classes[q])
-            obj = {"box_xyxy": [round(float(v), 2) for v in boxes[k]], "label": labels.DETECTION_CLASSES[c],
-                   "class_id": c, "score": round(float(scores[q]), 4)}
+            obj = {
+                "box_xyxy": [round(float(v), 2) for v in boxes[k]],
+                "label": labels.DETECTION_CLASSES[c],
+                "class_id": c,
+                "score": round(float(scores[q]), 4),
+            }
             if "pred_morphology" in out:
                 obj["morphology"] = morphology_dict(out["pred_morphology"][0, q])
             objects.append(obj)
@@ -141,10 +154,15 @@ class Predictor:
         out, _ = self._forward(image, "classification", ["classification", "morphology"])
         probs = out["cell_logits"][0].float().softmax(-1)
         top = probs.topk(min(top_k, probs.numel()))
-        ranked = [{"label": labels.CELL_CLASSES[int(i)], "score": round(float(p), 4)}
-                  for p, i in zip(top.values, top.indices)]
-        return {"label": ranked[0]["label"], "score": ranked[0]["score"], "top": ranked,
-                "morphology": morphology_dict(out["cell_morphology"][0])}
+        ranked = [
+            {"label": labels.CELL_CLASSES[int(i)], "score": round(float(p), 4)} for p, i in zip(top.values, top.indices)
+        ]
+        return {
+            "label": ranked[0]["label"],
+            "score": ranked[0]["score"],
+            "top": ranked,
+            "morphology": morphology_dict(out["cell_morphology"][0]),
+        }
 
     @torch.no_grad()
     def _generate(self, image: Image.Image, task: str, prompt: str, field: bool) -> str:
@@ -165,6 +183,9 @@ class Predictor:
             raise ValueError("the text to fill has no <mask> (or [MASK]) in it")
         generated = self._generate(image, "mlm", f"{TASK_PROMPTS['mlm']} {masked}", field)
         filled, spans = fill_sentinels(masked, generated)
-        return {"input": text, "generated": generated, "spans": [spans.get(i, "") for i in
-                                                                  range(len(SENTINEL.findall(masked)))],
-                "filled": filled}
+        return {
+            "input": text,
+            "generated": generated,
+            "spans": [spans.get(i, "") for i in range(len(SENTINEL.findall(masked)))],
+            "filled": filled,
+        }

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from unihema import labels
-from unihema.evaluation import scores
 from unihema.errors import require
+from unihema.evaluation import scores
 
 
 @torch.no_grad()
@@ -35,8 +35,15 @@ def extract_features(model, batches: Iterable[dict]) -> tuple[np.ndarray, np.nda
     return np.concatenate(feats), np.concatenate(ys)
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 seed: int = 0, max_iter: int = 1000, C: float = 1.0) -> dict:
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    seed: int = 0,
+    max_iter: int = 1000,
+    C: float = 1.0,
+) -> dict:
     """Fit on train, score on test; ``{"skipped": reason}`` when there is too little to fit."""
     if len(train_y) == 0 or len(test_y) == 0:
         return {"skipped": f"needs labelled cells in both splits (train {len(train_y)}, eval {len(test_y)})"}
@@ -45,11 +52,15 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     linear_model = require("sklearn.linear_model", "the linear probe")
     pipeline = require("sklearn.pipeline", "the linear probe")
     preprocessing = require("sklearn.preprocessing", "the linear probe")
-    clf = pipeline.make_pipeline(preprocessing.StandardScaler(),
-                                 linear_model.LogisticRegression(max_iter=max_iter, C=C, random_state=seed))
+    clf = pipeline.make_pipeline(
+        preprocessing.StandardScaler(), linear_model.LogisticRegression(max_iter=max_iter, C=C, random_state=seed)
+    )
     clf.fit(train_x, train_y)
     pred = clf.predict(test_x)
     out = scores.classification_scores(test_y, pred, labels.CELL_CLASSES)
-    out.update(train_count=int(len(train_y)), feature_dim=int(train_x.shape[1]),
-               train_accuracy=float((clf.predict(train_x) == train_y).mean()))
+    out.update(
+        train_count=int(len(train_y)),
+        feature_dim=int(train_x.shape[1]),
+        train_accuracy=float((clf.predict(train_x) == train_y).mean()),
+    )
     return out

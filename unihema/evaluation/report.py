@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unihema.evaluation.evaluators import CHANCE, HEADLINE
 from unihema.errors import require
+from unihema.evaluation.evaluators import CHANCE, HEADLINE
 
 
 def _figure(width: float, height: float):
@@ -42,8 +42,15 @@ def plot_confusion(cm, names, path: Path, title: str) -> Path:
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        int(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
     fig.savefig(path)
@@ -82,19 +89,29 @@ def write_plots(metrics: dict, artifacts: dict, out_dir: Path) -> list[str]:
     written = []
     cls = tasks.get("classification")
     if cls and cls.get("confusion_matrix"):
-        written.append(plot_confusion(cls["confusion_matrix"], cls["labels"], out_dir / "confusion_matrix.png",
-                                      "single-cell classification").name)
+        written.append(
+            plot_confusion(
+                cls["confusion_matrix"], cls["labels"], out_dir / "confusion_matrix.png", "single-cell classification"
+            ).name
+        )
     probe = tasks.get("linear_probe")
     if probe and probe.get("confusion_matrix"):
-        written.append(plot_confusion(probe["confusion_matrix"], probe["labels"],
-                                      out_dir / "linear_probe_confusion_matrix.png", "linear probe").name)
+        written.append(
+            plot_confusion(
+                probe["confusion_matrix"],
+                probe["labels"],
+                out_dir / "linear_probe_confusion_matrix.png",
+                "linear probe",
+            ).name
+        )
     det_curves = (artifacts.get("detection") or {}).get("pr_curves")
     if det_curves and det_curves.get("precision"):
         written.append(plot_pr(det_curves, out_dir / "pr_detection.png", "detection precision-recall (IoU 0.5)").name)
     cls_curves = (artifacts.get("classification") or {}).get("pr_curves")
     if cls_curves:
-        written.append(plot_pr(cls_curves, out_dir / "pr_classification.png",
-                               "classification precision-recall (one-vs-rest)").name)
+        written.append(
+            plot_pr(cls_curves, out_dir / "pr_classification.png", "classification precision-recall (one-vs-rest)").name
+        )
     return written
 
 
@@ -113,12 +130,16 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def render_markdown(metrics: dict, artifacts: dict, plots: list[str]) -> str:
     tasks = metrics.get("tasks", {})
-    lines = [f"# Uni-Hema evaluation: `{metrics.get('checkpoint')}`", "",
-             f"- data: `{metrics.get('data')}`, split `{metrics.get('split')}`"
-             + (f", at most {metrics['max_batches']} batches per task" if metrics.get("max_batches") else ""),
-             f"- model: preset `{metrics.get('preset')}`, {metrics.get('parameters', 0):,} parameters, "
-             f"device {metrics.get('device')}",
-             f"- written {metrics.get('created')} in {metrics.get('seconds', 0):.1f} s", ""]
+    lines = [
+        f"# Uni-Hema evaluation: `{metrics.get('checkpoint')}`",
+        "",
+        f"- data: `{metrics.get('data')}`, split `{metrics.get('split')}`"
+        + (f", at most {metrics['max_batches']} batches per task" if metrics.get("max_batches") else ""),
+        f"- model: preset `{metrics.get('preset')}`, {metrics.get('parameters', 0):,} parameters, "
+        f"device {metrics.get('device')}",
+        f"- written {metrics.get('created')} in {metrics.get('seconds', 0):.1f} s",
+        "",
+    ]
     rows = []
     for task, values in tasks.items():
         key, chance = HEADLINE.get(task), CHANCE.get(task)
@@ -128,69 +149,113 @@ def render_markdown(metrics: dict, artifacts: dict, plots: list[str]) -> str:
 
     det = tasks.get("detection")
     if det:
-        lines += ["## Detection", "", f"COCO mAP@[.50:.95] {det['map']:.3f}, mAP50 {det['map50']:.3f}, "
-                  f"mAP75 {det['map75']:.3f} over {det['count']} images ({det['boxes']} boxes, pycocotools).", ""]
+        lines += [
+            "## Detection",
+            "",
+            f"COCO mAP@[.50:.95] {det['map']:.3f}, mAP50 {det['map50']:.3f}, "
+            f"mAP75 {det['map75']:.3f} over {det['count']} images ({det['boxes']} boxes, pycocotools).",
+            "",
+        ]
         per = sorted(det.get("per_class", {}).items(), key=lambda kv: -kv[1]["ground_truth"])
         lines += _table(["class", "AP", "AP50", "boxes"], [[k, v["ap"], v["ap50"], v["ground_truth"]] for k, v in per])
     cls = tasks.get("classification")
     if cls:
-        lines += ["## Single-cell classification", "",
-                  f"accuracy {cls['accuracy']:.3f} (chance {cls['chance_accuracy']:.3f}), weighted F1 "
-                  f"{cls['weighted_f1']:.3f}, macro F1 {cls['macro_f1']:.3f}, balanced accuracy "
-                  f"{cls['balanced_accuracy']:.3f} over {cls['count']} cells and {len(cls['labels'])} classes.", ""]
+        lines += [
+            "## Single-cell classification",
+            "",
+            f"accuracy {cls['accuracy']:.3f} (chance {cls['chance_accuracy']:.3f}), weighted F1 "
+            f"{cls['weighted_f1']:.3f}, macro F1 {cls['macro_f1']:.3f}, balanced accuracy "
+            f"{cls['balanced_accuracy']:.3f} over {cls['count']} cells and {len(cls['labels'])} classes.",
+            "",
+        ]
     seg = tasks.get("segmentation")
     if seg:
-        lines += ["## Segmentation", "", f"foreground Dice {seg['dice']:.3f}, IoU {seg['iou']:.3f}, mean IoU over "
-                  f"classes {seg['miou']:.3f}, pixel accuracy {seg['pixel_accuracy']:.3f} ({seg['count']} images, "
-                  f"{seg['pixels']:,} pixels).", ""]
-        lines += _table(["class", "Dice", "IoU", "pixels"],
-                        [[k, v["dice"], v["iou"], v["pixels"]] for k, v in seg["per_class"].items()])
+        lines += [
+            "## Segmentation",
+            "",
+            f"foreground Dice {seg['dice']:.3f}, IoU {seg['iou']:.3f}, mean IoU over "
+            f"classes {seg['miou']:.3f}, pixel accuracy {seg['pixel_accuracy']:.3f} ({seg['count']} images, "
+            f"{seg['pixels']:,} pixels).",
+            "",
+        ]
+        lines += _table(
+            ["class", "Dice", "IoU", "pixels"],
+            [[k, v["dice"], v["iou"], v["pixels"]] for k, v in seg["per_class"].items()],
+        )
     morph = tasks.get("morphology")
     if morph:
-        lines += ["## Morphology attributes", "",
-                  f"macro F1 {morph['macro_f1']:.3f} (chance {morph['chance_macro_f1']:.3f}), mean positive-value F1 "
-                  f"{morph['mean_f1']:.3f}; \"not annotated\" left out.", ""]
-        lines += _table(["attribute", "F1 (positive)", "macro F1", "accuracy", "n", "positives"],
-                        [[k, v["f1"], v["macro_f1"], v["accuracy"], v["count"], v["positives"]]
-                         for k, v in morph["per_attribute"].items()])
+        lines += [
+            "## Morphology attributes",
+            "",
+            f"macro F1 {morph['macro_f1']:.3f} (chance {morph['chance_macro_f1']:.3f}), mean positive-value F1 "
+            f'{morph["mean_f1"]:.3f}; "not annotated" left out.',
+            "",
+        ]
+        lines += _table(
+            ["attribute", "F1 (positive)", "macro F1", "accuracy", "n", "positives"],
+            [
+                [k, v["f1"], v["macro_f1"], v["accuracy"], v["count"], v["positives"]]
+                for k, v in morph["per_attribute"].items()
+            ],
+        )
         for source, v in morph.get("sources", {}).items():
-            extra = (f"; {v['matched']}/{v['annotated']} annotated cells matched to a detection (IoU >= 0.5)"
-                     if "annotated" in v else "")
+            extra = (
+                f"; {v['matched']}/{v['annotated']} annotated cells matched to a detection (IoU >= 0.5)"
+                if "annotated" in v
+                else ""
+            )
             score = f"macro F1 {v['macro_f1']:.3f} over {v['count']} labels" if "macro_f1" in v else "no labels scored"
             lines.append(f"- {source}: {score}{extra}")
         lines.append("")
     vqa = tasks.get("vqa")
     if vqa:
-        lines += ["## Visual question answering", "",
-                  f"exact match {vqa['exact_match']:.3f} (most frequent answer {vqa['chance_exact_match']:.3f}), "
-                  + ", ".join(f"BLEU-{n} {vqa[f'bleu{n}']:.3f}" for n in range(1, 5))
-                  + f", ROUGE-L {vqa['rouge_l']:.3f} over {vqa['count']} questions."
-                  + (f" Closed-vocabulary accuracy (each question's answer set ranked by likelihood) "
-                     f"{vqa['closed_accuracy']:.3f} (most frequent answer per question "
-                     f"{vqa['chance_closed_accuracy']:.3f})." if "closed_accuracy" in vqa else ""), ""]
+        lines += [
+            "## Visual question answering",
+            "",
+            f"exact match {vqa['exact_match']:.3f} (most frequent answer {vqa['chance_exact_match']:.3f}), "
+            + ", ".join(f"BLEU-{n} {vqa[f'bleu{n}']:.3f}" for n in range(1, 5))
+            + f", ROUGE-L {vqa['rouge_l']:.3f} over {vqa['count']} questions."
+            + (
+                f" Closed-vocabulary accuracy (each question's answer set ranked by likelihood) "
+                f"{vqa['closed_accuracy']:.3f} (most frequent answer per question "
+                f"{vqa['chance_closed_accuracy']:.3f})."
+                if "closed_accuracy" in vqa
+                else ""
+            ),
+            "",
+        ]
         examples = (artifacts.get("vqa") or {}).get("examples") or []
         if examples:
-            lines += _table(["question", "reference", "prediction"],
-                            [[e["question"], e["reference"], e["prediction"]] for e in examples])
+            lines += _table(
+                ["question", "reference", "prediction"],
+                [[e["question"], e["reference"], e["prediction"]] for e in examples],
+            )
     mlm = tasks.get("mlm")
     if mlm:
-        lines += ["## Masked language modelling", "",
-                  f"token accuracy {mlm['token_accuracy']:.3f} (most frequent token "
-                  f"{mlm['chance_token_accuracy']:.3f}) over {mlm['count']} masked tokens "
-                  "(teacher forcing, sentinels excluded).", ""]
+        lines += [
+            "## Masked language modelling",
+            "",
+            f"token accuracy {mlm['token_accuracy']:.3f} (most frequent token "
+            f"{mlm['chance_token_accuracy']:.3f}) over {mlm['count']} masked tokens "
+            "(teacher forcing, sentinels excluded).",
+            "",
+        ]
     probe = tasks.get("linear_probe")
     if probe:
-        lines += ["## Linear probe (DinoBloom protocol)", "",
-                  f"logistic regression on the frozen cell feature ({probe['feature_dim']}-d) of "
-                  f"{probe['train_count']} train cells: accuracy {probe['accuracy']:.3f}, "
-                  f"macro F1 {probe['macro_f1']:.3f}, weighted F1 "
-                  f"{probe['weighted_f1']:.3f} on {probe['count']} cells.", ""]
+        lines += [
+            "## Linear probe (DinoBloom protocol)",
+            "",
+            f"logistic regression on the frozen cell feature ({probe['feature_dim']}-d) of "
+            f"{probe['train_count']} train cells: accuracy {probe['accuracy']:.3f}, "
+            f"macro F1 {probe['macro_f1']:.3f}, weighted F1 "
+            f"{probe['weighted_f1']:.3f} on {probe['count']} cells.",
+            "",
+        ]
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     if metrics.get("skipped"):
         lines += ["## Not evaluated", ""] + [f"- {t}: {why}" for t, why in metrics["skipped"].items()] + [""]
     if metrics.get("data_errors"):
         lines += ["## Records left out", "", f"{metrics['data_errors']}", ""]
-    lines += ["---", "Research software: these numbers describe this data only and are not evidence for "
-              "clinical use."]
+    lines += ["---", "Research software: these numbers describe this data only and are not evidence for clinical use."]
     return "\n".join(lines) + "\n"

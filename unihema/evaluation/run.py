@@ -19,26 +19,39 @@ import torch
 
 from unihema.config import TASKS
 from unihema.data.collate import collate, move_to
-from unihema.evaluation.evaluators import HEADLINE, evaluate_batches
 from unihema.errors import UserInputError
+from unihema.evaluation.evaluators import HEADLINE, evaluate_batches
 
 log = logging.getLogger(__name__)
 
 # Which optional packages each part needs (checked before any work is done).
-NEEDS = {"classification": ["sklearn"], "morphology": ["sklearn"], "vqa": ["sacrebleu", "rouge_score"],
-         "linear_probe": ["sklearn"], "plots": ["matplotlib"]}
+NEEDS = {
+    "classification": ["sklearn"],
+    "morphology": ["sklearn"],
+    "vqa": ["sacrebleu", "rouge_score"],
+    "linear_probe": ["sklearn"],
+    "plots": ["matplotlib"],
+}
 
 
-def eval_batches(task: str, split: str, cfg, storage, *, max_batches: int | None = None,
-                 errors: Counter | None = None):
+def eval_batches(task: str, split: str, cfg, storage, *, max_batches: int | None = None, errors: Counter | None = None):
     """Collated batches of ``task`` from ``split``, decoded without augmentation."""
     from unihema.data.pipeline import iter_local_batches, task_files
 
     fs, files = task_files(split, cfg.data, storage)
     # iter_local_batches reads its split argument only to decide on augmentation: "eval" means none,
     # so even the train split (for the linear probe) is seen as held-out data is.
-    for raw in iter_local_batches(task, "eval", cfg.data, cfg.model, fs, files, batch_size=cfg.data.batch_size,
-                                  seed=cfg.train.seed, max_batches=max_batches):
+    for raw in iter_local_batches(
+        task,
+        "eval",
+        cfg.data,
+        cfg.model,
+        fs,
+        files,
+        batch_size=cfg.data.batch_size,
+        seed=cfg.train.seed,
+        max_batches=max_batches,
+    ):
         batch = collate(raw, task, errors)
         if batch is not None:
             yield batch
@@ -56,9 +69,20 @@ def _say(progress, text: str) -> None:
         print(f"[evaluate] {text}", flush=True)
 
 
-def evaluate(model, cfg, tokenizer, storage, *, split: str = "val", tasks: Iterable[str] = TASKS,
-             max_batches: int | None = None, probe: bool = True, probe_max_batches: int | None = None,
-             device: torch.device | str = "cpu", progress: bool = True) -> tuple[dict, dict]:
+def evaluate(
+    model,
+    cfg,
+    tokenizer,
+    storage,
+    *,
+    split: str = "val",
+    tasks: Iterable[str] = TASKS,
+    max_batches: int | None = None,
+    probe: bool = True,
+    probe_max_batches: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[dict, dict]:
     """(metrics, artifacts) of ``model`` on ``split`` of ``cfg.data.uri``."""
     from unihema.data.pipeline import task_files
 
@@ -92,10 +116,12 @@ def evaluate(model, cfg, tokenizer, storage, *, split: str = "val", tasks: Itera
             _say(progress, f"linear probe: skipped ({values['skipped']})")
         else:
             results["linear_probe"] = values
-            _say(progress, f"linear probe: accuracy={values['accuracy']:.3f} ({values['train_count']} train cells, "
-                           f"{values['count']} eval cells, {time.perf_counter() - start:.1f}s)")
-    metrics = {"split": split, "data": cfg.data.uri, "tasks": results, "skipped": skipped,
-               "data_errors": dict(errors)}
+            _say(
+                progress,
+                f"linear probe: accuracy={values['accuracy']:.3f} ({values['train_count']} train cells, "
+                f"{values['count']} eval cells, {time.perf_counter() - start:.1f}s)",
+            )
+    metrics = {"split": split, "data": cfg.data.uri, "tasks": results, "skipped": skipped, "data_errors": dict(errors)}
     return metrics, artifacts
 
 
@@ -107,8 +133,10 @@ def run_probe(model, cfg, storage, split, max_batches, probe_max_batches, device
 
     def features(which, limit):
         try:
-            batches = (move_to(b, device) for b in eval_batches("classification", which, cfg, storage,
-                                                                  max_batches=limit, errors=errors))
+            batches = (
+                move_to(b, device)
+                for b in eval_batches("classification", which, cfg, storage, max_batches=limit, errors=errors)
+            )
             return extract_features(model, batches)
         except FileNotFoundError:
             return extract_features(model, [])
@@ -127,8 +155,7 @@ def write_results(metrics: dict, artifacts: dict, out_dir: Path, plots: bool = T
     metrics["plots"] = names
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     (out_dir / "report.md").write_text(render_markdown(metrics, artifacts, names))
-    return {"metrics": out_dir / "metrics.json", "report": out_dir / "report.md",
-            "plots": [out_dir / n for n in names]}
+    return {"metrics": out_dir / "metrics.json", "report": out_dir / "report.md", "plots": [out_dir / n for n in names]}
 
 
 def now() -> str:

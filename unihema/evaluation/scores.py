@@ -12,9 +12,8 @@ hand-computed cases without a model.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import warnings
+from typing import Sequence
 
 import numpy as np
 
@@ -46,8 +45,9 @@ def classification_scores(y_true: Sequence[int], y_pred: Sequence[int], class_na
     }
 
 
-def precision_recall_curves(y_true: Sequence[int], probs: np.ndarray, class_names: Sequence[str],
-                            max_classes: int = 8) -> dict:
+def precision_recall_curves(
+    y_true: Sequence[int], probs: np.ndarray, class_names: Sequence[str], max_classes: int = 8
+) -> dict:
     """One-vs-rest precision-recall curves (scikit-learn) of the most frequent true classes,
     and the micro-average over all classes; each with its average precision."""
     metrics = require("sklearn.metrics", "precision-recall curves")
@@ -59,14 +59,20 @@ def precision_recall_curves(y_true: Sequence[int], probs: np.ndarray, class_name
     onehot[np.arange(y_true.size), y_true] = True
     curves = {}
     p, r, _ = metrics.precision_recall_curve(onehot.ravel(), probs.ravel())
-    curves["micro-average"] = {"precision": p.tolist(), "recall": r.tolist(),
-                               "ap": float(metrics.average_precision_score(onehot.ravel(), probs.ravel()))}
+    curves["micro-average"] = {
+        "precision": p.tolist(),
+        "recall": r.tolist(),
+        "ap": float(metrics.average_precision_score(onehot.ravel(), probs.ravel())),
+    }
     for c in np.argsort(-np.bincount(y_true, minlength=probs.shape[1]))[:max_classes]:
         if not onehot[:, c].any():
             break
         p, r, _ = metrics.precision_recall_curve(onehot[:, c], probs[:, c])
-        curves[class_names[c]] = {"precision": p.tolist(), "recall": r.tolist(),
-                                  "ap": float(metrics.average_precision_score(onehot[:, c], probs[:, c]))}
+        curves[class_names[c]] = {
+            "precision": p.tolist(),
+            "recall": r.tolist(),
+            "ap": float(metrics.average_precision_score(onehot[:, c], probs[:, c])),
+        }
     return curves
 
 
@@ -91,17 +97,24 @@ def binary_attribute_scores(y_true: Sequence[int], y_pred: Sequence[int], names:
             "macro_f1": float(metrics.f1_score(t, p, labels=[0, 1], average="macro", zero_division=0)),
             "accuracy": float(metrics.accuracy_score(t, p)),
             # Constant majority guess: its macro F1 is half the F1 of always answering the majority value.
-            "chance_macro_f1": float(metrics.f1_score(t, np.full_like(t, int(positives * 2 >= t.size)),
-                                                      labels=[0, 1], average="macro", zero_division=0)),
-            "count": int(t.size), "positives": positives,
+            "chance_macro_f1": float(
+                metrics.f1_score(
+                    t, np.full_like(t, int(positives * 2 >= t.size)), labels=[0, 1], average="macro", zero_division=0
+                )
+            ),
+            "count": int(t.size),
+            "positives": positives,
         }
     if not per:
         return {}
-    return {"macro_f1": float(np.mean([v["macro_f1"] for v in per.values()])),
-            "mean_f1": float(np.mean([v["f1"] for v in per.values()])),
-            "accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
-            "chance_macro_f1": float(np.mean([v["chance_macro_f1"] for v in per.values()])),
-            "count": int(sum(v["count"] for v in per.values())), "per_attribute": per}
+    return {
+        "macro_f1": float(np.mean([v["macro_f1"] for v in per.values()])),
+        "mean_f1": float(np.mean([v["f1"] for v in per.values()])),
+        "accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
+        "chance_macro_f1": float(np.mean([v["chance_macro_f1"] for v in per.values()])),
+        "count": int(sum(v["count"] for v in per.values())),
+        "per_attribute": per,
+    }
 
 
 def normalize_answer(text: str) -> str:
@@ -150,6 +163,12 @@ def segmentation_scores(confusion: np.ndarray, class_names: Sequence[str]) -> di
     fg_tp = cm[1:, 1:].sum()
     dice, iou = dice_iou(fg_tp, cm[0, 1:].sum(), cm[1:, 0].sum())
     fg = cm[1:, :].sum()
-    return {"dice": dice, "iou": iou, "miou": float(np.mean([v["iou"] for v in per.values()])),
-            "pixel_accuracy": float(np.trace(cm) / total),
-            "chance_dice": float(2 * fg / (total + fg)), "pixels": int(total), "per_class": per}
+    return {
+        "dice": dice,
+        "iou": iou,
+        "miou": float(np.mean([v["iou"] for v in per.values()])),
+        "pixel_accuracy": float(np.trace(cm) / total),
+        "chance_dice": float(2 * fg / (total + fg)),
+        "pixels": int(total),
+        "per_class": per,
+    }

@@ -95,7 +95,10 @@ class UniHemaCriterion(nn.Module):
             _require(outputs, ("text_logits",), "vqa/mlm")
             _require(batch, ("text_labels",), "vqa/mlm", "batch")
             for task, value in text_losses(
-                outputs["text_logits"], batch["text_labels"], tasks, batch.get("text_task"),
+                outputs["text_logits"],
+                batch["text_labels"],
+                tasks,
+                batch.get("text_task"),
             ).items():
                 terms[f"loss_{task}_ce"] = task_losses[task] = value
 
@@ -120,7 +123,8 @@ class UniHemaCriterion(nn.Module):
     def _morphology(self, outputs, batch, targets, num_boxes, matches, terms) -> Tensor:
         parts = []
         per_query = (
-            "pred_morphology" in outputs and _can_match(outputs, targets)
+            "pred_morphology" in outputs
+            and _can_match(outputs, targets)
             and any(t.get("morphology") is not None for t in targets)
         )
         if per_query:
@@ -147,17 +151,26 @@ class UniHemaCriterion(nn.Module):
         total = None
         if "semantic_logits" in outputs and batch.get("semantic_masks") is not None:
             dice, focal = semantic_losses(
-                outputs["semantic_logits"], batch["semantic_masks"], cfg.focal_alpha, cfg.focal_gamma,
+                outputs["semantic_logits"],
+                batch["semantic_masks"],
+                cfg.focal_alpha,
+                cfg.focal_gamma,
             )
             terms["loss_seg_dice"], terms["loss_seg_focal"] = dice, focal
             total = cfg.seg_dice * dice + cfg.seg_focal * focal
         instance = (
-            "pred_masks" in outputs and _can_match(outputs, targets)
+            "pred_masks" in outputs
+            and _can_match(outputs, targets)
             and any(t.get("masks") is not None for t in targets)
         )
         if instance:
             dice, focal = instance_mask_losses(
-                outputs["pred_masks"], targets, matches("", outputs), num_masks, cfg.focal_alpha, cfg.focal_gamma,
+                outputs["pred_masks"],
+                targets,
+                matches("", outputs),
+                num_masks,
+                cfg.focal_alpha,
+                cfg.focal_gamma,
             )
             terms["loss_mask_dice"], terms["loss_mask_focal"] = dice, focal
             value = cfg.mask_dice * dice + cfg.mask_focal * focal

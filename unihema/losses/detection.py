@@ -16,14 +16,18 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from unihema.ops.boxes import box_cxcywh_to_xyxy, paired_generalized_box_iou
 from unihema.losses.functional import sigmoid_focal_loss
 from unihema.losses.matcher import Indices, MatchCache, matched_targets, query_index
+from unihema.ops.boxes import box_cxcywh_to_xyxy, paired_generalized_box_iou
 
 
 def focal_classification_loss(
-    logits: Tensor, targets: Sequence[dict], indices: Indices, num_boxes: Tensor | float,
-    alpha: float = 0.25, gamma: float = 2.0,
+    logits: Tensor,
+    targets: Sequence[dict],
+    indices: Indices,
+    num_boxes: Tensor | float,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
 ) -> Tensor:
     """Sigmoid focal loss of (B, Q, C) logits; unmatched queries are trained towards all-zero."""
     onehot = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
@@ -34,7 +38,10 @@ def focal_classification_loss(
 
 
 def box_losses(
-    boxes: Tensor, targets: Sequence[dict], indices: Indices, num_boxes: Tensor | float,
+    boxes: Tensor,
+    targets: Sequence[dict],
+    indices: Indices,
+    num_boxes: Tensor | float,
 ) -> tuple[Tensor, Tensor]:
     """(L1, 1 - GIoU) of matched (B, Q, 4) cxcywh boxes, each summed and divided by num_boxes."""
     src = boxes[query_index(indices)].float()
@@ -75,14 +82,23 @@ class DetectionCriterion:
         """Adds one output level's three terms to ``terms``; returns their weighted sum."""
         cfg = self.cfg
         ce = focal_classification_loss(
-            out["pred_logits"], targets, indices, num_boxes, cfg.focal_alpha, cfg.focal_gamma,
+            out["pred_logits"],
+            targets,
+            indices,
+            num_boxes,
+            cfg.focal_alpha,
+            cfg.focal_gamma,
         )
         l1, giou = box_losses(out["pred_boxes"], targets, indices, num_boxes)
         terms.update({f"loss_ce{suffix}": ce, f"loss_bbox{suffix}": l1, f"loss_giou{suffix}": giou})
         return cfg.det_cls * ce + cfg.det_bbox * l1 + cfg.det_giou * giou
 
     def __call__(
-        self, outputs: dict, targets: Sequence[dict], num_boxes: Tensor, matches: MatchCache,
+        self,
+        outputs: dict,
+        targets: Sequence[dict],
+        num_boxes: Tensor,
+        matches: MatchCache,
     ) -> tuple[dict[str, Tensor], Tensor]:
         check_labels(targets, outputs["pred_logits"].shape[-1])
         terms: dict[str, Tensor] = {}

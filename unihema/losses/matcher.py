@@ -99,10 +99,12 @@ class HungarianMatcher:
                     indices.append((empty, empty.clone()))
                     continue
                 rows, cols = linear_sum_assignment(next(chunks).view(num_queries, n).numpy())
-                indices.append((
-                    torch.as_tensor(rows, dtype=torch.int64, device=device),
-                    torch.as_tensor(cols, dtype=torch.int64, device=device),
-                ))
+                indices.append(
+                    (
+                        torch.as_tensor(rows, dtype=torch.int64, device=device),
+                        torch.as_tensor(cols, dtype=torch.int64, device=device),
+                    )
+                )
             out.append(indices)
         return out
 

@@ -31,14 +31,22 @@ def masked_asymmetric_sum(logits: Tensor, targets: Tensor, cfg) -> Tensor:
             f"got {sorted(set(targets[bad].tolist()))}"
         )
     loss = asymmetric_loss(
-        logits, targets.clamp(max=1), cfg.morph_gamma_neg, cfg.morph_gamma_pos, cfg.morph_clip,
+        logits,
+        targets.clamp(max=1),
+        cfg.morph_gamma_neg,
+        cfg.morph_gamma_pos,
+        cfg.morph_clip,
     )
     # where(), not multiply: a clipped log of an ignored entry could be -inf * 0 = NaN.
     return torch.where(valid, loss, torch.zeros_like(loss)).sum()
 
 
 def query_morphology_loss(
-    pred_morphology: Tensor, targets: Sequence[dict], indices: Indices, num_boxes: Tensor | float, cfg,
+    pred_morphology: Tensor,
+    targets: Sequence[dict],
+    indices: Indices,
+    num_boxes: Tensor | float,
+    cfg,
 ) -> Tensor:
     """ASL of matched queries' (B, Q, A) logits, divided by the number of boxes as officially.
 
@@ -49,8 +57,11 @@ def query_morphology_loss(
     for t, (_, tgt) in zip(targets, indices):
         values = t.get("morphology")
         if values is None:
-            matched.append(torch.full((len(tgt), width), MORPHOLOGY_NOT_ANNOTATED, dtype=torch.int64,
-                                      device=pred_morphology.device))
+            matched.append(
+                torch.full(
+                    (len(tgt), width), MORPHOLOGY_NOT_ANNOTATED, dtype=torch.int64, device=pred_morphology.device
+                )
+            )
         else:
             matched.append(values.to(pred_morphology.device)[tgt])
     src = pred_morphology[query_index(indices)]

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unihema.losses.functional import connected_zero, dice_loss, sigmoid_focal_loss
 from unihema.labels import IGNORE_INDEX
+from unihema.losses.functional import connected_zero, dice_loss, sigmoid_focal_loss
 from unihema.losses.matcher import Indices
 
 
@@ -28,7 +28,11 @@ def _resize(logits: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def semantic_losses(
-    logits: Tensor, masks: Tensor, alpha: float = 0.25, gamma: float = 2.0, ignore_index: int = IGNORE_INDEX,
+    logits: Tensor,
+    masks: Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[Tensor, Tensor]:
     """(Dice, focal) of (B, S, h, w) logits against (B, H, W) class-index masks.
 
@@ -67,8 +71,12 @@ def semantic_losses(
 
 
 def instance_mask_losses(
-    pred_masks: Tensor, targets: Sequence[dict], indices: Indices, num_masks: Tensor | float,
-    alpha: float = 0.25, gamma: float = 2.0,
+    pred_masks: Tensor,
+    targets: Sequence[dict],
+    indices: Indices,
+    num_masks: Tensor | float,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
 ) -> tuple[Tensor, Tensor]:
     """(Dice, focal) of matched queries' (B, Q, h, w) mask logits vs targets' (n, H, W) masks.
 

@@ -19,7 +19,10 @@ from unihema.losses.functional import connected_zero, cross_entropy
 
 
 def text_losses(
-    text_logits: Tensor, text_labels: Tensor, tasks: Sequence[str], text_task: Sequence[str] | None = None,
+    text_logits: Tensor,
+    text_labels: Tensor,
+    tasks: Sequence[str],
+    text_task: Sequence[str] | None = None,
 ) -> dict[str, Tensor]:
     """{task: mean token CE} for each of "vqa"/"mlm" present in ``tasks``.
 

@@ -10,9 +10,17 @@ import importlib
 # Attributes resolve on first use: the Ray Data decode tasks import only the tokenizer,
 # and must not pay for importing timm and transformers in every worker process.
 _LAZY = {
-    "MODELS": "registry", "build_model": "registry", "list_models": "registry", "register_model": "registry",
-    "HemaTokenizer": "tokenizer", "build_tokenizer": "tokenizer", "TASKS": "uni_hema", "UniHema": "uni_hema",
-    "from_pretrained": "pretrained", "load_pretrained": "pretrained", "save_pretrained": "pretrained",
+    "MODELS": "registry",
+    "build_model": "registry",
+    "list_models": "registry",
+    "register_model": "registry",
+    "HemaTokenizer": "tokenizer",
+    "build_tokenizer": "tokenizer",
+    "TASKS": "uni_hema",
+    "UniHema": "uni_hema",
+    "from_pretrained": "pretrained",
+    "load_pretrained": "pretrained",
+    "save_pretrained": "pretrained",
 }
 
 
@@ -21,7 +29,14 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
-    "MODELS", "TASKS", "HemaTokenizer", "UniHema", "build_model", "build_tokenizer", "list_models",
+    "MODELS",
+    "TASKS",
+    "HemaTokenizer",
+    "UniHema",
+    "build_model",
+    "build_tokenizer",
+    "list_models",
     "register_model",
 ]

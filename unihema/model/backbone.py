@@ -43,8 +43,9 @@ def _read_state(path: Path) -> dict:
     if path.is_dir():
         found = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
         if not found:
-            raise PretrainedWeightsError(f"{BACKBONE_SETTING}={str(path)!r}: folder has no model.safetensors "
-                                         "or pytorch_model.bin")
+            raise PretrainedWeightsError(
+                f"{BACKBONE_SETTING}={str(path)!r}: folder has no model.safetensors or pytorch_model.bin"
+            )
         path = found[0]
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -62,15 +63,17 @@ def _load_local_weights(body: nn.Module, path: str) -> None:
     # Accept official Uni-Hema/DINO names and torchvision/timm names alike.
     for prefix in ("backbone.0.body.", "backbone.body.", "module."):
         if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
     missing, unexpected = body.load_state_dict(state, strict=False)
     if missing:
-        raise PretrainedWeightsError(f"{BACKBONE_SETTING}={path!r} lacks {len(missing)} tensors of the "
-                                     f"backbone, e.g. {missing[:3]}")
+        raise PretrainedWeightsError(
+            f"{BACKBONE_SETTING}={path!r} lacks {len(missing)} tensors of the backbone, e.g. {missing[:3]}"
+        )
     if unexpected:
-        logger.warning("backbone weights %s: ignored %d unexpected tensors, e.g. %s",
-                       path, len(unexpected), unexpected[:3])
+        logger.warning(
+            "backbone weights %s: ignored %d unexpected tensors, e.g. %s", path, len(unexpected), unexpected[:3]
+        )
 
 
 def _timm_from_hub(arch: str, **kwargs) -> nn.Module:
@@ -90,8 +93,14 @@ def _timm_from_hub(arch: str, **kwargs) -> nn.Module:
 class Backbone(nn.Module):
     """C3-C5 of a timm ResNet with DINO's freezing; ``forward`` returns the feature maps."""
 
-    def __init__(self, name: str, out_indices=(2, 3, 4), pretrained: str = "", frozen_stages: int = 0,
-                 frozen_batchnorm: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        out_indices=(2, 3, 4),
+        pretrained: str = "",
+        frozen_stages: int = 0,
+        frozen_batchnorm: bool = False,
+    ) -> None:
         super().__init__()
         BackboneConfig(name, pretrained, frozen_stages, frozen_batchnorm, tuple(out_indices)).validate()
         kwargs = {"features_only": True, "out_indices": tuple(out_indices)}
@@ -130,8 +139,9 @@ def build_input_proj(in_channels: list[int], num_levels: int, hidden_dim: int, g
 
     The ``Sequential(conv, norm)`` layout matches DINO's ``input_proj.{i}.{0,1}`` names.
     """
-    projs = [nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1), group_norm(hidden_dim, groups))
-             for c in in_channels]
+    projs = [
+        nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1), group_norm(hidden_dim, groups)) for c in in_channels
+    ]
     c = in_channels[-1]
     for _ in range(num_levels - len(in_channels)):
         projs.append(nn.Sequential(nn.Conv2d(c, hidden_dim, 3, stride=2, padding=1), group_norm(hidden_dim, groups)))

@@ -100,10 +100,10 @@ PAIR_DIFFERENCE = ("decoder.morph_embed.",)
 # into live paths. Listed by check_inventory and the converter with the reason.
 OFFICIAL_DEAD: dict[str, str] = {
     "transformer.mask_embed.": "dead: only DeformableTransformer.forward_prediction_heads reads it, and its one "
-                               "call is commented out (the live mask MLP is the top-level mask_embed)",
+    "call is commented out (the live mask MLP is the top-level mask_embed)",
     "transformer.class_embed.": "dead: only DeformableTransformer.forward_prediction_heads reads it (never called)",
     "transformer.decoder_norm.": "dead: only DeformableTransformer.forward_prediction_heads reads it (never called; "
-                                 "the live one is the top-level decoder_norm)",
+    "the live one is the top-level decoder_norm)",
     "transformer.combined_proj.": "dead: every use in DeformableTransformer.forward is commented out",
     "transformer.label_enc.": "dead: never read after __init__",
     "transformer.encoder.cls_fusion.": "dead: both calls in the encoder's forward are commented out",
@@ -117,11 +117,11 @@ OFFICIAL_DEAD: dict[str, str] = {
 UNMATCHED_REASONS: dict[str, str] = {
     **OFFICIAL_DEAD,
     "class_tokens.3": "written into the top-left pixel of the stride-64 level's map (padded by one row and "
-                      "column); ours has no token inside the feature maps (its class token, encoder.cell.cls_token, "
-                      "reads all levels instead)",
+    "column); ours has no token inside the feature maps (its class token, encoder.cell.cls_token, "
+    "reads all levels instead)",
     "class_embed_seg.": "read by forward_prediction_heads, but its logits (predictions_class) reach no output and "
-                        "no loss, so a checkpoint holds its initialisation; ours classifies queries over the "
-                        "segmentation classes + no-object (hema.mask_former.class_embed)",
+    "no loss, so a checkpoint holds its initialisation; ours classifies queries over the "
+    "segmentation classes + no-object (hema.mask_former.class_embed)",
     "transformer.decoder.bbox_embed.": "copies of the shared head (.0 is converted)",
     "transformer.decoder.class_embed.": "copies of the shared head (.0 is converted)",
     "morphology_embed.": "copies of the shared head (.0 is converted)",
@@ -141,12 +141,12 @@ def _longest(name: str, pairs, side: int):
 
 def official_to_ours_name(name: str) -> str | None:
     pair = _longest(name, PREFIXES, 0)
-    return None if pair is None else pair[1] + name[len(pair[0]):]
+    return None if pair is None else pair[1] + name[len(pair[0]) :]
 
 
 def ours_to_official_name(name: str) -> str | None:
     pair = _longest(name, PREFIXES, 1)
-    return None if pair is None else pair[0] + name[len(pair[1]):]
+    return None if pair is None else pair[0] + name[len(pair[1]) :]
 
 
 def _row_rule(our_name: str):
@@ -181,8 +181,10 @@ class Report:
     ours_only: list[str] = dataclasses.field(default_factory=list)  # our trainable tensors nothing maps to
 
     def lines(self) -> list[str]:
-        out = [f"exact={len(self.exact)} adapted={len(self.adapted)} unmatched={len(self.unmatched)} "
-               f"mismatched={len(self.mismatched)} ours_only={len(self.ours_only)}"]
+        out = [
+            f"exact={len(self.exact)} adapted={len(self.adapted)} unmatched={len(self.unmatched)} "
+            f"mismatched={len(self.mismatched)} ours_only={len(self.ours_only)}"
+        ]
         out += [f"adapted   {k} -> {v}" for k, v in self.adapted.items()]
         out += [f"unmatched {k}: {v}" for k, v in self.unmatched.items()]
         out += [f"MISMATCH  {k}: {v}" for k, v in self.mismatched.items()]
@@ -237,7 +239,7 @@ def _adapt_rows(value: torch.Tensor, target: torch.Tensor, rule) -> torch.Tensor
         return torch.empty(target.shape, dtype=value.dtype, device="meta")
     out = target.detach().clone() if target.device.type != "meta" else torch.zeros(target.shape, dtype=value.dtype)
     rows = value.reshape(-1, *target.shape[1:])
-    out[:count] = rows[first:first + count].to(out.dtype)
+    out[:count] = rows[first : first + count].to(out.dtype)
     return out
 
 
@@ -291,7 +293,7 @@ def ours_to_official(state: dict[str, torch.Tensor]) -> tuple[dict, Report]:
             full = torch.zeros(rows, *value.shape[1:], dtype=value.dtype, device=value.device)
             if value.dim() == 1 and first:
                 full[:first] = value[:count].min()
-            full[first:first + count] = value[:count]
+            full[first : first + count] = value[:count]
             out[target] = full
             report.adapted[target] = name
         else:
@@ -316,7 +318,7 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: no state dict found")
     # DDP-saved checkpoints prefix every key with "module.".
     if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return {k: v for k, v in obj.items() if torch.is_tensor(v) and not k.endswith("num_batches_tracked")}
 
 

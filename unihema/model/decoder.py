@@ -23,8 +23,16 @@ from .position import sine_embed_boxes
 
 
 class DeformableDecoderLayer(nn.Module):
-    def __init__(self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int,
-                 n_points: int, act: str = "relu") -> None:
+    def __init__(
+        self,
+        d_model: int,
+        dim_feedforward: int,
+        dropout: float,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        act: str = "relu",
+    ) -> None:
         super().__init__()
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
@@ -39,8 +47,17 @@ class DeformableDecoderLayer(nn.Module):
         self.dropout4 = nn.Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, query_pos, reference_points, memory, memory_mask, spatial_shapes,
-                level_start_index, self_attn_mask=None):
+    def forward(
+        self,
+        tgt,
+        query_pos,
+        reference_points,
+        memory,
+        memory_mask,
+        spatial_shapes,
+        level_start_index,
+        self_attn_mask=None,
+    ):
         # Order sa -> ca -> ffn (official decoder_module_seq).
         q = k = tgt + query_pos
         out = self.self_attn(q, k, tgt, attn_mask=self_attn_mask)[0]
@@ -52,9 +69,19 @@ class DeformableDecoderLayer(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    def __init__(self, d_model: int, nheads: int, num_layers: int, dim_feedforward: int, n_levels: int,
-                 n_points: int, num_classes: int, num_attributes: int, dropout: float = 0.0,
-                 look_forward_twice: bool = True) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        nheads: int,
+        num_layers: int,
+        dim_feedforward: int,
+        n_levels: int,
+        n_points: int,
+        num_classes: int,
+        num_attributes: int,
+        dropout: float = 0.0,
+        look_forward_twice: bool = True,
+    ) -> None:
         super().__init__()
         self.d_model = d_model
         self.look_forward_twice = look_forward_twice
@@ -73,8 +100,17 @@ class ImageDecoder(nn.Module):
         nn.init.zeros_(self.bbox_embed.layers[-1].weight)
         nn.init.zeros_(self.bbox_embed.layers[-1].bias)
 
-    def forward(self, tgt, refpoints_unsigmoid, memory, memory_mask, spatial_shapes, level_start_index,
-                valid_ratios, self_attn_mask=None):
+    def forward(
+        self,
+        tgt,
+        refpoints_unsigmoid,
+        memory,
+        memory_mask,
+        spatial_shapes,
+        level_start_index,
+        valid_ratios,
+        self_attn_mask=None,
+    ):
         """Returns one dict per layer: hs (B, N, d), pred_logits, pred_boxes (sigmoid cxcywh), pred_morphology."""
         outputs = []
         ref = refpoints_unsigmoid.sigmoid()
@@ -101,11 +137,13 @@ class ImageDecoder(nn.Module):
                 boxes = (delta + inverse_sigmoid(base.float())).sigmoid()
                 # The next layer's reference: the same value, cut from every earlier layer.
                 next_ref = (delta + inverse_sigmoid(ref.detach().float())).sigmoid()
-            outputs.append({
-                "hs": hs,
-                "pred_logits": self.class_embed(hs),
-                "pred_boxes": boxes,
-                "pred_morphology": self.morph_embed(hs),
-            })
+            outputs.append(
+                {
+                    "hs": hs,
+                    "pred_logits": self.class_embed(hs),
+                    "pred_boxes": boxes,
+                    "pred_morphology": self.morph_embed(hs),
+                }
+            )
             ref = next_ref
         return outputs

@@ -22,8 +22,9 @@ from .layers import inverse_sigmoid
 
 
 class DenoisingQueries(nn.Module):
-    def __init__(self, num_classes: int, d_model: int, dn_number: int, label_noise_ratio: float,
-                 box_noise_scale: float) -> None:
+    def __init__(
+        self, num_classes: int, d_model: int, dn_number: int, label_noise_ratio: float, box_noise_scale: float
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.dn_number = dn_number

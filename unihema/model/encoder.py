@@ -25,8 +25,16 @@ from .layers import activation
 
 
 class DeformableEncoderLayer(nn.Module):
-    def __init__(self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int,
-                 n_points: int, act: str = "relu") -> None:
+    def __init__(
+        self,
+        d_model: int,
+        dim_feedforward: int,
+        dropout: float,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        act: str = "relu",
+    ) -> None:
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
@@ -62,16 +70,31 @@ def encoder_reference_points(spatial_shapes: torch.Tensor, valid_ratios: torch.T
 
 
 class ImageEncoder(nn.Module):
-    def __init__(self, d_model: int, nheads: int, num_layers: int, dim_feedforward: int, n_levels: int,
-                 n_points: int, dropout: float = 0.0, cell_feature_norm: str | bool = "none",
-                 cell_backbone_channels: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        nheads: int,
+        num_layers: int,
+        dim_feedforward: int,
+        n_levels: int,
+        n_points: int,
+        dropout: float = 0.0,
+        cell_feature_norm: str | bool = "none",
+        cell_backbone_channels: list[int] | None = None,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             DeformableEncoderLayer(d_model, dim_feedforward, dropout, n_levels, nheads, n_points)
             for _ in range(num_layers)
         )
-        self.cell = CellFeatureExtractor(d_model, nheads, dim_feedforward, dropout, normalize=cell_feature_norm,
-                                         backbone_channels=cell_backbone_channels)
+        self.cell = CellFeatureExtractor(
+            d_model,
+            nheads,
+            dim_feedforward,
+            dropout,
+            normalize=cell_feature_norm,
+            backbone_channels=cell_backbone_channels,
+        )
         self.mask_features = nn.Linear(d_model, d_model)
         self.mask_feature_proj = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU())
         self.checkpointing = False
@@ -103,7 +126,7 @@ class ImageEncoder(nn.Module):
         h0, w0 = shapes[0]
         ctx = None
         for (h, w), start in zip(shapes, starts):
-            level = memory[:, start:start + h * w].transpose(1, 2).reshape(b, d, h, w)
+            level = memory[:, start : start + h * w].transpose(1, 2).reshape(b, d, h, w)
             if (h, w) != (h0, w0):
                 level = F.interpolate(level, size=(h0, w0), mode="bilinear", align_corners=False)
             ctx = level if ctx is None else ctx + level

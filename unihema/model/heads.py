@@ -18,8 +18,12 @@ class CellHeads(nn.Module):
         super().__init__()
         half = max(1, d_model // 2)
         self.classifier = nn.Sequential(
-            nn.Linear(d_model, d_model), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(d_model, half), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(d_model, d_model),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(d_model, half),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(half, num_cell_classes),
         )
         self.morphology = nn.Linear(d_model, num_attributes)

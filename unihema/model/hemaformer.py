@@ -31,8 +31,9 @@ from .layers import activation, masked_mean
 class CrossAttentionBlock(nn.Module):
     """Post-norm block: queries attend to a memory, then a feed-forward (DETR layer layout)."""
 
-    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float = 0.0,
-                 act: str = "relu") -> None:
+    def __init__(
+        self, d_model: int, nheads: int, dim_feedforward: int, dropout: float = 0.0, act: str = "relu"
+    ) -> None:
         super().__init__()
         self.cross_attn = MultiheadAttention(d_model, nheads, dropout=dropout, batch_first=True)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
@@ -80,8 +81,15 @@ class CellFeatureExtractor(nn.Module):
     variance differs between images vs 0.2% of the token feature's).
     """
 
-    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float = 0.0,
-                 normalize: str | bool = "none", backbone_channels: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        nheads: int,
+        dim_feedforward: int,
+        dropout: float = 0.0,
+        normalize: str | bool = "none",
+        backbone_channels: list[int] | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(normalize, bool):
             normalize = "layer" if normalize else "none"
@@ -132,8 +140,16 @@ class QFormerLayer(nn.Module):
 class QFormer(nn.Module):
     """Learned queries that summarise (image, prompt) for the T5 decoder, in T5's width."""
 
-    def __init__(self, d_model: int, text_dim: int, nheads: int, num_queries: int, num_layers: int,
-                 ffn_mult: int = 4, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        text_dim: int,
+        nheads: int,
+        num_queries: int,
+        num_layers: int,
+        ffn_mult: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.queries = nn.Parameter(torch.empty(num_queries, d_model))
         self.img_proj = nn.Linear(d_model, d_model)

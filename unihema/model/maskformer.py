@@ -34,14 +34,22 @@ class MaskUpsampler(nn.Module):
             return nn.BatchNorm2d(channels) if norm == "batch" else group_norm(channels, groups)
 
         self.fusion_conv = nn.Sequential(
-            nn.Conv2d(2 * d_model, d_model, 3, padding=1), make_norm(d_model), nn.ReLU(),
-            nn.Conv2d(d_model, d_model, 3, padding=1), make_norm(d_model), nn.ReLU(),
+            nn.Conv2d(2 * d_model, d_model, 3, padding=1),
+            make_norm(d_model),
+            nn.ReLU(),
+            nn.Conv2d(d_model, d_model, 3, padding=1),
+            make_norm(d_model),
+            nn.ReLU(),
         )
         self.upsample = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(d_model + 1, mid, 3, padding=1), make_norm(mid), nn.ReLU(),
+            nn.Conv2d(d_model + 1, mid, 3, padding=1),
+            make_norm(mid),
+            nn.ReLU(),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(mid, low, 3, padding=1), make_norm(low), nn.ReLU(),
+            nn.Conv2d(mid, low, 3, padding=1),
+            make_norm(low),
+            nn.ReLU(),
             nn.Conv2d(low, 1, 3, padding=1),
         )
         # The refinement starts near a no-op (small, not zero, so every layer gets gradient

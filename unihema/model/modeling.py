@@ -78,8 +78,9 @@ def offline_model_config(cfg: UniHemaConfig, tokenizer_dir: str | Path | None = 
     return dataclasses.replace(cfg, model=dataclasses.replace(model, text=text, backbone=backbone))
 
 
-def load_folder_config(path: str | Path, files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
-                       ) -> UniHemaConfig:
+def load_folder_config(
+    path: str | Path, files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
+) -> UniHemaConfig:
     """The folder's config.yaml, then extra YAML files and ``a.b=value`` overrides on top."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
@@ -102,15 +103,20 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
                 parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
         if shapes:
             k = shapes[0]
-            parts.append(f"{len(shapes)} with another shape (e.g. {k}: saved {tuple(state[k].shape)}, "
-                         f"config builds {tuple(own[k].shape)})")
-        raise PretrainedError(f"{source}: weights do not fit the model its config builds: {'; '.join(parts)}. "
-                              "Is the config the one the checkpoint was trained with?")
+            parts.append(
+                f"{len(shapes)} with another shape (e.g. {k}: saved {tuple(state[k].shape)}, "
+                f"config builds {tuple(own[k].shape)})"
+            )
+        raise PretrainedError(
+            f"{source}: weights do not fit the model its config builds: {'; '.join(parts)}. "
+            "Is the config the one the checkpoint was trained with?"
+        )
     model.load_state_dict(state, strict=True)
 
 
-def read_folder(path: str | Path, files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
-                ) -> tuple[UniHemaConfig, dict[str, torch.Tensor]]:
+def read_folder(
+    path: str | Path, files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
+) -> tuple[UniHemaConfig, dict[str, torch.Tensor]]:
     """The config and the weights of an export folder, with errors naming the folder and the problem."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -128,8 +134,13 @@ def read_folder(path: str | Path, files: Iterable[str | Path] = (), overrides: I
     return cfg, state
 
 
-def with_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
-               device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> torch.nn.Module:
+def with_state(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> torch.nn.Module:
     """``model`` with ``state`` loaded strictly, cast to ``dtype``, on ``device``, in eval mode."""
     load_state_into(model, state, source)
     if dtype is not None:
@@ -141,8 +152,14 @@ class PretrainedMixin:
     """``from_pretrained`` / ``save_pretrained`` for a model class with ``from_config(cfg)`` and ``cfg``."""
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None, overrides: Iterable[str] = ()):
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        overrides: Iterable[str] = (),
+    ):
         """The model saved in an export folder, in eval mode (see the module docstring)."""
         cfg, state = read_folder(path, (), overrides)
         return with_state(cls.from_config(cfg), state, str(path), device, dtype)
@@ -161,8 +178,15 @@ def state_for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_pretrained(model_or_state, out_dir: str | Path, cfg: UniHemaConfig | None = None, *, tokenizer=None,
-                    card: str | None = None, card_info: dict | None = None) -> Path:
+def save_pretrained(
+    model_or_state,
+    out_dir: str | Path,
+    cfg: UniHemaConfig | None = None,
+    *,
+    tokenizer=None,
+    card: str | None = None,
+    card_info: dict | None = None,
+) -> Path:
     """Write an export folder from a model (or a state dict) and its config.
 
     ``cfg`` defaults to a UniHemaConfig around the model's own ModelConfig. ``card`` replaces
@@ -187,8 +211,9 @@ def save_pretrained(model_or_state, out_dir: str | Path, cfg: UniHemaConfig | No
     tokenizer = tokenizer or build_tokenizer(cfg.model)
     save_file(state_for_saving(state), str(out / WEIGHTS_FILE), metadata={"format": "pt", "library": "unihema"})
     # The tokenizer travels in the folder; the saved config must not point outside it.
-    saved = dataclasses.replace(cfg, model=dataclasses.replace(
-        cfg.model, text=dataclasses.replace(cfg.model.text, tokenizer="")))
+    saved = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, text=dataclasses.replace(cfg.model.text, tokenizer=""))
+    )
     save_config(saved, out / CONFIG_FILE)
     tokenizer.save(out / TOKENIZER_DIR)
     (out / CARD_FILE).write_text(card if card is not None else model_card(cfg, state, card_info))
@@ -202,7 +227,7 @@ _TASK_LINES = {
     "classification": "single-cell classification (46 classes)",
     "segmentation": "cell segmentation (semantic foreground and per-detection instance masks)",
     "morphology": "six binary morphology attributes (chromatin, nuclear shape, nucleolus, cytoplasm, "
-                  "basophilia, vacuoles)",
+    "basophilia, vacuoles)",
     "vqa": "visual question answering about the image (generated text)",
     "mlm": "filling masked words of clinical sentences, conditioned on the image",
 }
@@ -240,7 +265,7 @@ def model_card(cfg: UniHemaConfig, state: dict | None = None, info: dict | None 
         "",
         "```python",
         "from unihema.model.pretrained import load_pretrained",
-        "bundle = load_pretrained(\"path/to/this/folder\")   # .model (eval mode), .cfg, .tokenizer",
+        'bundle = load_pretrained("path/to/this/folder")   # .model (eval mode), .cfg, .tokenizer',
         "```",
         "",
         "or from the command line: `python -m unihema.predict IMAGE --checkpoint path/to/this/folder`.",
@@ -252,17 +277,19 @@ def model_card(cfg: UniHemaConfig, state: dict | None = None, info: dict | None 
         f"{cfg.model.decoder.num_queries} queries; T5 text model d_model {cfg.model.text.d_model}, "
         f"{cfg.model.text.encoder_layers}+{cfg.model.text.decoder_layers} layers",
         f"- parameters: {params:,}" if params else "- parameters: see model.safetensors",
-        "- files: `model.safetensors` (fp32), `config.yaml` (resolved configuration, secrets redacted), "
-        "`tokenizer/`",
+        "- files: `model.safetensors` (fp32), `config.yaml` (resolved configuration, secrets redacted), `tokenizer/`",
     ]
     if info.get("source"):
-        lines.append(f"- exported from `{info['source']}`"
-                     + (f" (step {info['step']})" if info.get("step") is not None else ""))
+        lines.append(
+            f"- exported from `{info['source']}`" + (f" (step {info['step']})" if info.get("step") is not None else "")
+        )
     lines.append(f"- written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     lines += ["", "## Training data", "", f"- `{data_uri}`"]
     if synthetic:
-        lines.append("- synthetic blood smears from `unihema.data.synthetic` (procedural, CC0-1.0): a smoke test "
-                     "of the stack, not a hematology corpus")
+        lines.append(
+            "- synthetic blood smears from `unihema.data.synthetic` (procedural, CC0-1.0): a smoke test "
+            "of the stack, not a hematology corpus"
+        )
     else:
         lines.append("- converted public datasets (see `python -m data_prep list` for the sources and their licenses)")
     lines += ["", "## Tasks", ""] + [f"- **{t}**: {_TASK_LINES[t]}" for t in tasks]

@@ -13,4 +13,5 @@ import json
 from importlib import resources
 
 OFFICIAL_PARAMS: dict[str, int] = json.loads(
-    resources.files(__package__).joinpath("official_params.json").read_text(encoding="utf-8"))
+    resources.files(__package__).joinpath("official_params.json").read_text(encoding="utf-8")
+)

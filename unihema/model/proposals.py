@@ -26,7 +26,7 @@ def encoder_output_proposals(memory, padding_mask, spatial_shapes):
     proposals = []
     start = 0
     for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
-        mask = padding_mask[:, start:start + h * w].view(b, h, w)
+        mask = padding_mask[:, start : start + h * w].view(b, h, w)
         valid_h = (~mask[:, :, 0]).sum(1)
         valid_w = (~mask[:, 0, :]).sum(1)
         gy, gx = torch.meshgrid(
@@ -37,7 +37,7 @@ def encoder_output_proposals(memory, padding_mask, spatial_shapes):
         grid = torch.stack([gx, gy], -1)
         scale = torch.stack([valid_w, valid_h], -1).view(b, 1, 1, 2).to(torch.float32).clamp(min=1)
         grid = (grid.unsqueeze(0).expand(b, -1, -1, -1) + 0.5) / scale
-        wh = torch.ones_like(grid) * 0.05 * (2.0 ** lvl)
+        wh = torch.ones_like(grid) * 0.05 * (2.0**lvl)
         proposals.append(torch.cat((grid, wh), -1).view(b, -1, 4))
         start += h * w
     proposals = torch.cat(proposals, 1)

@@ -21,16 +21,33 @@ GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("qformer", ("hema.qformer.",), ("xformer.",)),
     ("upsampler", ("hema.mask_former.upsampler.",), ("upsampler.",)),
     ("t5", ("text.",), ("T5_model.",)),
-    ("two_stage", ("level_embed", "proposals."),
-     ("transformer.level_embed", "transformer.tgt_embed", "transformer.enc_output", "transformer.enc_out_")),
-    ("refinement", ("hema.refine.",),
-     ("transformer.text_proj", "transformer.cross_attnn", "transformer.gate_mlp", "transformer.combined_proj",
-      "transformer.decoder_norm")),
-    ("mask_former", ("hema.mask_former.",),
-     ("transformer.mask_embed", "transformer.class_embed", "mask_embed", "class_embed_seg", "transformer.label_enc")),
+    (
+        "two_stage",
+        ("level_embed", "proposals."),
+        ("transformer.level_embed", "transformer.tgt_embed", "transformer.enc_output", "transformer.enc_out_"),
+    ),
+    (
+        "refinement",
+        ("hema.refine.",),
+        (
+            "transformer.text_proj",
+            "transformer.cross_attnn",
+            "transformer.gate_mlp",
+            "transformer.combined_proj",
+            "transformer.decoder_norm",
+        ),
+    ),
+    (
+        "mask_former",
+        ("hema.mask_former.",),
+        ("transformer.mask_embed", "transformer.class_embed", "mask_embed", "class_embed_seg", "transformer.label_enc"),
+    ),
     ("denoising", ("denoising.",), ("label_enc",)),
-    ("cell_heads", ("heads.",), ("classifier_image", "morphology_embed", "class_tokens", "class_pos_tokens",
-                                 "decoder_norm")),
+    (
+        "cell_heads",
+        ("heads.",),
+        ("classifier_image", "morphology_embed", "class_tokens", "class_pos_tokens", "decoder_norm"),
+    ),
 )
 # The components the release names with their sizes; the paper preset must match each within 1%.
 CHECKED_GROUPS = ("backbone", "encoder", "decoder", "input_proj", "qformer", "upsampler", "t5")
@@ -83,8 +100,10 @@ def format_summary(model: torch.nn.Module, compare: bool) -> str:
             pct = 100.0 * diff / official if official else float("nan")
             mark = " *" if name in CHECKED_GROUPS else ""
             lines.append(f"{name:<12} {ours:>13,} {official:>13,} {diff:>+10,} {pct:>+7.3f}%{mark}")
-        lines.append("* components the release names with their sizes (checked to 1%; total to 0.2%: the official "
-                     "total counts 1,647,363 parameters its forward never reads, see docs/DIFFERENCES.md)")
+        lines.append(
+            "* components the release names with their sizes (checked to 1%; total to 0.2%: the official "
+            "total counts 1,647,363 parameters its forward never reads, see docs/DIFFERENCES.md)"
+        )
     else:
         lines.append(f"{'component':<12} {'trainable':>13}")
         lines += [f"{name:<12} {ours:>13,}" for name, ours, _ in rows]

@@ -38,8 +38,7 @@ ATTN_IMPLEMENTATION = "unihema"
 _registered = False
 
 
-def t5_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, position_bias=None,
-                 **kwargs):
+def t5_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, position_bias=None, **kwargs):
     """transformers attention-interface function: (B, H, L, D) in, (B, Lq, H, D) out."""
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
     bias = position_bias
@@ -82,10 +81,19 @@ def register_t5_attention() -> bool:
 
 def t5_config(cfg: TextConfig) -> T5Config:
     return T5Config(
-        vocab_size=cfg.vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff, num_heads=cfg.num_heads,
-        num_layers=cfg.encoder_layers, num_decoder_layers=cfg.decoder_layers,
-        feed_forward_proj=cfg.feed_forward_proj, tie_word_embeddings=cfg.tie_word_embeddings,
-        dropout_rate=cfg.dropout_rate, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=cfg.vocab_size,
+        d_model=cfg.d_model,
+        d_kv=cfg.d_kv,
+        d_ff=cfg.d_ff,
+        num_heads=cfg.num_heads,
+        num_layers=cfg.encoder_layers,
+        num_decoder_layers=cfg.decoder_layers,
+        feed_forward_proj=cfg.feed_forward_proj,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+        dropout_rate=cfg.dropout_rate,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
 
 
@@ -97,7 +105,7 @@ def untie_lm_head(t5: T5ForConditionalGeneration) -> None:
         # hidden states gives logits of std ~sqrt(d_model) and a first text loss of ~4x
         # log(vocab) when training from scratch; the tied head's d_model**-0.5 output
         # scaling, folded into the init, starts the loss at ~log(vocab) instead.
-        std = t5.config.initializer_factor * t5.config.d_model ** -0.5
+        std = t5.config.initializer_factor * t5.config.d_model**-0.5
         nn.init.normal_(weight, mean=0.0, std=std)
         t5.lm_head.weight = nn.Parameter(weight)
     t5.config.tie_word_embeddings = False
@@ -124,9 +132,16 @@ def build_t5(cfg: TextConfig) -> T5ForConditionalGeneration:
 
 
 # TextConfig field -> T5Config attribute; a checkpoint must agree with the config on each.
-_DIMENSIONS = {"d_model": "d_model", "d_kv": "d_kv", "d_ff": "d_ff", "num_heads": "num_heads",
-               "encoder_layers": "num_layers", "decoder_layers": "num_decoder_layers", "vocab_size": "vocab_size",
-               "feed_forward_proj": "feed_forward_proj"}
+_DIMENSIONS = {
+    "d_model": "d_model",
+    "d_kv": "d_kv",
+    "d_ff": "d_ff",
+    "num_heads": "num_heads",
+    "encoder_layers": "num_layers",
+    "decoder_layers": "num_decoder_layers",
+    "vocab_size": "vocab_size",
+    "feed_forward_proj": "feed_forward_proj",
+}
 
 
 def _t5_from_pretrained(cfg: TextConfig, impl: str) -> T5ForConditionalGeneration:
@@ -135,14 +150,18 @@ def _t5_from_pretrained(cfg: TextConfig, impl: str) -> T5ForConditionalGeneratio
     if not is_hub_id(source) and not os.path.isdir(os.path.expanduser(source)):
         raise missing_local(TEXT_SETTING, source)
     try:
-        t5 = T5ForConditionalGeneration.from_pretrained(os.path.expanduser(source), attn_implementation=impl,
-                                                        dropout_rate=cfg.dropout_rate)
+        t5 = T5ForConditionalGeneration.from_pretrained(
+            os.path.expanduser(source), attn_implementation=impl, dropout_rate=cfg.dropout_rate
+        )
     except OSError as err:  # transformers reports unreachable, offline and missing files as OSError
         if is_hub_id(source):
             raise unavailable(TEXT_SETTING, source, f"{type(err).__name__}: {err}") from None
         raise PretrainedWeightsError(f"{TEXT_SETTING}={source!r}: {err}") from None
-    differ = [f"model.text.{ours}={getattr(cfg, ours)!r} but the checkpoint has {getattr(t5.config, theirs)!r}"
-              for ours, theirs in _DIMENSIONS.items() if getattr(cfg, ours) != getattr(t5.config, theirs)]
+    differ = [
+        f"model.text.{ours}={getattr(cfg, ours)!r} but the checkpoint has {getattr(t5.config, theirs)!r}"
+        for ours, theirs in _DIMENSIONS.items()
+        if getattr(cfg, ours) != getattr(t5.config, theirs)
+    ]
     if differ:
         # Meta-device builds, parameter counts and the converter read the config, not the checkpoint.
         raise PretrainedWeightsError(f"{TEXT_SETTING}={source!r} does not fit the config: {'; '.join(differ)}")
@@ -173,12 +192,15 @@ class TextModel(nn.Module):
     def decode(self, decoder_input_ids, encoder_states, encoder_mask, decoder_mask=None) -> torch.Tensor:
         """Teacher-forced logits (B, T', vocab)."""
         out = self.t5.decoder(
-            input_ids=decoder_input_ids, attention_mask=decoder_mask, encoder_hidden_states=encoder_states,
-            encoder_attention_mask=encoder_mask.long(), use_cache=False,
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_mask,
+            encoder_hidden_states=encoder_states,
+            encoder_attention_mask=encoder_mask.long(),
+            use_cache=False,
         )
         hidden = out.last_hidden_state
         if getattr(self.t5.config, "scale_decoder_outputs", False):
-            hidden = hidden * (self.d_model ** -0.5)
+            hidden = hidden * (self.d_model**-0.5)
         return self.t5.lm_head(hidden)
 
     def shift_right(self, labels: torch.Tensor) -> torch.Tensor:

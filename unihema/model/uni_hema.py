@@ -62,8 +62,9 @@ class HemaFormer(nn.Module):
     def __init__(self, cfg: ModelConfig, text_dim: int) -> None:
         super().__init__()
         d, h = cfg.hidden_dim, cfg.nheads
-        self.qformer = QFormer(d, text_dim, h, cfg.hema.qformer_queries, cfg.hema.qformer_layers,
-                               cfg.hema.qformer_ffn_mult, cfg.dropout)
+        self.qformer = QFormer(
+            d, text_dim, h, cfg.hema.qformer_queries, cfg.hema.qformer_layers, cfg.hema.qformer_ffn_mult, cfg.dropout
+        )
         self.refine = build_text_refinement(cfg.hema.refinement, d, text_dim, h, cfg.dropout)
         self.mask_former = MaskFormer(d, len(labels.SEGMENTATION_CLASSES), cfg.norm_groups, cfg.hema.upsampler_norm)
 
@@ -85,17 +86,39 @@ class UniHema(PretrainedMixin, nn.Module):
         self.position = PositionEmbeddingSine(d // 2, cfg.position_temperature)
         self.level_embed = nn.Parameter(torch.empty(levels, d))
         nn.init.normal_(self.level_embed)
-        self.encoder = ImageEncoder(d, cfg.nheads, cfg.encoder.layers, cfg.encoder.dim_feedforward, levels,
-                                    cfg.encoder.n_points, cfg.dropout, cfg.hema.cell_norm(),
-                                    self.backbone.channels if cfg.hema.cell_feature_backbone_pool else None)
+        self.encoder = ImageEncoder(
+            d,
+            cfg.nheads,
+            cfg.encoder.layers,
+            cfg.encoder.dim_feedforward,
+            levels,
+            cfg.encoder.n_points,
+            cfg.dropout,
+            cfg.hema.cell_norm(),
+            self.backbone.channels if cfg.hema.cell_feature_backbone_pool else None,
+        )
         self.proposals = TwoStageProposals(d, self.num_classes, self.num_queries)
-        self.decoder = ImageDecoder(d, cfg.nheads, cfg.decoder.layers, cfg.decoder.dim_feedforward, levels,
-                                    cfg.decoder.n_points, self.num_classes, self.num_attributes, cfg.dropout,
-                                    cfg.decoder.look_forward_twice)
+        self.decoder = ImageDecoder(
+            d,
+            cfg.nheads,
+            cfg.decoder.layers,
+            cfg.decoder.dim_feedforward,
+            levels,
+            cfg.decoder.n_points,
+            self.num_classes,
+            self.num_attributes,
+            cfg.dropout,
+            cfg.decoder.look_forward_twice,
+        )
         self.denoising = None
         if cfg.decoder.dn_enabled:
-            self.denoising = DenoisingQueries(self.num_classes, d, cfg.decoder.dn_number,
-                                              cfg.decoder.dn_label_noise_ratio, cfg.decoder.dn_box_noise_scale)
+            self.denoising = DenoisingQueries(
+                self.num_classes,
+                d,
+                cfg.decoder.dn_number,
+                cfg.decoder.dn_label_noise_ratio,
+                cfg.decoder.dn_box_noise_scale,
+            )
         self.text = TextModel(cfg.text)
         self.hema = HemaFormer(cfg, self.text.d_model)
         self.heads = CellHeads(d, self.num_cell_classes, self.num_attributes, cfg.dropout)
@@ -165,11 +188,20 @@ class UniHema(PretrainedMixin, nn.Module):
         valid_ratios = torch.stack(ratios, 1)
         memory = self.encoder(src, pos, mask, spatial_shapes, level_start_index, valid_ratios)
         return {
-            "memory": memory, "pos": pos, "mask": mask, "spatial_shapes": spatial_shapes,
-            "level_start_index": level_start_index, "valid_ratios": valid_ratios, "src_fine": srcs[0],
-            "backbone_pool": (torch.cat([masked_mean(f.flatten(2).transpose(1, 2), m.flatten(1))
-                                         for f, m in zip(features, masks)], dim=-1)
-                              if self.cfg.hema.cell_feature_backbone_pool else None),
+            "memory": memory,
+            "pos": pos,
+            "mask": mask,
+            "spatial_shapes": spatial_shapes,
+            "level_start_index": level_start_index,
+            "valid_ratios": valid_ratios,
+            "src_fine": srcs[0],
+            "backbone_pool": (
+                torch.cat(
+                    [masked_mean(f.flatten(2).transpose(1, 2), m.flatten(1)) for f, m in zip(features, masks)], dim=-1
+                )
+                if self.cfg.hema.cell_feature_backbone_pool
+                else None
+            ),
         }
 
     def cell_features(self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -206,8 +238,9 @@ class UniHema(PretrainedMixin, nn.Module):
             pad = meta["pad_size"]
             tgt = torch.cat([content.to(tgt.dtype), tgt], dim=1)
             refs = torch.cat([dn_refs.to(refs.dtype), refs], dim=1)
-        layers = self.decoder(tgt, refs, memory, mask, img["spatial_shapes"], img["level_start_index"],
-                              img["valid_ratios"], attn_mask)
+        layers = self.decoder(
+            tgt, refs, memory, mask, img["spatial_shapes"], img["level_start_index"], img["valid_ratios"], attn_mask
+        )
         keys = ("pred_logits", "pred_boxes", "pred_morphology")
         match = [{k: o[k][:, pad:] for k in keys} for o in layers]
         out = dict(match[-1])
@@ -221,8 +254,9 @@ class UniHema(PretrainedMixin, nn.Module):
             b, _, d = memory.shape
             h0, w0 = img["src_fine"].shape[-2:]
             level0 = memory[:, : h0 * w0].transpose(1, 2).reshape(b, d, h0, w0)
-            pixel = self.encoder.pixel_features(memory, img["spatial_shapes"], img["level_start_index"],
-                                                img["src_fine"])
+            pixel = self.encoder.pixel_features(
+                memory, img["spatial_shapes"], img["level_start_index"], img["src_fine"]
+            )
             out.update(self.hema.mask_former(layers[-1]["hs"][:, pad:], pixel, level0))
         return out
 
@@ -263,8 +297,11 @@ class UniHema(PretrainedMixin, nn.Module):
             feature = self.encoder.cell_feature(img["memory"], img["pos"], img["mask"], img["backbone_pool"])
             out.update(self.heads(feature))
         if run_detector:
-            out.update(self._detect(img, targets, text_states, text_pad, "segmentation" in tasks,
-                                    denoise=bool(tasks & DETECTOR_TASKS)))
+            out.update(
+                self._detect(
+                    img, targets, text_states, text_pad, "segmentation" in tasks, denoise=bool(tasks & DETECTOR_TASKS)
+                )
+            )
         if run_text and batch.get("text_labels") is not None:
             states, states_mask = self._text_context(img, text_states, prompt_mask)
             decoder_ids = self.text.shift_right(batch["text_labels"])
@@ -279,8 +316,9 @@ class UniHema(PretrainedMixin, nn.Module):
         return self._text_context(img, self.text.encode(prompt_ids, prompt_mask), prompt_mask)
 
     @torch.no_grad()
-    def answer_log_likelihoods(self, images, pixel_mask, prompt_ids, prompt_mask, labels: torch.Tensor,
-                               owner: torch.Tensor) -> torch.Tensor:
+    def answer_log_likelihoods(
+        self, images, pixel_mask, prompt_ids, prompt_mask, labels: torch.Tensor, owner: torch.Tensor
+    ) -> torch.Tensor:
         """Summed log-likelihood (N,) of each candidate answer ``labels`` (N, T', -100 = padding)
         given the image and prompt of batch row ``owner`` (N,): the image side runs once per row."""
         was_training = self.training
@@ -295,8 +333,16 @@ class UniHema(PretrainedMixin, nn.Module):
         picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return (picked * valid).sum(-1)
 
-    def generate_text(self, images, pixel_mask, prompt_ids, prompt_mask, max_new_tokens: int = 32,
-                      num_beams: int = 1, return_scores: bool = False):
+    def generate_text(
+        self,
+        images,
+        pixel_mask,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens: int = 32,
+        num_beams: int = 1,
+        return_scores: bool = False,
+    ):
         """Answer the prompt about the image: greedy (num_beams=1) or beam search.
 
         The T5 decoder attends to the Q-Former's image-and-prompt summary and the prompt
@@ -312,11 +358,16 @@ class UniHema(PretrainedMixin, nn.Module):
         try:
             states, states_mask = self._answer_context(images, pixel_mask, prompt_ids, prompt_mask)
             gen = self.text.t5.generate(
-                encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=states_mask.long(),
+                encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                attention_mask=states_mask.long(),
                 # At least one token: an untrained end-of-sequence logit otherwise ends most
                 # answers before they start (30 of 31 validation answers were empty, issue 16).
-                max_new_tokens=max_new_tokens, min_new_tokens=1, num_beams=num_beams, do_sample=False,
-                return_dict_in_generate=True, output_scores=True,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=1,
+                num_beams=num_beams,
+                do_sample=False,
+                return_dict_in_generate=True,
+                output_scores=True,
             )
         finally:
             self.train(was_training)

@@ -44,8 +44,13 @@ def unavailable(setting: str, hub_id: str, cause: BaseException | str) -> Pretra
         f"(2) pre-download on a machine with hub access (e.g. `hf download {_repo(hub_id)}`) "
         f"and point HF_HOME at that cache (now: {cache}) on every node; "
         f"(3) train from random weights on purpose: {setting}={SCRATCH}"
-        + (" model.backbone.frozen_stages=0 model.backbone.frozen_batchnorm=false" if setting == BACKBONE_SETTING
-           else "") + ".")
+        + (
+            " model.backbone.frozen_stages=0 model.backbone.frozen_batchnorm=false"
+            if setting == BACKBONE_SETTING
+            else ""
+        )
+        + "."
+    )
 
 
 def missing_local(setting: str, path: str) -> PretrainedWeightsError:
@@ -55,7 +60,7 @@ def missing_local(setting: str, path: str) -> PretrainedWeightsError:
 def _repo(hub_id: str) -> str:
     """The Hugging Face repository behind a hub id (timm names live under ``timm/``)."""
     if hub_id.startswith("hf-hub:"):
-        return hub_id[len("hf-hub:"):]
+        return hub_id[len("hf-hub:") :]
     if "/" in hub_id:
         return hub_id
     try:
@@ -97,4 +102,3 @@ def check_available(model_cfg) -> None:
             continue
         files = ("model.safetensors", "pytorch_model.bin") if setting == BACKBONE_SETTING else ("config.json",)
         _probe_hub(setting, value, files)
-

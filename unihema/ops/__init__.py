@@ -4,6 +4,8 @@ Triton, flash-attn, xformers, all imported lazily). See ``attention.py`` and
 
 from .attention import (
     BACKENDS as ATTENTION_BACKENDS,
+)
+from .attention import (
     attention,
     check_attention_backends,
     choose_attention_backend,

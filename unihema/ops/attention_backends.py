@@ -237,8 +237,16 @@ def run_flash(q, k, v, key_padding_mask, attn_bias, causal, dropout_p, scale):
     q_flat = q.reshape(batch * q_len, heads, dim)
     cu_seqlens_q = torch.arange(0, (batch + 1) * q_len, q_len, dtype=torch.int32, device=q.device)
     out = flash_attn_varlen_func(
-        q_flat, k_unpad, v_unpad, cu_seqlens_q, cu_seqlens_k, q_len, max_seqlen_k,
-        dropout_p=dropout_p, softmax_scale=scale, causal=False,
+        q_flat,
+        k_unpad,
+        v_unpad,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        q_len,
+        max_seqlen_k,
+        dropout_p=dropout_p,
+        softmax_scale=scale,
+        causal=False,
     )
     return out.view(batch, q_len, heads, -1)
 

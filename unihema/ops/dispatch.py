@@ -64,8 +64,7 @@ class BackendSetting:
         name = name.strip().lower()
         if name != AUTO and name not in self.names:
             raise ValueError(
-                f"unknown {self.kind} backend {name!r} (from {source}); "
-                f"choose one of {', '.join((AUTO,) + self.names)}"
+                f"unknown {self.kind} backend {name!r} (from {source}); choose one of {', '.join((AUTO,) + self.names)}"
             )
         return name
 
@@ -85,7 +84,6 @@ class BackendSetting:
         if env:
             return Requested(self.validate(env, f"env {self.env_var}"), f"env {self.env_var}")
         return Requested(AUTO, "default")
-
 
     def choose(
         self,

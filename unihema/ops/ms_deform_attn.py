@@ -157,8 +157,9 @@ def _describe(value, spatial_shapes, level_start_index, sampling_locations, atte
         raise ValueError(f"sampling_locations must be (N, Lq, H, L, P, 2), got {tuple(sampling_locations.shape)}")
     _, lq, _, levels, points, _ = sampling_locations.shape
     if sampling_locations.shape[0] != n or sampling_locations.shape[2] != heads:
-        raise ValueError(f"sampling_locations {tuple(sampling_locations.shape)} do not match value "
-                         f"{tuple(value.shape)}")
+        raise ValueError(
+            f"sampling_locations {tuple(sampling_locations.shape)} do not match value {tuple(value.shape)}"
+        )
     if tuple(attention_weights.shape) != (n, lq, heads, levels, points):
         raise ValueError(
             f"attention_weights must be {(n, lq, heads, levels, points)}, got {tuple(attention_weights.shape)}"

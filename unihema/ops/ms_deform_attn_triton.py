@@ -113,9 +113,20 @@ def _blend(v00, v01, v10, v11, lh, lw):
 
 @triton.jit
 def _msda_fwd_kernel(
-    value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
-    S, Lq, H, D,
-    NUM_LEVELS: tl.constexpr, NUM_POINTS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
+    value_ptr,
+    shapes_ptr,
+    starts_ptr,
+    loc_ptr,
+    attn_ptr,
+    out_ptr,
+    S,
+    Lq,
+    H,
+    D,
+    NUM_LEVELS: tl.constexpr,
+    NUM_POINTS: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     q_mask, d_offs, d_mask, stride_s, value_offset, row = _tile(S, Lq, H, D, BLOCK_Q, BLOCK_D)
     value_base = value_ptr + value_offset
@@ -135,10 +146,23 @@ def _msda_fwd_kernel(
 
 @triton.jit
 def _msda_bwd_kernel(
-    value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, grad_out_ptr,
-    grad_value_ptr, grad_loc_ptr, grad_attn_ptr,
-    S, Lq, H, D,
-    NUM_LEVELS: tl.constexpr, NUM_POINTS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
+    value_ptr,
+    shapes_ptr,
+    starts_ptr,
+    loc_ptr,
+    attn_ptr,
+    grad_out_ptr,
+    grad_value_ptr,
+    grad_loc_ptr,
+    grad_attn_ptr,
+    S,
+    Lq,
+    H,
+    D,
+    NUM_LEVELS: tl.constexpr,
+    NUM_POINTS: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     q_mask, d_offs, d_mask, stride_s, value_offset, row = _tile(S, Lq, H, D, BLOCK_Q, BLOCK_D)
     value_base = value_ptr + value_offset
@@ -208,8 +232,17 @@ def msda_backward(value, spatial_shapes, level_start_index, sampling_locations, 
     grid, sizes, meta = _launch_meta(value, sampling_locations, BLOCK_Q_BWD)
     with _device_guard(value):
         _msda_bwd_kernel[grid](
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_out,
-            grad_value, grad_loc, grad_attn, *sizes, **meta,
+            value,
+            spatial_shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
+            grad_out,
+            grad_value,
+            grad_loc,
+            grad_attn,
+            *sizes,
+            **meta,
         )
     return grad_value, grad_loc, grad_attn
 

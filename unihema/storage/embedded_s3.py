@@ -71,16 +71,24 @@ class EmbeddedS3:
     ...     cfg = s3.storage_config()      # endpoint + generated credentials
     """
 
-    def __init__(self, data_dir: str | Path | None = None, *, access_key: str | None = None,
-                 secret_key: str | None = None, startup_timeout: float = 30.0, scoped_prefixes: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        startup_timeout: float = 30.0,
+        scoped_prefixes: tuple[str, ...] = (),
+    ):
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="unihema-s3-"))
         self.access_key = access_key or "unihema-" + secrets.token_hex(6)
         self.secret_key = secret_key or secrets.token_urlsafe(24)
         # "bucket/prefix" -> (access key, secret key) allowed to read, write and list that prefix only,
         # as an AWS policy scoped to a prefix would: what a shared bucket hands each team.
-        self.scoped = {p.strip("/"): ("scoped-" + secrets.token_hex(6), secrets.token_urlsafe(24))
-                       for p in scoped_prefixes}
+        self.scoped = {
+            p.strip("/"): ("scoped-" + secrets.token_hex(6), secrets.token_urlsafe(24)) for p in scoped_prefixes
+        }
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
@@ -95,11 +103,21 @@ class EmbeddedS3:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ports = dict(zip(_PORT_NAMES, _free_port_pairs(len(_PORT_NAMES))))
         cmd = [
-            find_weed(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={self.ports['master']}", f"-volume.port={self.ports['volume']}",
-            f"-filer.port={self.ports['filer']}", f"-s3.port={self.ports['s3']}",
-            f"-admin.port={self.ports['admin']}", "-admin.ui=false", "-webdav=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0",
+            find_weed(),
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={self.ports['master']}",
+            f"-volume.port={self.ports['volume']}",
+            f"-filer.port={self.ports['filer']}",
+            f"-s3.port={self.ports['s3']}",
+            f"-admin.port={self.ports['admin']}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-metricsPort=0",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
@@ -108,8 +126,9 @@ class EmbeddedS3:
         self._log_path = self.data_dir / "weed.log"
         log_file = open(self._log_path, "ab")
         # Own process group so stop() ends weed's children too, and only them.
-        self.process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                        cwd=self.data_dir, start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir, start_new_session=True
+        )
         log_file.close()
         try:
             self._wait_ready()
@@ -121,11 +140,21 @@ class EmbeddedS3:
 
     def _write_identities(self) -> Path:
         """SeaweedFS's identities file: the admin key, and one key per scoped prefix (``Action:bucket/prefix/*``)."""
-        identities = [{"name": "admin", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]
+        identities = [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
         for i, (prefix, (key, secret)) in enumerate(self.scoped.items()):
-            identities.append({"name": f"scoped{i}", "credentials": [{"accessKey": key, "secretKey": secret}],
-                               "actions": [f"{action}:{prefix}/*" for action in ("Read", "Write", "List")]})
+            identities.append(
+                {
+                    "name": f"scoped{i}",
+                    "credentials": [{"accessKey": key, "secretKey": secret}],
+                    "actions": [f"{action}:{prefix}/*" for action in ("Read", "Write", "List")],
+                }
+            )
         path = self.data_dir / "identities.json"
         path.write_text(json.dumps({"identities": identities}))
         path.chmod(0o600)
@@ -150,22 +179,33 @@ class EmbeddedS3:
             except Exception as err:  # not up yet: connection refused or 503 while the filer starts
                 last_error = err
                 time.sleep(0.2)
-        raise TimeoutError(f"embedded S3 server at {self.endpoint_url} did not answer within "
-                           f"{self.startup_timeout:.0f}s (last error: {type(last_error).__name__})")
+        raise TimeoutError(
+            f"embedded S3 server at {self.endpoint_url} did not answer within "
+            f"{self.startup_timeout:.0f}s (last error: {type(last_error).__name__})"
+        )
 
     def storage_config(self, **overrides) -> StorageConfig:
         """A StorageConfig pointing at this server with its credentials."""
-        values = dict(endpoint_url=self.endpoint_url, access_key_id=self.access_key,
-                      secret_access_key=self.secret_key, region="us-east-1", embedded=False)
+        values = dict(
+            endpoint_url=self.endpoint_url,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+            region="us-east-1",
+            embedded=False,
+        )
         values.update(overrides)
         return StorageConfig(**values)
 
     def env(self) -> dict[str, str]:
         """Environment variables that point standard AWS clients (and Ray workers) here."""
         # No instance-metadata lookups: a client without credentials must fail, not ask 169.254.169.254.
-        return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1",
-                "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def client(self):
         from unihema.storage.uri import boto3_client

@@ -30,8 +30,9 @@ class StorageSession:
             try:
                 self.server = EmbeddedS3(self.storage.embedded_dir).start()
             except (OSError, RuntimeError, TimeoutError) as err:
-                raise StorageAccessError(f"cannot start the embedded S3 server in {self.storage.embedded_dir}: "
-                                         f"{err}") from None
+                raise StorageAccessError(
+                    f"cannot start the embedded S3 server in {self.storage.embedded_dir}: {err}"
+                ) from None
             self.storage = self.server.storage_config()
         return self.storage
 

@@ -35,8 +35,11 @@ class StorageURI:
         return f"{self.bucket}/{self.key}".rstrip("/") if self.is_s3 else self.key
 
     def join(self, *parts: str) -> StorageURI:
-        key = "/".join([self.key.rstrip("/"), *[p.strip("/") for p in parts if p]]).lstrip("/") if self.is_s3 \
+        key = (
+            "/".join([self.key.rstrip("/"), *[p.strip("/") for p in parts if p]]).lstrip("/")
+            if self.is_s3
             else str(Path(self.key, *parts))
+        )
         return StorageURI(self.scheme, self.bucket, key)
 
     def __str__(self) -> str:
@@ -47,14 +50,14 @@ def parse_uri(uri: str) -> StorageURI:
     if not uri:
         raise ValueError("empty storage URI")
     if uri.startswith("s3://"):
-        rest = uri[len("s3://"):]
+        rest = uri[len("s3://") :]
         bucket, _, key = rest.partition("/")
         if not bucket:
             raise ValueError(f"storage URI {uri!r} names no bucket")
         return StorageURI("s3", bucket, key.strip("/"))
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"unsupported storage URI {uri!r}: use s3://bucket/prefix or a local path")
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
     return StorageURI("file", "", str(Path(path).expanduser().resolve()))
 
 
@@ -117,7 +120,8 @@ def bucket_region(bucket: str, cfg: StorageConfig) -> str:
             raise StorageAccessError(
                 f"object storage at {endpoint}, bucket {bucket!r}: the bucket is in region {found}, but "
                 f"storage.region={cfg.region}: set storage.region={found}, or leave storage.region empty to use "
-                f"the bucket's own region")
+                f"the bucket's own region"
+            )
         _REGIONS[key] = found or _default_region(cfg)
     return _REGIONS[key]
 
@@ -132,8 +136,7 @@ def s3_filesystem(cfg: StorageConfig, bucket: str | None = None) -> pafs.S3FileS
     if cfg.access_key_id and cfg.secret_access_key:
         kwargs.update(access_key=cfg.access_key_id, secret_key=cfg.secret_access_key)
     # Bounded retries: a wrong endpoint should fail in seconds, not minutes.
-    kwargs.update(connect_timeout=5, request_timeout=60,
-                  retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3))
+    kwargs.update(connect_timeout=5, request_timeout=60, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3))
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -149,8 +152,10 @@ def _client(cfg: StorageConfig, region: str, attempts: int = 5):
     import boto3
     from botocore.config import Config
 
-    kwargs: dict = {"region_name": region,
-                    "config": Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5)}
+    kwargs: dict = {
+        "region_name": region,
+        "config": Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5),
+    }
     endpoint = endpoint_of(cfg)
     if endpoint:
         kwargs["endpoint_url"] = endpoint
@@ -164,8 +169,15 @@ def boto3_client(cfg: StorageConfig, bucket: str | None = None):
     return _client(cfg, bucket_region(bucket, cfg) if bucket else _default_region(cfg))
 
 
-_DENIED_MARKERS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden",
-                   "authentication", "credentials")
+_DENIED_MARKERS = (
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "403",
+    "Forbidden",
+    "authentication",
+    "credentials",
+)
 
 
 def describe_failure(uri: str | StorageURI, cfg: StorageConfig, err: BaseException) -> StorageAccessError:
@@ -178,8 +190,10 @@ def describe_failure(uri: str | StorageURI, cfg: StorageConfig, err: BaseExcepti
             text = text.replace(secret, "***")
     flat = text.lower().replace("_", "")  # pyarrow says SIGNATURE_DOES_NOT_MATCH, boto3 SignatureDoesNotMatch
     if any(marker.lower() in flat for marker in _DENIED_MARKERS):
-        reason = ("access denied: the credentials were refused, or do not cover this prefix "
-                  "(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the policy)")
+        reason = (
+            "access denied: the credentials were refused, or do not cover this prefix "
+            "(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the policy)"
+        )
     elif "nosuchbucket" in flat or "does not exist" in flat:
         reason = "the bucket does not exist"
     else:

@@ -62,17 +62,26 @@ def write_file_manifest(local_dir: str | Path, rank: int) -> Path:
 def _remote_sizes(fs: pafs.FileSystem, root: str) -> dict[str, int]:
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     prefix = root.rstrip("/") + "/"
-    return {i.path[len(prefix):] if i.path.startswith(prefix) else i.path: i.size
-            for i in infos if i.type == pafs.FileType.File}
+    return {
+        i.path[len(prefix) :] if i.path.startswith(prefix) else i.path: i.size
+        for i in infos
+        if i.type == pafs.FileType.File
+    }
 
 
 def _raise_differences(expected: dict[str, set[int]], found: dict[str, int], where: str) -> None:
     missing = sorted(name for name in expected if name not in found)
-    wrong = sorted(f"{name} ({found[name]} bytes, expected {' or '.join(map(str, sorted(sizes)))})"
-                   for name, sizes in expected.items() if name in found and found[name] not in sizes)
+    wrong = sorted(
+        f"{name} ({found[name]} bytes, expected {' or '.join(map(str, sorted(sizes)))})"
+        for name, sizes in expected.items()
+        if name in found and found[name] not in sizes
+    )
     if missing or wrong:
-        parts = ([f"missing {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")]
-                 if missing else []) + ([f"wrong size: {', '.join(wrong[:5])}"] if wrong else [])
+        parts = (
+            [f"missing {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")]
+            if missing
+            else []
+        ) + ([f"wrong size: {', '.join(wrong[:5])}"] if wrong else [])
         raise StorageIntegrityError(f"{where}: the stored files differ from those written: {'; '.join(parts)}")
 
 
@@ -122,16 +131,29 @@ def verify_local_checkpoint(local_dir: str | Path, where: str | None = None) -> 
         return 0
     where = where or str(local_dir)
     merged = _merged_manifests(texts)
-    _raise_differences({name: {i["size"] for i in infos} for name, infos in merged.items()},
-                       {name: info["size"] for name, info in describe_files(local_dir, checksums=False).items()},
-                       where)
-    changed = sorted(name for name, infos in merged.items()
-                     if sha256_of(local_dir / name) not in {i["sha256"] for i in infos})
+    _raise_differences(
+        {name: {i["size"] for i in infos} for name, infos in merged.items()},
+        {name: info["size"] for name, info in describe_files(local_dir, checksums=False).items()},
+        where,
+    )
+    changed = sorted(
+        name for name, infos in merged.items() if sha256_of(local_dir / name) not in {i["sha256"] for i in infos}
+    )
     if changed:
-        raise StorageIntegrityError(f"{where}: checksum mismatch (the file changed after it was written, or the "
-                                    f"copy is damaged): {', '.join(changed[:5])}")
+        raise StorageIntegrityError(
+            f"{where}: checksum mismatch (the file changed after it was written, or the "
+            f"copy is damaged): {', '.join(changed[:5])}"
+        )
     return len(merged)
 
 
-__all__ = ["MANIFEST_PREFIX", "StorageIntegrityError", "describe_files", "sha256_of", "verify_local_checkpoint",
-           "verify_stored_checkpoint", "verify_upload", "write_file_manifest"]
+__all__ = [
+    "MANIFEST_PREFIX",
+    "StorageIntegrityError",
+    "describe_files",
+    "sha256_of",
+    "verify_local_checkpoint",
+    "verify_stored_checkpoint",
+    "verify_upload",
+    "write_file_manifest",
+]

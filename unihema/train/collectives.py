@@ -20,9 +20,18 @@ import torch.distributed as dist
 CHECK_ENV = "UNIHEMA_CHECK_COLLECTIVE_DEVICES"
 # The collectives that take tensors; object collectives (all_gather_object ...) pick their
 # own device (the current CUDA device under NCCL) and are not wrapped.
-TENSOR_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
-                      "reduce_scatter_tensor", "broadcast", "reduce", "all_to_all_single", "_all_gather_base",
-                      "_reduce_scatter_base")
+TENSOR_COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "broadcast",
+    "reduce",
+    "all_to_all_single",
+    "_all_gather_base",
+    "_reduce_scatter_base",
+)
 
 
 class CollectiveDeviceError(RuntimeError):
@@ -94,8 +103,10 @@ def check_devices(device: torch.device, record: list | None = None):
                 if record is not None:
                     record.append((__name, tensor.device))
                 if not _same_device(tensor, device):
-                    raise CollectiveDeviceError(f"torch.distributed.{__name} got a tensor on {tensor.device}, "
-                                                f"the model is on {device}: NCCL would refuse it")
+                    raise CollectiveDeviceError(
+                        f"torch.distributed.{__name} got a tensor on {tensor.device}, "
+                        f"the model is on {device}: NCCL would refuse it"
+                    )
             return __original(*args, **kwargs)
 
         setattr(dist, name, checked)

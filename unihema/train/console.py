@@ -21,10 +21,10 @@ SETUP_HOOK = "unihema.train.console.quiet_ray_loggers"
 # per-validation tables are kept off the console) no longer captured anything.
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
+_PLACEMENT_GROUP_CLEANER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 # logger -> the start of the one message dropped from it
 _NOTICES = {
-    "ray.train.v2._internal.execution.controller.placement_group_cleaner":
-        "Failed to query Ray Train Controller actor state",
+    _PLACEMENT_GROUP_CLEANER: "Failed to query Ray Train Controller actor state",
     "ray.data._internal.progress": "Progress bars disabled",
 }
 

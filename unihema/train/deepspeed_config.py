@@ -15,17 +15,20 @@ from unihema.train.precision import resolve_precision
 __all__ = ["deepspeed_config", "resolve_precision"]
 
 
-def deepspeed_config(cfg: TrainConfig, micro_batch_size: int, world_size: int, on_gpu: bool,
-                     num_tasks: int = 1) -> dict:
+def deepspeed_config(
+    cfg: TrainConfig, micro_batch_size: int, world_size: int, on_gpu: bool, num_tasks: int = 1
+) -> dict:
     """``num_tasks``: tasks with a positive sampling weight (each is one micro-batch under task_schedule "all")."""
     accum = cfg.micro_steps(num_tasks)
     zero: dict = {"stage": cfg.zero_stage}
     if cfg.zero_stage >= 1:
-        zero.update(overlap_comm=on_gpu, contiguous_gradients=True, reduce_bucket_size=5e7,
-                    allgather_bucket_size=5e7)
+        zero.update(overlap_comm=on_gpu, contiguous_gradients=True, reduce_bucket_size=5e7, allgather_bucket_size=5e7)
     if cfg.zero_stage == 3:
-        zero.update(stage3_param_persistence_threshold=1e4, stage3_prefetch_bucket_size=5e7,
-                    stage3_gather_16bit_weights_on_model_save=True)
+        zero.update(
+            stage3_param_persistence_threshold=1e4,
+            stage3_prefetch_bucket_size=5e7,
+            stage3_gather_16bit_weights_on_model_save=True,
+        )
     if cfg.offload_optimizer:
         if cfg.zero_stage == 0:
             raise ValueError("train.offload_optimizer needs train.zero_stage >= 1")
@@ -39,7 +42,7 @@ def deepspeed_config(cfg: TrainConfig, micro_batch_size: int, world_size: int, o
         # fp32 master weights whatever train.precision says: bf16 is autocast's job.
         "bf16": {"enabled": False},
         "fp16": {"enabled": False},
-        "steps_per_print": 10 ** 9,  # progress is printed by the trainer, not by DeepSpeed
+        "steps_per_print": 10**9,  # progress is printed by the trainer, not by DeepSpeed
         "wall_clock_breakdown": False,
         # A torch optimizer is passed in; with CPU offload DeepSpeed would otherwise insist on its own.
         "zero_force_ds_cpu_optimizer": False,

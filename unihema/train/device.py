@@ -40,7 +40,7 @@ class ClusterCapacityError(RuntimeError):
 
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s random streams (dropout, DN noise, augmentation); rank 0 keeps ``seed``."""
-    return (seed + _RANK_STRIDE * rank) % 2 ** 63
+    return (seed + _RANK_STRIDE * rank) % 2**63
 
 
 def seed_everything(seed: int) -> None:
@@ -50,7 +50,7 @@ def seed_everything(seed: int) -> None:
     import numpy as np
 
     random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
@@ -101,20 +101,24 @@ def require_gpu() -> None:
     elif info["driver"] is None and info["driver_cuda"] is None:
         why = "no NVIDIA driver was found (/proc/driver/nvidia/version and libcuda.so.1 are absent)"
     elif info["driver_cuda"] and _older(info["driver_cuda"], info["torch_cuda"]):
-        why = (f"the driver supports CUDA up to {info['driver_cuda']}, older than the CUDA {info['torch_cuda']} "
-               f"torch was built for: upgrade the driver or install a torch built for CUDA <= {info['driver_cuda']}")
+        why = (
+            f"the driver supports CUDA up to {info['driver_cuda']}, older than the CUDA {info['torch_cuda']} "
+            f"torch was built for: upgrade the driver or install a torch built for CUDA <= {info['driver_cuda']}"
+        )
     else:
         why = "torch.cuda.is_available() is False"
     raise NoUsableGPUError(
         f"train.use_gpu=true but this worker cannot use a CUDA device: {why}. "
         f"device count {info['device_count']}, torch {info['torch']} built for CUDA {info['torch_cuda']}, "
         f"NVIDIA driver {info['driver'] or 'not found'} (CUDA {info['driver_cuda'] or 'unknown'}), "
-        f"CUDA_VISIBLE_DEVICES={info['CUDA_VISIBLE_DEVICES']!r}. Set train.use_gpu=false to train on CPU.")
+        f"CUDA_VISIBLE_DEVICES={info['CUDA_VISIBLE_DEVICES']!r}. Set train.use_gpu=false to train on CPU."
+    )
 
 
 def _older(a: str, b: str) -> bool:
     def parts(v: str) -> tuple[int, ...]:
         return tuple(int(x) for x in v.split(".")[:2] if x.isdigit())
+
     return parts(a) < parts(b)
 
 
@@ -175,10 +179,12 @@ def capacity_message(train_cfg, nodes: list[dict[str, float]]) -> str:
     hints.append("train.cpus_per_worker")
     if train_cfg.worker_resources:
         hints.append("train.worker_resources")
-    return (f"the Ray cluster cannot hold {train_cfg.num_workers} training workers of "
-            f"{{{', '.join(f'{k}: {v:g}' for k, v in bundle.items())}}} each: its {len(nodes)} node(s) have "
-            f"{has} in all (largest node: {', '.join(f'{k} {v:g}' for k, v in largest.items())}), room for {fit} "
-            f"worker(s). Change {', '.join(hints)}, or add nodes.")
+    return (
+        f"the Ray cluster cannot hold {train_cfg.num_workers} training workers of "
+        f"{{{', '.join(f'{k}: {v:g}' for k, v in bundle.items())}}} each: its {len(nodes)} node(s) have "
+        f"{has} in all (largest node: {', '.join(f'{k} {v:g}' for k, v in largest.items())}), room for {fit} "
+        f"worker(s). Change {', '.join(hints)}, or add nodes."
+    )
 
 
 def check_cluster_capacity(train_cfg, wait_s: float = 0.0, poll_s: float = 5.0, nodes_fn=_alive_nodes) -> None:

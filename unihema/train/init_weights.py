@@ -43,8 +43,13 @@ def match_state(own: dict[str, torch.Tensor], source: dict[str, torch.Tensor]) -
         else:
             load[name] = theirs
     unused = sorted(set(source) - set(own))
-    report = {"loaded": len(load), "reinitialised": len(reinit), "reinitialised_tensors": reinit,
-              "reinitialised_modules": _modules(reinit), "unused_source_tensors": unused}
+    report = {
+        "loaded": len(load),
+        "reinitialised": len(reinit),
+        "reinitialised_tensors": reinit,
+        "reinitialised_modules": _modules(reinit),
+        "unused_source_tensors": unused,
+    }
     return load, report
 
 
@@ -57,22 +62,37 @@ def prepare_init_weights(cfg: UniHemaConfig, storage: StorageConfig, run_uri: st
     from unihema.checkpoint.load import load_checkpoint
     from unihema.model import build_model
 
-    source = load_checkpoint(cfg.model.init_from, device="cpu", storage=storage, trust=cfg.model.trust_checkpoint,
-                             trust_hint="set model.trust_checkpoint=true")
+    source = load_checkpoint(
+        cfg.model.init_from,
+        device="cpu",
+        storage=storage,
+        trust=cfg.model.trust_checkpoint,
+        trust_hint="set model.trust_checkpoint=true",
+    )
     source_state = source.model.state_dict()
     own = build_model(cfg).state_dict()
     load, report = match_state(own, source_state)
     if not load:
-        raise ValueError(f"model.init_from={cfg.model.init_from}: no tensor of it fits this model "
-                         f"(is it a Uni-Hema checkpoint of the same architecture?)")
+        raise ValueError(
+            f"model.init_from={cfg.model.init_from}: no tensor of it fits this model "
+            f"(is it a Uni-Hema checkpoint of the same architecture?)"
+        )
     # Tied tensors (T5's embeddings) share storage, which safetensors refuses: save copies.
     write_bytes(run_uri, WEIGHTS_FILE, save({k: v.detach().clone().contiguous() for k, v in load.items()}), storage)
-    report = {"source": cfg.model.init_from, "source_kind": source.kind, "source_step": source.info.get("step"),
-              **report}
+    report = {
+        "source": cfg.model.init_from,
+        "source_kind": source.kind,
+        "source_step": source.info.get("step"),
+        **report,
+    }
     write_json(run_uri, REPORT_FILE, report, storage)
-    log.info("init_from %s: %d tensors loaded, %d re-initialised (%s)", cfg.model.init_from, report["loaded"],
-             report["reinitialised"], ", ".join(f"{m} x{n}" for m, n in report["reinitialised_modules"].items())
-             or "none")
+    log.info(
+        "init_from %s: %d tensors loaded, %d re-initialised (%s)",
+        cfg.model.init_from,
+        report["loaded"],
+        report["reinitialised"],
+        ", ".join(f"{m} x{n}" for m, n in report["reinitialised_modules"].items()) or "none",
+    )
     return report
 
 
@@ -82,8 +102,9 @@ def load_init_weights(model: torch.nn.Module, run_uri: str, storage: StorageConf
 
     data = read_bytes(run_uri, WEIGHTS_FILE, storage)
     if data is None:
-        raise FileNotFoundError(f"{run_uri}/{WEIGHTS_FILE} is missing: model.init_from was set but the driver "
-                                "did not prepare the weights")
+        raise FileNotFoundError(
+            f"{run_uri}/{WEIGHTS_FILE} is missing: model.init_from was set but the driver did not prepare the weights"
+        )
     state = load(data)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:

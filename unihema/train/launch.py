@@ -60,16 +60,28 @@ def ensure_dataset(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
         check_task_records(manifest, cfg)
         return manifest
     if not cfg.data.synthetic_records:
-        raise FileNotFoundError(f"no dataset at {cfg.data.uri} (no manifest.json): convert data there with "
-                                f"`python -m data_prep convert ...`, or set data.synthetic_records > 0")
+        raise FileNotFoundError(
+            f"no dataset at {cfg.data.uri} (no manifest.json): convert data there with "
+            f"`python -m data_prep convert ...`, or set data.synthetic_records > 0"
+        )
     from unihema.data.synthetic import generate_dataset
 
     start = time.perf_counter()
-    manifest = generate_dataset(cfg.data.synthetic_records, cfg.data.uri, storage, seed=cfg.data.synthetic_seed,
-                                image_size=cfg.data.synthetic_image_size,
-                                fov_width_um=cfg.data.synthetic_fov_width_um, progress=False)
-    log.info("generated %d synthetic records into %s in %.1fs", manifest["records"], cfg.data.uri,
-             time.perf_counter() - start)
+    manifest = generate_dataset(
+        cfg.data.synthetic_records,
+        cfg.data.uri,
+        storage,
+        seed=cfg.data.synthetic_seed,
+        image_size=cfg.data.synthetic_image_size,
+        fov_width_um=cfg.data.synthetic_fov_width_um,
+        progress=False,
+    )
+    log.info(
+        "generated %d synthetic records into %s in %.1fs",
+        manifest["records"],
+        cfg.data.uri,
+        time.perf_counter() - start,
+    )
     return manifest
 
 
@@ -95,7 +107,8 @@ def check_task_records(manifest: dict, cfg: UniHemaConfig) -> None:
         f"the dataset at {cfg.data.uri} has no train records for {', '.join(missing)}, which data.mix trains; "
         f"it has train records for {holds}. Train on what it holds with "
         f"{' '.join(f'data.mix.{task}=0' for task in missing)}{also}, "
-        f"or convert data for those tasks into it.")
+        f"or convert data for those tasks into it."
+    )
 
 
 def check_synthetic_manifest(manifest: dict, cfg: UniHemaConfig) -> None:
@@ -110,16 +123,22 @@ def check_synthetic_manifest(manifest: dict, cfg: UniHemaConfig) -> None:
         return
     from unihema.data.synthetic.scenes import FOV_WIDTH_UM
 
-    wanted = {"n": cfg.data.synthetic_records, "seed": cfg.data.synthetic_seed,
-              "image_size": cfg.data.synthetic_image_size, "fov_width_um": cfg.data.synthetic_fov_width_um}
+    wanted = {
+        "n": cfg.data.synthetic_records,
+        "seed": cfg.data.synthetic_seed,
+        "image_size": cfg.data.synthetic_image_size,
+        "fov_width_um": cfg.data.synthetic_fov_width_um,
+    }
     # Manifests written before the field width was a setting were all made at the default.
     found = dict(generator, fov_width_um=generator.get("fov_width_um", FOV_WIDTH_UM))
     differ = _differences({k: found.get(k) for k in wanted}, wanted)
     if differ:
         said = ", ".join(f"{key}: {old} there, {new} asked" for key, old, new in differ)
-        raise IncompatibleStateError(f"the synthetic dataset at {cfg.data.uri} was generated with other settings "
-                                     f"({said}); point data.uri at a new location, or delete that dataset to have "
-                                     "it regenerated")
+        raise IncompatibleStateError(
+            f"the synthetic dataset at {cfg.data.uri} was generated with other settings "
+            f"({said}); point data.uri at a new location, or delete that dataset to have "
+            "it regenerated"
+        )
 
 
 def keep_local_ray_on_loopback() -> None:
@@ -128,10 +147,15 @@ def keep_local_ray_on_loopback() -> None:
     Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is first imported, so entry points
     call this before anything imports ray. Joining an existing cluster is left alone.
     """
-    if ("ray" in sys.modules and not os.environ.get("RAY_ADDRESS")
-            and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0"):
-        log.warning("ray was imported before the loopback setting; a local cluster may advertise "
-                    "this machine's address (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)")
+    if (
+        "ray" in sys.modules
+        and not os.environ.get("RAY_ADDRESS")
+        and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0"
+    ):
+        log.warning(
+            "ray was imported before the loopback setting; a local cluster may advertise "
+            "this machine's address (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)"
+        )
     if not os.environ.get("RAY_ADDRESS"):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -155,16 +179,27 @@ def init_ray(cfg: UniHemaConfig, embedded_env: bool = False) -> None:
     # Training workers reserve their CPUs for the whole run; Ray Data's decode tasks need
     # CPUs of their own, so a local cluster advertises both.
     reserved = math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker)
-    ray.init(num_cpus=(os.cpu_count() or 1) + reserved, include_dashboard=False,
-             runtime_env={"worker_process_setup_hook": SETUP_HOOK,
-                          "env_vars": {**WORKER_ENV, **{k: v for k, v in os.environ.items()
-                                                        if k.startswith(("AWS_", "GLOO_", "TORCH_EXTENSIONS_DIR"))}}})
+    ray.init(
+        num_cpus=(os.cpu_count() or 1) + reserved,
+        include_dashboard=False,
+        runtime_env={
+            "worker_process_setup_hook": SETUP_HOOK,
+            "env_vars": {
+                **WORKER_ENV,
+                **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GLOO_", "TORCH_EXTENSIONS_DIR"))},
+            },
+        },
+    )
 
 
 def worker_config(cfg: UniHemaConfig, storage: StorageConfig) -> dict:
     """The config the workers get: the storage endpoint in force, never the secrets (they travel in the env)."""
-    resolved = dataclasses.replace(cfg, storage=dataclasses.replace(
-        cfg.storage, endpoint_url=storage.endpoint_url, access_key_id="", secret_access_key="", embedded=False))
+    resolved = dataclasses.replace(
+        cfg,
+        storage=dataclasses.replace(
+            cfg.storage, endpoint_url=storage.endpoint_url, access_key_id="", secret_access_key="", embedded=False
+        ),
+    )
     return resolved.to_dict()
 
 
@@ -186,16 +221,25 @@ def build_trainer(cfg: UniHemaConfig, storage: StorageConfig, run_name: str, sha
     resources = worker_bundle(cfg.train)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": worker_config(cfg, storage), "run_uri": str(run_root.join(run_name)),
-                           "shard_index": shard_index},
-        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker=resources),
+        train_loop_config={
+            "config": worker_config(cfg, storage),
+            "run_uri": str(run_root.join(run_name)),
+            "shard_index": shard_index,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu, resources_per_worker=resources
+        ),
         run_config=RunConfig(
-            name=run_name, storage_path=root_path, storage_filesystem=fs,
+            name=run_name,
+            storage_path=root_path,
+            storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
-        torch_config=TorchConfig(backend=process_group_backend(cfg.train.use_gpu),
-                                 timeout_s=max(1, round(cfg.train.collective_timeout_min * 60))),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        ),
+        torch_config=TorchConfig(
+            backend=process_group_backend(cfg.train.use_gpu),
+            timeout_s=max(1, round(cfg.train.collective_timeout_min * 60)),
+        ),
     )
 
 
@@ -222,15 +266,18 @@ def check_resumable(run_uri: str, cfg: UniHemaConfig, storage: StorageConfig) ->
         return
     # Whether to trust an init_from file says nothing about the model the checkpoints hold.
     old = {k: v for k, v in ((yaml.safe_load(old_text) or {}).get("model", {})).items() if k != "trust_checkpoint"}
-    new = {k: v for k, v in yaml.safe_load(dump_yaml(cfg, redact=True)).get("model", {}).items()
-           if k != "trust_checkpoint"}
+    new = {
+        k: v for k, v in yaml.safe_load(dump_yaml(cfg, redact=True)).get("model", {}).items() if k != "trust_checkpoint"
+    }
     differ = _differences({"model": old}, {"model": new})
     if differ:
         shown = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differ[:5])
         more = f" (and {len(differ) - 5} more)" if len(differ) > 5 else ""
-        raise IncompatibleStateError(f"run {run_uri} has checkpoints of a model built with other settings "
-                                     f"({shown}{more}); start a new run with run_name=<name>, or delete that run "
-                                     "to start it afresh")
+        raise IncompatibleStateError(
+            f"run {run_uri} has checkpoints of a model built with other settings "
+            f"({shown}{more}); start a new run with run_name=<name>, or delete that run "
+            "to start it afresh"
+        )
 
 
 def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -270,9 +317,25 @@ def run_training(cfg: UniHemaConfig, storage: StorageConfig) -> RunOutcome:
 
         # Ray Train uploaded it; before the run names it, every file the ranks wrote is there, full size.
         verify_stored_checkpoint(checkpoint.filesystem, checkpoint.path, f"checkpoint {checkpoint.path}")
-    return RunOutcome(run_uri, status, checkpoint.path if checkpoint else None,
-                      checkpoint.filesystem if checkpoint else None, dict(result.metrics or {}))
+    return RunOutcome(
+        run_uri,
+        status,
+        checkpoint.path if checkpoint else None,
+        checkpoint.filesystem if checkpoint else None,
+        dict(result.metrics or {}),
+    )
 
 
-__all__ = ["IncompatibleStateError", "RunOutcome", "StorageSession", "build_trainer", "ensure_dataset", "init_ray",
-           "open_storage", "run_training", "save_config", "write_json", "worker_config"]
+__all__ = [
+    "IncompatibleStateError",
+    "RunOutcome",
+    "StorageSession",
+    "build_trainer",
+    "ensure_dataset",
+    "init_ray",
+    "open_storage",
+    "run_training",
+    "save_config",
+    "write_json",
+    "worker_config",
+]

@@ -40,8 +40,11 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
         else:
             groups["main"].append(param)
     lrs = {"backbone": cfg.lr_backbone, "linear_proj": cfg.lr * cfg.lr_linear_proj_mult, "main": cfg.lr}
-    return [{"params": ps, "lr": lrs[name], "initial_lr": lrs[name], "weight_decay": cfg.weight_decay, "name": name}
-            for name, ps in groups.items() if ps]
+    return [
+        {"params": ps, "lr": lrs[name], "initial_lr": lrs[name], "weight_decay": cfg.weight_decay, "name": name}
+        for name, ps in groups.items()
+        if ps
+    ]
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -74,8 +77,14 @@ class MaskedAdamW(torch.optim.Optimizer):
     skipped too, where AdamW would decay the weight.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
         if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"MaskedAdamW betas must be in [0, 1), got {betas}")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
@@ -85,9 +94,11 @@ class MaskedAdamW(torch.optim.Optimizer):
         key, n = (param.device, param.dtype), param.numel()
         buffers = self._scratch.get(key)
         if buffers is None or buffers[0].numel() < n:
-            buffers = (torch.empty(n, dtype=torch.bool, device=param.device),
-                       torch.empty(n, dtype=param.dtype, device=param.device),
-                       torch.empty(n, dtype=param.dtype, device=param.device))
+            buffers = (
+                torch.empty(n, dtype=torch.bool, device=param.device),
+                torch.empty(n, dtype=param.dtype, device=param.device),
+                torch.empty(n, dtype=param.dtype, device=param.device),
+            )
             self._scratch[key] = buffers
         return tuple(b[:n].view(param.shape) for b in buffers)
 
@@ -143,8 +154,9 @@ class MaskedAdamW(torch.optim.Optimizer):
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "masked_adamw": MaskedAdamW}
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig
-                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def build_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     optimizer = OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     return optimizer, scheduler

@@ -43,8 +43,9 @@ def cache_dir_for(filesystem: pafs.FileSystem, path: str, base: str | Path | Non
     return Path(base or tempfile.gettempdir(), f"unihema-resume-{digest}")
 
 
-def fetch_once(filesystem: pafs.FileSystem, path: str, base: str | Path | None = None,
-               lock_timeout_s: float = 3600.0) -> NodeCopy:
+def fetch_once(
+    filesystem: pafs.FileSystem, path: str, base: str | Path | None = None, lock_timeout_s: float = 3600.0
+) -> NodeCopy:
     """A verified local copy of the checkpoint at ``path``, downloaded by one process per node."""
     if isinstance(filesystem, pafs.LocalFileSystem):
         return NodeCopy(Path(path), downloaded=False, owned=False)
@@ -59,8 +60,9 @@ def fetch_once(filesystem: pafs.FileSystem, path: str, base: str | Path | None =
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(target, ignore_errors=True)  # an incomplete copy from a process that died
         try:
-            pafs.copy_files(path, str(partial), source_filesystem=filesystem,
-                            destination_filesystem=pafs.LocalFileSystem())
+            pafs.copy_files(
+                path, str(partial), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem()
+            )
             checked = verify_local_checkpoint(partial, where=f"checkpoint {path}")
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -80,8 +82,7 @@ def release(copy: NodeCopy, local_rank: int) -> None:
 
 
 @contextlib.contextmanager
-def node_local_checkpoint(checkpoint, local_rank: int, barrier, base: str | Path | None = None
-                          ) -> Iterator[NodeCopy]:
+def node_local_checkpoint(checkpoint, local_rank: int, barrier, base: str | Path | None = None) -> Iterator[NodeCopy]:
     """``fetch_once`` for a Ray Train checkpoint; ``barrier()`` (all ranks) precedes the clean-up.
 
     On an error the copy stays (no barrier: the other ranks may never reach it).

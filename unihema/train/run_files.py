@@ -86,8 +86,9 @@ def upload_dir(local_dir: str | Path, run_uri: str, name: str, storage: StorageC
         shutil.copytree(local_dir, f"{root}/{name}", dirs_exist_ok=True)
     else:
         try:
-            pafs.copy_files(str(local_dir), f"{root}/{name}", source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=fs)
+            pafs.copy_files(
+                str(local_dir), f"{root}/{name}", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+            )
         except OSError as err:
             raise describe_failure(target, storage, err) from None
     if verify:

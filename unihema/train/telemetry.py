@@ -20,7 +20,7 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -81,13 +81,21 @@ class StepTimer:
 
     def summary(self) -> dict:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        out = {"images_per_s": self.images / elapsed, "tokens_per_s": self.tokens / elapsed,
-               "data_wait_fraction": min(1.0, self.data_s / elapsed), "step_time_s": elapsed / max(self.steps, 1),
-               "achieved_tflops": self.flops / elapsed / 1e12}
+        out = {
+            "images_per_s": self.images / elapsed,
+            "tokens_per_s": self.tokens / elapsed,
+            "data_wait_fraction": min(1.0, self.data_s / elapsed),
+            "step_time_s": elapsed / max(self.steps, 1),
+            "achieved_tflops": self.flops / elapsed / 1e12,
+        }
         if self.losses:
             # One host sync for every loss of the interval (the training step itself makes none).
-            means = torch.stack([torch.stack([torch.as_tensor(x, dtype=torch.float32).reshape(())
-                                              for x in v]).mean() for v in self.losses.values()]).tolist()
+            means = torch.stack(
+                [
+                    torch.stack([torch.as_tensor(x, dtype=torch.float32).reshape(()) for x in v]).mean()
+                    for v in self.losses.values()
+                ]
+            ).tolist()
             out.update(zip(self.losses, means))
         return out
 

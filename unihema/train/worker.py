@@ -33,7 +33,12 @@ from unihema.train.optim import build_optimizer
 from unihema.train.precision import Precision
 from unihema.train.run_files import upload_dir, write_json
 from unihema.train.telemetry import (
-    ProgressWriter, StepTimer, count_flops, device_peak_tflops, format_duration, peak_memory_mb,
+    ProgressWriter,
+    StepTimer,
+    count_flops,
+    device_peak_tflops,
+    format_duration,
+    peak_memory_mb,
 )
 from unihema.train.validation_model import validation_model
 
@@ -76,8 +81,9 @@ def _batch_tokens(batch: dict) -> int:
     return tokens
 
 
-def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: int, device,
-             shards: tuple | None = None) -> dict:
+def validate(
+    model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: int, device, shards: tuple | None = None
+) -> dict:
     """Per-task validation metrics on the held-out split, merged across ranks.
 
     Each rank scores its share of the split with the evaluation loop of
@@ -89,9 +95,19 @@ def validate(model, cfg: UniHemaConfig, storage, tokenizer, rank: int, world: in
     for task in (t for t in TASKS if getattr(cfg.data.mix, t) > 0):
         evaluator = state = None
         try:
-            batches = (normalize_images(move_to(b, device)) for b in local_task_batches(
-                task, "val", cfg, storage, rank=rank, world_size=world, max_batches=cfg.train.val_batches,
-                shards=shards))
+            batches = (
+                normalize_images(move_to(b, device))
+                for b in local_task_batches(
+                    task,
+                    "val",
+                    cfg,
+                    storage,
+                    rank=rank,
+                    world_size=world,
+                    max_batches=cfg.train.val_batches,
+                    shards=shards,
+                )
+            )
             evaluator = evaluate_batches(model, task, batches, tokenizer)
             state = evaluator.state()
         except (FileNotFoundError, RuntimeError) as err:  # no val shards, or none for this rank
@@ -130,8 +146,7 @@ def _save_checkpoint(engine, stream: MultiTaskStream, step: int, metrics: dict, 
 
     with tempfile.TemporaryDirectory(prefix="unihema-ckpt-") as tmp:
         engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": step})
-        Path(tmp, f"data_state_rank{rank}.json").write_text(json.dumps(
-            {"step": step, "positions": stream.positions()}))
+        Path(tmp, f"data_state_rank{rank}.json").write_text(json.dumps({"step": step, "positions": stream.positions()}))
         write_file_manifest(tmp, rank)  # sizes and sha256 of what this rank hands Ray Train to upload
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
@@ -150,8 +165,9 @@ def _resume(engine, rank: int, cache_dir: str = "") -> int:
         return 0
     barrier = dist.barrier if dist.is_available() and dist.is_initialized() else (lambda: None)
     # One verified download per node, shared by its ranks however late each arrives (see resume_cache).
-    with node_local_checkpoint(checkpoint, ray.train.get_context().get_local_rank(), barrier,
-                               base=cache_dir or None) as copy:
+    with node_local_checkpoint(
+        checkpoint, ray.train.get_context().get_local_rank(), barrier, base=cache_dir or None
+    ) as copy:
         ckpt_dir = str(copy.path)
         _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
         state_file = Path(ckpt_dir, f"data_state_rank{rank}.json")
@@ -206,12 +222,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
     num_tasks = len(task_weights(cfg))
     micro_steps = cfg.train.micro_steps(num_tasks)
     ds_config = deepspeed_config(cfg.train, cfg.data.batch_size, world, on_gpu, num_tasks)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=ds_config, dist_init_required=False)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, dist_init_required=False
+    )
     start_step = _resume(engine, rank, cfg.train.resume_cache_dir)
     # Its position is the micro-step: the read plan is replayed to it, whatever the world size was.
-    stream = MultiTaskStream(cfg, storage, rank=rank, world_size=world, seed=cfg.train.seed,
-                             start_step=start_step * micro_steps, index=loop_config.get("shard_index"))
+    stream = MultiTaskStream(
+        cfg,
+        storage,
+        rank=rank,
+        world_size=world,
+        seed=cfg.train.seed,
+        start_step=start_step * micro_steps,
+        index=loop_config.get("shard_index"),
+    )
 
     tb_dir = tempfile.mkdtemp(prefix="unihema-tb-") if rank == 0 else None
     progress = ProgressWriter(tb_dir, enabled=rank == 0)
@@ -224,11 +248,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if start_step:
         progress.line(f"[unihema] resumed from the checkpoint at step {start_step}")
     elif init_loaded is not None:
-        progress.line(f"[unihema] {init_loaded} tensors loaded from model.init_from={cfg.model.init_from} "
-                      "(the rest re-initialised: see init_from.json in the run folder)")
-    progress.line(f"[unihema] rank0: {world} workers on {device.type} ({process_group_backend(on_gpu)}), "
-                  f"ZeRO-{cfg.train.zero_stage}, {precision}, "
-                  f"steps {start_step}->{cfg.train.max_steps}, tasks {list(stream.weights)}")
+        progress.line(
+            f"[unihema] {init_loaded} tensors loaded from model.init_from={cfg.model.init_from} "
+            "(the rest re-initialised: see init_from.json in the run folder)"
+        )
+    progress.line(
+        f"[unihema] rank0: {world} workers on {device.type} ({process_group_backend(on_gpu)}), "
+        f"ZeRO-{cfg.train.zero_stage}, {precision}, "
+        f"steps {start_step}->{cfg.train.max_steps}, tasks {list(stream.weights)}"
+    )
     status = "completed"
     val_shards = _val_shards(cfg, storage, stream.stats.bad_shards)
     # uint8 images (pinned on GPU) normalized on the device; the device check is for tests.
@@ -258,18 +286,25 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 engine.backward(loss)
                 engine.step()
                 # Loss tensors, not floats: they are read (one sync) only when a line is logged.
-                timer.add(data_s, len(batch["ids"]), tokens, flops_per_task.get(task, 0),
-                          {f"loss_{task}": losses[f"loss_{task}"].detach(), "loss": loss.detach()})
+                timer.add(
+                    data_s,
+                    len(batch["ids"]),
+                    tokens,
+                    flops_per_task.get(task, 0),
+                    {f"loss_{task}": losses[f"loss_{task}"].detach(), "loss": loss.detach()},
+                )
             # DeepSpeed itself skips an update whose gradients overflowed: that is a lost step too.
             if not step_ok or not engine.was_step_applied():
                 nonfinite_total += 1
                 consecutive_nonfinite += 1
-                log.warning("rank %d: non-finite loss or gradients at step %d (task %s); step skipped",
-                            rank, step, task)
+                log.warning(
+                    "rank %d: non-finite loss or gradients at step %d (task %s); step skipped", rank, step, task
+                )
                 if consecutive_nonfinite >= cfg.train.max_consecutive_nonfinite:
                     raise NonFiniteLossError(
                         f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradients (last task "
-                        f"{task!r}, step {step}); stopping with the last good checkpoint kept")
+                        f"{task!r}, step {step}); stopping with the last good checkpoint kept"
+                    )
                 engine.zero_grad()  # drop what earlier micro-batches of this step accumulated
                 continue
             consecutive_nonfinite = 0
@@ -277,20 +312,25 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
                 summary = timer.summary()
                 totals = sum_over_ranks([summary["images_per_s"], summary["tokens_per_s"]], device).tolist()
-                summary.update(images_per_s=float(totals[0]), tokens_per_s=float(totals[1]),
-                               lr=_main_lr(engine),
-                               peak_memory_mb=peak_memory_mb(device), nonfinite_steps=nonfinite_total,
-                               data_errors=sum(stream.stats.errors.values()))
+                summary.update(
+                    images_per_s=float(totals[0]),
+                    tokens_per_s=float(totals[1]),
+                    lr=_main_lr(engine),
+                    peak_memory_mb=peak_memory_mb(device),
+                    nonfinite_steps=nonfinite_total,
+                    data_errors=sum(stream.stats.errors.values()),
+                )
                 if peak_tflops:
                     summary["mfu"] = summary["achieved_tflops"] / peak_tflops
                 progress.scalars("train", summary, step)
-                loss_text = " ".join(f"{k[5:]}={v:.3f}" for k, v in sorted(summary.items())
-                                     if k.startswith("loss_"))
+                loss_text = " ".join(f"{k[5:]}={v:.3f}" for k, v in sorted(summary.items()) if k.startswith("loss_"))
                 eta_s = summary["step_time_s"] * micro_steps * (cfg.train.max_steps - step)
-                progress.line(f"[unihema] step {step}/{cfg.train.max_steps} loss={summary.get('loss', 0):.3f} "
-                              f"{loss_text} | {summary['images_per_s']:.1f} img/s, data wait "
-                              f"{summary['data_wait_fraction']:.0%}, lr {summary['lr']:.2e}, "
-                              f"peak {summary['peak_memory_mb']:.0f} MB, ETA {format_duration(eta_s)}")
+                progress.line(
+                    f"[unihema] step {step}/{cfg.train.max_steps} loss={summary.get('loss', 0):.3f} "
+                    f"{loss_text} | {summary['images_per_s']:.1f} img/s, data wait "
+                    f"{summary['data_wait_fraction']:.0%}, lr {summary['lr']:.2e}, "
+                    f"peak {summary['peak_memory_mb']:.0f} MB, ETA {format_duration(eta_s)}"
+                )
                 timer.reset()
             is_last = step == cfg.train.max_steps
             if step % cfg.train.val_every == 0 or is_last:
@@ -302,13 +342,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if rank == 0:
                     for task, values in last_val.items():
                         progress.scalars(f"val/{task}", values, step)
-                    progress.line(f"[unihema] validation at step {step}: " + ", ".join(
-                        f"{t}: {HEADLINE[t]}={v.get(HEADLINE[t], float('nan')):.3f} (chance {v.get(CHANCE[t], 0):.3f}, "
-                        f"{stream.task_steps.get(t, 0)} steps)"
-                        for t, v in last_val.items()))
+                    progress.line(
+                        f"[unihema] validation at step {step}: "
+                        + ", ".join(
+                            f"{t}: {HEADLINE[t]}={v.get(HEADLINE[t], float('nan')):.3f} "
+                            f"(chance {v.get(CHANCE[t], 0):.3f}, {stream.task_steps.get(t, 0)} steps)"
+                            for t, v in last_val.items()
+                        )
+                    )
             if step % cfg.train.checkpoint_every == 0 or is_last:
-                metrics = {"step": step, "nonfinite_steps": nonfinite_total, "task_steps": dict(stream.task_steps),
-                           "data_errors": dict(stream.stats.errors), "bad_shards": dict(stream.stats.bad_shards)}
+                metrics = {
+                    "step": step,
+                    "nonfinite_steps": nonfinite_total,
+                    "task_steps": dict(stream.task_steps),
+                    "data_errors": dict(stream.stats.errors),
+                    "bad_shards": dict(stream.stats.bad_shards),
+                }
                 metrics.update(_reported_metrics(last_val))
                 _save_checkpoint(engine, stream, step, metrics, rank)
                 if rank == 0 and tb_dir:
@@ -325,8 +374,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         if tb_dir:
             upload_dir(tb_dir, run_uri, "tensorboard", storage)
-        write_json(run_uri, "status.json", {
-            "status": status, "step": step, "nonfinite_steps": nonfinite_total, "task_steps": dict(stream.task_steps),
-            "data_errors": dict(stream.stats.errors), "bad_shards": dict(stream.stats.bad_shards),
-            "validation": last_val, "rank_task_images": rank_task_images, "world_size": world,
-            "zero_stage": cfg.train.zero_stage, "precision": precision, "pid": os.getpid()}, storage)
+        write_json(
+            run_uri,
+            "status.json",
+            {
+                "status": status,
+                "step": step,
+                "nonfinite_steps": nonfinite_total,
+                "task_steps": dict(stream.task_steps),
+                "data_errors": dict(stream.stats.errors),
+                "bad_shards": dict(stream.stats.bad_shards),
+                "validation": last_val,
+                "rank_task_images": rank_task_images,
+                "world_size": world,
+                "zero_stage": cfg.train.zero_stage,
+                "precision": precision,
+                "pid": os.getpid(),
+            },
+            storage,
+        )

@@ -62,8 +62,11 @@ def run(cfg, args) -> int:
             return 1
         if exists and not args.resume:
             # A second experiment in the same folder would leave --resume to pick one of the two.
-            print(f"error: a sweep named {sweep_name(cfg)!r} already exists at {sweep_uri(cfg)}: continue it "
-                  f"with --resume, or name a new one with run_name=...", file=sys.stderr)
+            print(
+                f"error: a sweep named {sweep_name(cfg)!r} already exists at {sweep_uri(cfg)}: continue it "
+                f"with --resume, or name a new one with run_name=...",
+                file=sys.stderr,
+            )
             return 1
         manifest = ensure_dataset(cfg, session.storage)
         print(f"dataset {cfg.data.uri}: {manifest['records']} records {manifest['counts']['split']}")
@@ -77,8 +80,10 @@ def run(cfg, args) -> int:
         best = best_row(rows)
         failed = sum(r["status"].startswith(FAILED) for r in rows)
         unfinished = sum(r["status"] == UNFINISHED for r in rows)
-        print(f"\n== UniHema sweep {sweep_name(cfg)}: {len(rows)} trial(s), {failed} failed, {unfinished} unfinished "
-              f"({(time.perf_counter() - start) / 60:.1f} min) ==\n")
+        print(
+            f"\n== UniHema sweep {sweep_name(cfg)}: {len(rows)} trial(s), {failed} failed, {unfinished} unfinished "
+            f"({(time.perf_counter() - start) / 60:.1f} min) ==\n"
+        )
         print(to_markdown(rows))
         if best is not None:
             print(f"best: trial {best['trial']}, objective {best['objective']:.4f}")
@@ -99,12 +104,17 @@ def run(cfg, args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unihema.tune", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted sweep of this name (Tuner.restore from the run storage)")
-    parser.add_argument("--preview", action="store_true",
-                        help="print the trial configurations of this seed and exit; starts nothing")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help=f"local folder for the report (default {DEFAULT_OUT}/<sweep name>)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted sweep of this name (Tuner.restore from the run storage)",
+    )
+    parser.add_argument(
+        "--preview", action="store_true", help="print the trial configurations of this seed and exit; starts nothing"
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help=f"local folder for the report (default {DEFAULT_OUT}/<sweep name>)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from unihema.model.weights import PretrainedWeightsError, check_available

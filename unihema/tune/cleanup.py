@@ -37,8 +37,12 @@ def orphaned_train_groups() -> list[bytes]:
     found = []
     for raw in accessor.get_placement_group_table():
         group = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if (group.state == gcs_pb2.PlacementGroupTableData.REMOVED or group.is_detached
-                or not group.creator_actor_dead or group.creator_job_id.hex() != job):
+        if (
+            group.state == gcs_pb2.PlacementGroupTableData.REMOVED
+            or group.is_detached
+            or not group.creator_actor_dead
+            or group.creator_job_id.hex() != job
+        ):
             continue
         creator = state.actor_table(group.creator_actor_id.hex()) or {}
         if str(creator.get("ActorClassName", "")).endswith(CONTROLLER_CLASS):
@@ -79,5 +83,8 @@ class ReleaseStoppedTrainRuns(Callback):
             release_orphaned_train_groups()
         except Exception as err:  # a private Ray API changed: keep sweeping, say what may stall
             self._broken = True
-            log.warning("cannot release the placement groups of stopped trials (%s); trials stopped early may "
-                        "keep their workers' resources until the sweep ends (tune.scheduler=fifo avoids it)", err)
+            log.warning(
+                "cannot release the placement groups of stopped trials (%s); trials stopped early may "
+                "keep their workers' resources until the sweep ends (tune.scheduler=fifo avoids it)",
+                err,
+            )

@@ -62,8 +62,11 @@ class Score:
 
     def as_metrics(self) -> dict:
         """Flat scalars for Tune: the objective, each task's score, and how many fell below the floor."""
-        out = {OBJECTIVE: self.objective, "tasks_below_floor": len(self.below_floor),
-               "min_task_score": min(self.tasks.values()) if self.tasks else 0.0}
+        out = {
+            OBJECTIVE: self.objective,
+            "tasks_below_floor": len(self.below_floor),
+            "min_task_score": min(self.tasks.values()) if self.tasks else 0.0,
+        }
         out.update({score_key(t): v for t, v in self.tasks.items()})
         return out
 

@@ -69,8 +69,7 @@ def _draw_matplotlib(rows, cfg, path: Path, best) -> None:
         for done in (False, True):
             sel = [(x, y) for x, y, stopped in pts if stopped == done]
             if sel:
-                ax.scatter(*zip(*sel), marker="x" if done else "o",
-                           label="stopped/failed" if done else "completed")
+                ax.scatter(*zip(*sel), marker="x" if done else "o", label="stopped/failed" if done else "completed")
         if best is not None and pts:
             bx = best.get(wpath) if wpath else float(rows.index(best) + 1)
             by = best.get(f"{task}.{HEADLINE[task]}")
@@ -103,9 +102,13 @@ def _draw_pil(rows, cfg, path: Path, best) -> None:
     for i, task in enumerate(TASKS):
         ox, oy = (i % COLS) * PANEL_W, (i // COLS) * PANEL_H
         _pil_panel(draw, font, ox, oy, rows, task, weight_path(task, cfg), best, _chance(rows, task))
-    draw.text((PANEL_W * COLS // 2, PANEL_H * rows_n + LEGEND_H // 2),
-              "blue dot: completed    orange x: stopped early or failed    red ring: best    dashed: chance level",
-              fill="black", font=font, anchor="mm")
+    draw.text(
+        (PANEL_W * COLS // 2, PANEL_H * rows_n + LEGEND_H // 2),
+        "blue dot: completed    orange x: stopped early or failed    red ring: best    dashed: chance level",
+        fill="black",
+        font=font,
+        anchor="mm",
+    )
     img.save(path, format="PNG")
 
 
@@ -113,8 +116,9 @@ def _pil_panel(draw, font, ox, oy, rows, task, wpath, best, chance) -> None:
     left, top, right, bottom = ox + 50, oy + 30, ox + PANEL_W - 25, oy + PANEL_H - 50
     draw.text((ox + PANEL_W // 2, oy + 8), f"{task}: {HEADLINE[task]}", fill="black", font=font, anchor="mt")
     draw.rectangle([left, top, right, bottom], outline="black")
-    draw.text(((left + right) // 2, bottom + 26), wpath or "trial (weight not searched)", fill="black",
-              font=font, anchor="mt")
+    draw.text(
+        ((left + right) // 2, bottom + 26), wpath or "trial (weight not searched)", fill="black", font=font, anchor="mt"
+    )
     pts = panel_points(rows, task, wpath)
     if not pts:
         draw.text(((left + right) // 2, (top + bottom) // 2), "no data", fill="grey", font=font, anchor="mm")

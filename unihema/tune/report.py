@@ -138,15 +138,18 @@ def best_preset(cfg: UniHemaConfig, user_layer: dict, row: dict, sweep: str) -> 
         if row.get(path) is not None:
             data = deep_merge(data, nest(path, float(row[path])))
     scores = ", ".join(f"{t} {_fmt(row.get(f'{t}.score'))}" for t in TASKS)
-    header = (f"# Best trial {row['trial']} of sweep {sweep}: objective {_fmt(row[OBJECTIVE])} "
-              f"at step {row['step']} ({row['status']}).\n"
-              f"# Normalized task scores: {scores}.\n"
-              f"# Train with: python -m unihema.pretrain --config <this file>\n")
+    header = (
+        f"# Best trial {row['trial']} of sweep {sweep}: objective {_fmt(row[OBJECTIVE])} "
+        f"at step {row['step']} ({row['status']}).\n"
+        f"# Normalized task scores: {scores}.\n"
+        f"# Train with: python -m unihema.pretrain --config <this file>\n"
+    )
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
-def write_report(rows: list[dict], cfg: UniHemaConfig, user_layer: dict, out_dir: str | Path,
-                 sweep: str) -> dict[str, Path]:
+def write_report(
+    rows: list[dict], cfg: UniHemaConfig, user_layer: dict, out_dir: str | Path, sweep: str
+) -> dict[str, Path]:
     """results.csv, results.md, best.yaml (when a trial scored) and the plot, in ``out_dir``."""
     from unihema.tune.plot import plot_metrics_vs_weights
 

@@ -33,8 +33,13 @@ def build_scheduler(cfg: UniHemaConfig):
         return FIFOScheduler()
     # stop_last_trials=False: a trial that reaches max_t ends by itself, writing its status,
     # instead of being killed by the scheduler right after its last report.
-    return AsyncHyperBandScheduler(time_attr=TIME_ATTR, max_t=cfg.tune.max_steps_per_trial,
-                                   grace_period=report_every(cfg), reduction_factor=3, stop_last_trials=False)
+    return AsyncHyperBandScheduler(
+        time_attr=TIME_ATTR,
+        max_t=cfg.tune.max_steps_per_trial,
+        grace_period=report_every(cfg),
+        reduction_factor=3,
+        stop_last_trials=False,
+    )
 
 
 def _optuna_search(seed: int):
@@ -43,7 +48,8 @@ def _optuna_search(seed: int):
     except ImportError:
         raise MissingPackageError(
             "tune.searcher=optuna needs the 'optuna' package, which is not installed: "
-            "`pip install 'optuna>=3'`, or use tune.searcher=random") from None
+            "`pip install 'optuna>=3'`, or use tune.searcher=random"
+        ) from None
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(seed=seed)

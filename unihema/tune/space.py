@@ -37,8 +37,9 @@ def check_search(cfg: UniHemaConfig) -> tuple[str, ...]:
             raise ConfigError(f"tune.search: {path!r} is a sweep setting, not a training hyperparameter")
         value = get_path(cfg, path)  # raises ConfigError naming an unknown path
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"tune.search: {path!r} is {value!r}, not a number; "
-                              "only numeric settings can be searched")
+            raise ConfigError(
+                f"tune.search: {path!r} is {value!r}, not a number; only numeric settings can be searched"
+            )
         if not is_weight(path) and value <= 0:
             raise ConfigError(f"tune.search: {path!r} is {value!r}; a scaled setting needs a positive configured value")
     return paths

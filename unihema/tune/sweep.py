@@ -83,24 +83,40 @@ def build_tuner(cfg: UniHemaConfig, storage: StorageConfig):
 
     fs, root = _storage(cfg, storage)
     if cfg.tune.scheduler == "asha" and report_every(cfg) >= cfg.tune.max_steps_per_trial:
-        log.warning("ASHA cannot stop a trial early: trials validate only at their last step "
-                    "(train.val_every=%d >= tune.max_steps_per_trial=%d)", cfg.train.val_every,
-                    cfg.tune.max_steps_per_trial)
+        log.warning(
+            "ASHA cannot stop a trial early: trials validate only at their last step "
+            "(train.val_every=%d >= tune.max_steps_per_trial=%d)",
+            cfg.train.val_every,
+            cfg.tune.max_steps_per_trial,
+        )
     concurrency = max_concurrent(cfg, ray.cluster_resources())
-    log.info("sweep %s: up to %d trial(s) at once, each with Train workers reserving %s",
-             sweep_name(cfg), concurrency, trial_worker_resources(cfg))
+    log.info(
+        "sweep %s: up to %d trial(s) at once, each with Train workers reserving %s",
+        sweep_name(cfg),
+        concurrency,
+        trial_worker_resources(cfg),
+    )
     return tune.Tuner(
         _trainable(cfg, storage),
         param_space=param_space(cfg),
         tune_config=tune.TuneConfig(
-            metric=OBJECTIVE, mode=MODE, search_alg=build_searcher(cfg, concurrency),
-            scheduler=build_scheduler(cfg), num_samples=num_samples(cfg), trial_dirname_creator=_trial_dirname),
+            metric=OBJECTIVE,
+            mode=MODE,
+            search_alg=build_searcher(cfg, concurrency),
+            scheduler=build_scheduler(cfg),
+            num_samples=num_samples(cfg),
+            trial_dirname_creator=_trial_dirname,
+        ),
         run_config=tune.RunConfig(
-            name=sweep_name(cfg), storage_path=root, storage_filesystem=fs,
+            name=sweep_name(cfg),
+            storage_path=root,
+            storage_filesystem=fs,
             # Train already retries failed workers (train.max_failures); a trial that still
             # fails is reported as failed while the sweep goes on.
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            callbacks=[ReleaseStoppedTrainRuns()], verbose=1),
+            callbacks=[ReleaseStoppedTrainRuns()],
+            verbose=1,
+        ),
     )
 
 
@@ -116,5 +132,10 @@ def restore_tuner(cfg: UniHemaConfig, storage: StorageConfig):
     from ray.tune import Tuner
 
     fs, root = _storage(cfg, storage)
-    return Tuner.restore(f"{root}/{sweep_name(cfg)}", trainable=_trainable(cfg, storage),
-                         resume_unfinished=True, resume_errored=False, storage_filesystem=fs)
+    return Tuner.restore(
+        f"{root}/{sweep_name(cfg)}",
+        trainable=_trainable(cfg, storage),
+        resume_unfinished=True,
+        resume_errored=False,
+        storage_filesystem=fs,
+    )

@@ -80,5 +80,7 @@ def run_trial(params: dict, base: dict) -> None:
     trainer.fit()
     status = read_json(run_uri, "status.json", storage) or {}
     if status.get("status") != "completed":
-        raise TrialFailedError(f"trial {trial_id}: training did not complete: "
-                               f"{status.get('status', 'no status.json written')} (run folder {run_uri})")
+        raise TrialFailedError(
+            f"trial {trial_id}: training did not complete: "
+            f"{status.get('status', 'no status.json written')} (run folder {run_uri})"
+        )

@@ -17,8 +17,10 @@ from unihema.data.synthetic.scenes import FOV_WIDTH_UM
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m unihema.data.synthetic",
-                                description="Write the synthetic hematology dataset as validated Parquet shards.")
+    p = argparse.ArgumentParser(
+        prog="python -m unihema.data.synthetic",
+        description="Write the synthetic hematology dataset as validated Parquet shards.",
+    )
     p.add_argument("--n", type=int, help="number of records")
     p.add_argument("--out", help="output URI: a local folder or s3://bucket/prefix")
     p.add_argument("--seed", type=int, default=0)
@@ -27,9 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.0)
     p.add_argument("--fov-fraction", type=float, default=0.5, help="share of field-of-view records vs cell crops")
-    p.add_argument("--fov-width-um", type=float, default=FOV_WIDTH_UM,
-                   help=f"width of a field of view in micrometres (default {FOV_WIDTH_UM:.1f}; "
-                        "less: fewer, larger cells)")
+    p.add_argument(
+        "--fov-width-um",
+        type=float,
+        default=FOV_WIDTH_UM,
+        help=f"width of a field of view in micrometres (default {FOV_WIDTH_UM:.1f}; less: fewer, larger cells)",
+    )
     p.add_argument("--chunk-size", type=int, default=None, help="records per worker task (default: automatic)")
     p.add_argument("--endpoint-url", default="", help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
     p.add_argument("--region", default="", help="S3 region (default: the bucket's own)")
@@ -55,18 +60,38 @@ def main(argv: list[str] | None = None) -> int:
     from unihema.data.synthetic.dataset import generate_dataset
 
     storage = StorageConfig(endpoint_url=args.endpoint_url, region=args.region)
-    manifest = generate_dataset(args.n, args.out, storage, seed=args.seed, image_size=args.image_size,
-                                workers=args.workers, val_fraction=args.val_fraction,
-                                test_fraction=args.test_fraction, fov_fraction=args.fov_fraction,
-                                fov_width_um=args.fov_width_um,
-                                chunk_size=args.chunk_size, overwrite=args.overwrite, check_images=args.check_images,
-                                progress=not args.no_progress)
+    manifest = generate_dataset(
+        args.n,
+        args.out,
+        storage,
+        seed=args.seed,
+        image_size=args.image_size,
+        workers=args.workers,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        fov_fraction=args.fov_fraction,
+        fov_width_um=args.fov_width_um,
+        chunk_size=args.chunk_size,
+        overwrite=args.overwrite,
+        check_images=args.check_images,
+        progress=not args.no_progress,
+    )
     t = manifest["throughput"]
-    print(json.dumps({"uri": args.out, "records": manifest["records"], "rejected": manifest["rejected"],
-                      "splits": manifest["counts"]["split"], "seconds": t["seconds"],
-                      "records_per_s": t["records_per_s"], "workers": t["workers"],
-                      "records_per_s_per_worker": round(t["records_per_s"] / t["workers"], 1),
-                      "records_per_cpu_s": t["records_per_cpu_s"]}))
+    print(
+        json.dumps(
+            {
+                "uri": args.out,
+                "records": manifest["records"],
+                "rejected": manifest["rejected"],
+                "splits": manifest["counts"]["split"],
+                "seconds": t["seconds"],
+                "records_per_s": t["records_per_s"],
+                "workers": t["workers"],
+                "records_per_s_per_worker": round(t["records_per_s"] / t["workers"], 1),
+                "records_per_cpu_s": t["records_per_cpu_s"],
+            }
+        )
+    )
     return 1 if manifest["rejected"] else 0
 
 

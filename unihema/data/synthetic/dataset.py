@@ -60,12 +60,17 @@ def _init_worker(counter) -> None:
 def write_chunk(job: ChunkJob) -> tuple[ShardStats, float]:
     """Generate and write one chunk; runs in a worker process (or inline). Returns its stats and CPU seconds."""
     cpu = time.process_time()
-    writer = ShardWriter(job.uri, job.storage, tag=f"w{_WORKER['id']}-c{job.chunk:05d}",
-                         check_images=job.check_images)
+    writer = ShardWriter(job.uri, job.storage, tag=f"w{_WORKER['id']}-c{job.chunk:05d}", check_images=job.check_images)
     for index in range(job.start, job.stop):
-        rec = generate_record(index, job.seed, job.image_size, fov_fraction=job.fov_fraction,
-                              val_fraction=job.val_fraction, test_fraction=job.test_fraction,
-                              fov_width_um=job.fov_width_um)
+        rec = generate_record(
+            index,
+            job.seed,
+            job.image_size,
+            fov_fraction=job.fov_fraction,
+            val_fraction=job.val_fraction,
+            test_fraction=job.test_fraction,
+            fov_width_um=job.fov_width_um,
+        )
         if index == job.start and not job.check_images:
             # A canary: the first record of every chunk gets the full check, decoding every PNG.
             problems = validate_record(rec, check_image=True)
@@ -88,18 +93,32 @@ def _clear_existing(uri: str, storage: StorageConfig, overwrite: bool) -> None:
     if not old:
         return
     if not overwrite:
-        raise FileExistsError(f"{uri} already holds {len(old)} shards; pass overwrite=True (--overwrite) "
-                              f"to replace them, or choose another URI")
+        raise FileExistsError(
+            f"{uri} already holds {len(old)} shards; pass overwrite=True (--overwrite) "
+            f"to replace them, or choose another URI"
+        )
     fs, _ = open_filesystem(parse_uri(uri), storage)
     for path in old:
         fs.delete_file(path)
     log.info("removed %d old shards under %s", len(old), uri)
 
 
-def generate_dataset(n: int, uri: str, storage: StorageConfig | None = None, seed: int = 0, image_size: int = 256,
-                     workers: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.0,
-                     fov_fraction: float = 0.5, fov_width_um: float = FOV_WIDTH_UM, chunk_size: int | None = None,
-                     overwrite: bool = False, check_images: bool = False, progress: bool = True) -> dict:
+def generate_dataset(
+    n: int,
+    uri: str,
+    storage: StorageConfig | None = None,
+    seed: int = 0,
+    image_size: int = 256,
+    workers: int | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    fov_fraction: float = 0.5,
+    fov_width_um: float = FOV_WIDTH_UM,
+    chunk_size: int | None = None,
+    overwrite: bool = False,
+    check_images: bool = False,
+    progress: bool = True,
+) -> dict:
     """Write ``n`` synthetic records as validated Parquet shards plus a manifest under ``uri``; returns the manifest.
 
     ``workers`` processes (default: all cores) share the work; ``storage`` defaults to
@@ -112,17 +131,40 @@ def generate_dataset(n: int, uri: str, storage: StorageConfig | None = None, see
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction <= 1):
-        raise ValueError(f"split fractions must be in [0, 1] and sum to at most 1, got val={val_fraction} "
-                         f"test={test_fraction}")
+        raise ValueError(
+            f"split fractions must be in [0, 1] and sum to at most 1, got val={val_fraction} test={test_fraction}"
+        )
     storage = storage or StorageConfig()
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     size = _chunk_size(n, workers, chunk_size)
     ensure_bucket(uri, storage)
     _clear_existing(uri, storage, overwrite)
-    jobs = [ChunkJob(uri, storage, c, start, min(start + size, n), seed, image_size, fov_fraction, fov_width_um,
-                     val_fraction, test_fraction, check_images) for c, start in enumerate(range(0, n, size))]
-    log.info("generating %d synthetic records (seed %d, %d px) into %s: %d chunks on %d workers",
-             n, seed, image_size, uri, len(jobs), workers)
+    jobs = [
+        ChunkJob(
+            uri,
+            storage,
+            c,
+            start,
+            min(start + size, n),
+            seed,
+            image_size,
+            fov_fraction,
+            fov_width_um,
+            val_fraction,
+            test_fraction,
+            check_images,
+        )
+        for c, start in enumerate(range(0, n, size))
+    ]
+    log.info(
+        "generating %d synthetic records (seed %d, %d px) into %s: %d chunks on %d workers",
+        n,
+        seed,
+        image_size,
+        uri,
+        len(jobs),
+        workers,
+    )
 
     stats = ShardStats()
     cpu = 0.0
@@ -146,17 +188,37 @@ def generate_dataset(n: int, uri: str, storage: StorageConfig | None = None, see
     elapsed = time.perf_counter() - started
     rate = stats.records / elapsed if elapsed > 0 else float("inf")
     if stats.errors:
-        log.error("%d synthetic records failed validation (see errors.jsonl): %s",
-                  len(stats.errors), dict(stats.rejected))
+        log.error(
+            "%d synthetic records failed validation (see errors.jsonl): %s", len(stats.errors), dict(stats.rejected)
+        )
     # Per CPU-second as well as per wall-second: on a shared machine only the former is comparable.
     per_cpu = stats.records / cpu if cpu > 0 else float("inf")
-    log.info("wrote %d records in %.1f s: %.1f records/s on %d workers; %.1f records per CPU-second",
-             stats.records, elapsed, rate, workers, per_cpu)
-    params = {"name": GENERATOR, "version": GENERATOR_VERSION, "n": n, "seed": seed, "image_size": image_size,
-              "fov_fraction": fov_fraction, "fov_width_um": fov_width_um, "val_fraction": val_fraction,
-              "test_fraction": test_fraction}
-    throughput = {"seconds": round(elapsed, 3), "records_per_s": round(rate, 1), "workers": workers,
-                  "cpu_seconds": round(cpu, 3), "records_per_cpu_s": round(per_cpu, 1)}
+    log.info(
+        "wrote %d records in %.1f s: %.1f records/s on %d workers; %.1f records per CPU-second",
+        stats.records,
+        elapsed,
+        rate,
+        workers,
+        per_cpu,
+    )
+    params = {
+        "name": GENERATOR,
+        "version": GENERATOR_VERSION,
+        "n": n,
+        "seed": seed,
+        "image_size": image_size,
+        "fov_fraction": fov_fraction,
+        "fov_width_um": fov_width_um,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+    }
+    throughput = {
+        "seconds": round(elapsed, 3),
+        "records_per_s": round(rate, 1),
+        "workers": workers,
+        "cpu_seconds": round(cpu, 3),
+        "records_per_cpu_s": round(per_cpu, 1),
+    }
     return write_manifest(uri, stats, storage, generator=params, throughput=throughput)
 
 

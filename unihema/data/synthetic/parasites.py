@@ -15,15 +15,25 @@ import numpy as np
 
 from unihema.data.synthetic.rbc import TWO_PI, draw_rbc
 from unihema.data.synthetic.shapes import (
-    F32, Canvas, Instance, arc, blob, coverage, disc, dots, sample_inside, smooth_noise,
+    F32,
+    Canvas,
+    Instance,
+    arc,
+    blob,
+    coverage,
+    disc,
+    dots,
+    sample_inside,
+    smooth_noise,
 )
 from unihema.data.synthetic.stains import Stain
 
 STAGES = ("ring", "trophozoite", "gametocyte")
 
 
-def _ring(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, host_r: float,
-          px: float) -> Instance | None:
+def _ring(
+    canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, host_r: float, px: float
+) -> Instance | None:
     ring_r = host_r * rng.uniform(0.22, 0.38)
     half_w = max(0.45, 0.16 * px)
     dot_r = max(0.8, 0.32 * px)
@@ -42,8 +52,10 @@ def _ring(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy:
     sd = np.maximum(sd, dot_sd)
     dot_cov = coverage(dot_sd)
     body = coverage(sd)
-    layers = [(body * F32(rng.uniform(0.6, 0.9)), stain.cell(rng, stain.blue)),
-              (dot_cov * F32(rng.uniform(1.0, 1.5)), stain.cell(rng, stain.azure))]
+    layers = [
+        (body * F32(rng.uniform(0.6, 0.9)), stain.cell(rng, stain.blue)),
+        (dot_cov * F32(rng.uniform(1.0, 1.5)), stain.cell(rng, stain.azure)),
+    ]
     canvas.stain(patch, layers)
     return canvas.annotate("ring", patch, sd > 0)
 
@@ -53,8 +65,9 @@ def _pigment(rng: np.random.Generator, shape: tuple[int, int], where: np.ndarray
     return dots(shape, rows, cols, max(0.22 * px, 0.5), crisp=px > 4)
 
 
-def _trophozoite(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, host_r: float,
-                 px: float) -> Instance | None:
+def _trophozoite(
+    canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, host_r: float, px: float
+) -> Instance | None:
     r = host_r * rng.uniform(0.38, 0.55)
     harmonics = np.array([(k, rng.uniform(0.06, 0.22), rng.uniform(0, TWO_PI)) for k in (2, 3, 4, 5)], F32)
     room = max(host_r - r * 1.3, 0.0)
@@ -69,16 +82,27 @@ def _trophozoite(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: flo
     t = rng.uniform(0, TWO_PI)
     dot = coverage(disc(*patch.at(0.5 * r * math.cos(t), 0.5 * r * math.sin(t)), max(0.9, 0.38 * px)))
     pigment = _pigment(rng, patch.shape, sd > 1, int(rng.integers(2, 9)), px) * body
-    layers = [(body * texture * F32(rng.uniform(0.7, 1.0)), stain.cell(rng, stain.blue)),
-              (body * F32(rng.uniform(0.15, 0.35)), stain.azure),
-              (dot * F32(rng.uniform(1.0, 1.4)), stain.cell(rng, stain.azure)),
-              (pigment * F32(rng.uniform(0.8, 1.3)), stain.pigment)]
+    layers = [
+        (body * texture * F32(rng.uniform(0.7, 1.0)), stain.cell(rng, stain.blue)),
+        (body * F32(rng.uniform(0.15, 0.35)), stain.azure),
+        (dot * F32(rng.uniform(1.0, 1.4)), stain.cell(rng, stain.azure)),
+        (pigment * F32(rng.uniform(0.8, 1.3)), stain.pigment),
+    ]
     canvas.stain(patch, layers)
     return canvas.annotate("trophozoite", patch, sd > 0)
 
 
-def _gametocyte(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, host_r: float,
-                px: float, banana: bool, direction: float) -> Instance | None:
+def _gametocyte(
+    canvas: Canvas,
+    stain: Stain,
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    host_r: float,
+    px: float,
+    banana: bool,
+    direction: float,
+) -> Instance | None:
     if banana:
         bend = host_r * rng.uniform(1.8, 3.5)
         half_len = host_r * rng.uniform(1.05, 1.25)
@@ -101,15 +125,18 @@ def _gametocyte(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: floa
     texture = 1 + F32(0.2) * smooth_noise(rng, patch.shape, max(0.4 * px, 0.5))
     core = coverage(disc(patch.dx, patch.dy, reach * 0.6))  # chromatin and pigment gather centrally
     pigment = _pigment(rng, patch.shape, (sd > 1) & (core > 0.5), int(rng.integers(4, 14)), px) * body
-    layers = [(body * texture * F32(rng.uniform(0.6, 0.9)), stain.cell(rng, stain.blue)),
-              (body * core * F32(rng.uniform(0.3, 0.6)), stain.cell(rng, stain.azure)),
-              (pigment * F32(rng.uniform(0.9, 1.4)), stain.pigment)]
+    layers = [
+        (body * texture * F32(rng.uniform(0.6, 0.9)), stain.cell(rng, stain.blue)),
+        (body * core * F32(rng.uniform(0.3, 0.6)), stain.cell(rng, stain.azure)),
+        (pigment * F32(rng.uniform(0.9, 1.4)), stain.pigment),
+    ]
     canvas.stain(patch, layers)
     return canvas.annotate("gametocyte", patch, sd > 0)
 
 
-def draw_infected(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, radius: float,
-                  px: float, stage: str) -> list[Instance]:
+def draw_infected(
+    canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, radius: float, px: float, stage: str
+) -> list[Instance]:
     """The host red cell ("RBC") and its parasite (``stage``), both annotated."""
     if stage not in STAGES:
         raise ValueError(f"unknown parasite stage {stage!r}; allowed: {', '.join(STAGES)}")
@@ -132,8 +159,9 @@ def draw_infected(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: fl
     return [inst for inst in out if inst is not None]
 
 
-def _draw_stretched_host(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float,
-                         radius: float, direction: float) -> Instance | None:
+def _draw_stretched_host(
+    canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, radius: float, direction: float
+) -> Instance | None:
     stretch = rng.uniform(0.22, 0.32)
     patch = canvas.patch(cx, cy, radius * (1 + stretch) + 2)
     if patch is None:

@@ -87,12 +87,18 @@ def encode_sparse_mask_png(height: int, width: int, y0: int, x0: int, window: np
         raise ValueError(f"window {h}x{w} at ({y0}, {x0}) does not fit a {height}x{width} image")
     stride = width + 1  # filter byte + pixels
     rows = np.zeros((h, stride), np.uint8)
-    rows[:, 1 + x0:1 + x0 + w] = window
+    rows[:, 1 + x0 : 1 + x0 + w] = window
     body = rows.tobytes()
     before, after = y0 * stride, (height - y0 - h) * stride
     adler = _adler_zeros(zlib.adler32(body, _adler_zeros(1, before)), after)
-    stream = (b"\x78\x01" + (_deflated_zeros(before, level) if before else b"") + _deflate_block(body, level)
-              + (_deflated_zeros(after, level) if after else b"") + b"\x03\x00" + struct.pack(">I", adler))
+    stream = (
+        b"\x78\x01"
+        + (_deflated_zeros(before, level) if before else b"")
+        + _deflate_block(body, level)
+        + (_deflated_zeros(after, level) if after else b"")
+        + b"\x03\x00"
+        + struct.pack(">I", adler)
+    )
     head, tail = _mask_frame(height, width)
     return head + _chunk(b"IDAT", stream) + tail
 

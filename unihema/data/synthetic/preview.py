@@ -13,8 +13,14 @@ from PIL import Image, ImageDraw
 
 from unihema.data.synthetic.record import generate_record
 
-_COLOURS = {"RBC": (255, 80, 80), "Sickle Cells": (255, 160, 0), "platelet": (160, 0, 255),
-            "ring": (0, 160, 0), "trophozoite": (0, 200, 120), "gametocyte": (0, 120, 60)}
+_COLOURS = {
+    "RBC": (255, 80, 80),
+    "Sickle Cells": (255, 160, 0),
+    "platelet": (160, 0, 255),
+    "ring": (0, 160, 0),
+    "trophozoite": (0, 200, 120),
+    "gametocyte": (0, 120, 60),
+}
 _WBC_COLOUR = (0, 90, 255)
 
 
@@ -22,8 +28,15 @@ def _abbrev(attrs: dict) -> str:
     return " ".join(f"{''.join(w[0] for w in k.split('_'))}={v[:4]}" for k, v in attrs.items())
 
 
-def contact_sheet(path: str | Path, seed: int = 0, image_size: int = 256, fovs: int = 4, crops: int = 8,
-                  columns: int = 4, boxes: bool = True) -> Path:
+def contact_sheet(
+    path: str | Path,
+    seed: int = 0,
+    image_size: int = 256,
+    fovs: int = 4,
+    crops: int = 8,
+    columns: int = 4,
+    boxes: bool = True,
+) -> Path:
     """Write a PNG grid of ``fovs`` fields of view then ``crops`` crops; returns the path."""
     tiles = []
     for i in range(fovs + crops):

@@ -20,9 +20,19 @@ RBC_RADIUS_UM = (3.4, 4.0)  # normal red cells are 7-8 um across
 PLATELET_RADIUS_UM = (0.9, 1.6)
 
 
-def draw_rbc(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, radius: float,
-             *, elongation: float = 0.0, density: float = 1.0, pallor: bool = True,
-             label: str | None = "RBC") -> Instance | None:
+def draw_rbc(
+    canvas: Canvas,
+    stain: Stain,
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    radius: float,
+    *,
+    elongation: float = 0.0,
+    density: float = 1.0,
+    pallor: bool = True,
+    label: str | None = "RBC",
+) -> Instance | None:
     """A red cell of ``radius`` pixels; ``label`` None draws it without an annotation."""
     # One draw for all of the cell's scalars: this runs ~50 times per image.
     u = rng.random(10)
@@ -61,12 +71,13 @@ class RbcSprites:
             scratch = Canvas(2 * half + 1, 2 * half + 1)
             inst = draw_rbc(scratch, stain, rng, half + 0.5, half + 0.5, float(r), label="RBC")
             mask = np.zeros((2 * half + 1, 2 * half + 1), bool)
-            mask[inst.patch.y0:inst.patch.y1, inst.patch.x0:inst.patch.x1] = inst.mask
+            mask[inst.patch.y0 : inst.patch.y1, inst.patch.x0 : inst.patch.x1] = inst.mask
             # Divide out the dye so each stamp can bring its own tint.
             self.sprites.append((scratch.od[1] / max(float(stain.eosin[1]), 1e-6), mask, half))
 
-    def stamp(self, canvas: Canvas, rng: np.random.Generator, cx: float, cy: float, radius: float,
-              label: str | None = "RBC") -> Instance | None:
+    def stamp(
+        self, canvas: Canvas, rng: np.random.Generator, cx: float, cy: float, radius: float, label: str | None = "RBC"
+    ) -> Instance | None:
         """Add the sprite nearest ``radius`` at (cx, cy); annotated unless ``label`` is None."""
         k = int(np.abs(self.radii - radius).argmin())
         dens, mask, half = self.sprites[k]
@@ -85,12 +96,13 @@ class RbcSprites:
             return None
         patch = Patch(y0 + ys, y0 + ye, x0 + xs, x0 + xe)
         vec = self.stain.cell(rng, self.stain.eosin) * F32(rng.uniform(0.9, 1.1))
-        canvas.od[:, patch.y0:patch.y1, patch.x0:patch.x1] += vec[:, None, None] * dens[ys:ye, xs:xe]
+        canvas.od[:, patch.y0 : patch.y1, patch.x0 : patch.x1] += vec[:, None, None] * dens[ys:ye, xs:xe]
         return canvas.annotate(label, patch, mask[ys:ye, xs:xe]) if label else None
 
 
-def draw_sickle(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float,
-                radius: float) -> Instance | None:
+def draw_sickle(
+    canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float, radius: float
+) -> Instance | None:
     """A crescent of about the area of a red cell, pointed at both ends, uniformly dense."""
     bend = radius * rng.uniform(1.1, 2.6)
     half_len = radius * rng.uniform(1.2, 1.6)
@@ -109,8 +121,15 @@ def draw_sickle(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: floa
     return canvas.annotate("Sickle Cells", patch, sd > 0)
 
 
-def draw_platelet(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: float, cy: float,
-                  px_per_um: float, label: str | None = "platelet") -> Instance | None:
+def draw_platelet(
+    canvas: Canvas,
+    stain: Stain,
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    px_per_um: float,
+    label: str | None = "platelet",
+) -> Instance | None:
     """A small irregular purple blob: pale rim (hyalomere) and a granular centre (granulomere)."""
     radius = rng.uniform(*PLATELET_RADIUS_UM) * px_per_um
     harmonics = np.array([(k, rng.uniform(0.03, 0.18), rng.uniform(0, TWO_PI)) for k in (2, 3, 4)], F32)
@@ -121,8 +140,10 @@ def draw_platelet(canvas: Canvas, stain: Stain, rng: np.random.Generator, cx: fl
     cov = coverage(sd)
     rows, cols = sample_inside(rng, sd > radius * 0.3, int(rng.integers(4, 14)))
     granules = dots(patch.shape, rows, cols, max(0.3 * px_per_um, 0.5), crisp=px_per_um > 4) * cov
-    layers = [(cov * F32(rng.uniform(0.2, 0.4)), stain.cell(rng, stain.azure)),
-              (cov * F32(rng.uniform(0.1, 0.3)), stain.blue),
-              (granules * F32(rng.uniform(0.6, 1.0)), stain.cell(rng, stain.azure))]
+    layers = [
+        (cov * F32(rng.uniform(0.2, 0.4)), stain.cell(rng, stain.azure)),
+        (cov * F32(rng.uniform(0.1, 0.3)), stain.blue),
+        (granules * F32(rng.uniform(0.6, 1.0)), stain.cell(rng, stain.azure)),
+    ]
     canvas.stain(patch, layers)
     return canvas.annotate(label, patch, sd > 0) if label else None

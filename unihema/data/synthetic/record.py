@@ -40,17 +40,27 @@ def split_of(seed: int, index: int, val_fraction: float = 0.1, test_fraction: fl
 
 def _check(index: int, seed: int, image_size: int, fov_width_um: float = FOV_WIDTH_UM) -> None:
     if not 10 <= fov_width_um <= 1000:
-        raise ValueError(f"fov_width_um must be between 10 and 1000 micrometres (a few red cells to a "
-                         f"whole low-power field), got {fov_width_um}")
+        raise ValueError(
+            f"fov_width_um must be between 10 and 1000 micrometres (a few red cells to a "
+            f"whole low-power field), got {fov_width_um}"
+        )
     if index < 0 or seed < 0:
         raise ValueError(f"seed and index must be non-negative, got seed={seed} index={index}")
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
 
 
-def generate_record(index: int, seed: int, image_size: int = 256, kind: str | None = None, *,
-                    fov_fraction: float = 0.5, val_fraction: float = 0.1, test_fraction: float = 0.0,
-                    fov_width_um: float = FOV_WIDTH_UM) -> dict:
+def generate_record(
+    index: int,
+    seed: int,
+    image_size: int = 256,
+    kind: str | None = None,
+    *,
+    fov_fraction: float = 0.5,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    fov_width_um: float = FOV_WIDTH_UM,
+) -> dict:
     """Record ``index`` of the dataset ``seed``: a field of view (``kind="fov"``) or a cell crop ("crop").
 
     ``kind`` None picks one at random with probability ``fov_fraction`` for a field of view;
@@ -64,24 +74,36 @@ def generate_record(index: int, seed: int, image_size: int = 256, kind: str | No
     if kind not in KINDS:
         raise ValueError(f"unknown record kind {kind!r}; allowed: {', '.join(KINDS)}")
     rec = {
-        "id": record_id(seed, index), "source": SOURCE,
+        "id": record_id(seed, index),
+        "source": SOURCE,
         "split": split_of(seed, index, val_fraction, test_fraction),
-        "image_format": "png", "width": image_size, "height": image_size,
-        "boxes": [], "box_labels": [], "box_attributes": [], "masks": [], "semantic_mask": None,
-        "cell_class": None, "attributes": {}, "qa": [], "mlm_text": None,
-        "license": LICENSE, "origin": f"synthetic seed={seed} index={index}",
+        "image_format": "png",
+        "width": image_size,
+        "height": image_size,
+        "boxes": [],
+        "box_labels": [],
+        "box_attributes": [],
+        "masks": [],
+        "semantic_mask": None,
+        "cell_class": None,
+        "attributes": {},
+        "qa": [],
+        "mlm_text": None,
+        "license": LICENSE,
+        "origin": f"synthetic seed={seed} index={index}",
     }
     if kind == "fov":
         image, instances, truth = compose_fov(rng, image_size, width_um=fov_width_um)
         semantic = np.zeros((image_size, image_size), np.uint8)
         for inst in instances:
             p = inst.patch
-            semantic[p.y0:p.y1, p.x0:p.x1] |= inst.mask
+            semantic[p.y0 : p.y1, p.x0 : p.x1] |= inst.mask
             rec["boxes"].append(inst.box())
             rec["box_labels"].append(inst.label)
             rec["box_attributes"].append(dict(inst.attributes))
-            rec["masks"].append(encode_sparse_mask_png(image_size, image_size, p.y0, p.x0,
-                                                       inst.mask.view(np.uint8) * np.uint8(255)))
+            rec["masks"].append(
+                encode_sparse_mask_png(image_size, image_size, p.y0, p.x0, inst.mask.view(np.uint8) * np.uint8(255))
+            )
         has_morphology = any(inst.attributes for inst in instances)
         rec["tasks"] = [t for t in FOV_TASKS if t != "morphology" or has_morphology]
         rec["semantic_mask"] = encode_png(semantic)

@@ -20,8 +20,8 @@ from unihema.data.synthetic.shapes import Canvas, Instance
 from unihema.data.synthetic.stains import develop, sample_stain
 from unihema.data.synthetic.wbc import WBC, DrawnWBC, draw_wbc, sample_wbc
 
-FOV_WIDTH_UM = 256 / 3.4     # a field of view is ~75 um wide at any image size
-CROP_PX_PER_UM = 8.0 / 256   # a 256 px crop is ~32 um wide
+FOV_WIDTH_UM = 256 / 3.4  # a field of view is ~75 um wide at any image size
+CROP_PX_PER_UM = 8.0 / 256  # a 256 px crop is ~32 um wide
 
 
 @dataclass
@@ -35,8 +35,16 @@ class FovTruth:
     rbc: int = 0
 
 
-def scatter(rng: np.random.Generator, count: int, radius: float, size: int, blockers: list[tuple[float, float, float]],
-            clump: float = 0.15, spacing: float = 0.92, outside: float = 0.0) -> np.ndarray:
+def scatter(
+    rng: np.random.Generator,
+    count: int,
+    radius: float,
+    size: int,
+    blockers: list[tuple[float, float, float]],
+    clump: float = 0.15,
+    spacing: float = 0.92,
+    outside: float = 0.0,
+) -> np.ndarray:
     """Up to ``count`` red-cell discs (x, y, r), rows of an array, by random sequential placement.
 
     Cells keep ``spacing`` x (r1 + r2) apart, except clump members: each is dropped next to
@@ -73,7 +81,7 @@ def scatter(rng: np.random.Generator, count: int, radius: float, size: int, bloc
     accepted = bytearray(tries)
     taken: list[int] = []
     for i in np.flatnonzero(ok).tolist():
-        if not any(accepted[j] for j in earlier[starts[i]:starts[i + 1]]):
+        if not any(accepted[j] for j in earlier[starts[i] : starts[i + 1]]):
             accepted[i] = 1
             taken.append(i)
             if len(taken) == count:
@@ -93,8 +101,9 @@ def _place_wbcs(rng: np.random.Generator, wbcs: list[WBC], size: int, px: float)
     return placed
 
 
-def compose_fov(rng: np.random.Generator, size: int,
-                width_um: float = FOV_WIDTH_UM) -> tuple[np.ndarray, list[Instance], FovTruth]:
+def compose_fov(
+    rng: np.random.Generator, size: int, width_um: float = FOV_WIDTH_UM
+) -> tuple[np.ndarray, list[Instance], FovTruth]:
     """A smear field of view: uint8 RGB image, its annotated instances and a summary.
 
     ``width_um``: how wide the field is (a narrower field shows fewer, larger cells).
@@ -115,7 +124,7 @@ def compose_fov(rng: np.random.Generator, size: int,
     n_sickle = int(rng.integers(1, 9)) if rng.random() < 0.22 else 0
     n_infected = int(rng.integers(1, 6)) if rng.random() < 0.28 else 0
     roles[order[:n_sickle]] = 1
-    roles[order[n_sickle:n_sickle + n_infected]] = 2
+    roles[order[n_sickle : n_sickle + n_infected]] = 2
     stage_mix = rng.dirichlet([1.0, 0.7, 0.5])  # some smears mostly rings, others later stages
     sprites = RbcSprites(stain, rng, rbc_r)
 
@@ -138,8 +147,9 @@ def compose_fov(rng: np.random.Generator, size: int,
     return develop(canvas.od, stain, rng), canvas.instances, truth
 
 
-def compose_crop(rng: np.random.Generator, size: int, cell_class: str | None = None,
-                 attributes: dict[str, str] | None = None) -> tuple[np.ndarray, WBC, DrawnWBC | None]:
+def compose_crop(
+    rng: np.random.Generator, size: int, cell_class: str | None = None, attributes: dict[str, str] | None = None
+) -> tuple[np.ndarray, WBC, DrawnWBC | None]:
     """A single-cell image: one white cell near the centre, red-cell fragments around it."""
     stain = sample_stain(rng)
     px = size * CROP_PX_PER_UM * rng.uniform(0.92, 1.08)

@@ -51,6 +51,7 @@ class Patch:
 
 # ---------------------------------------------------------------- signed distances (pixels, > 0 inside)
 
+
 def disc(dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     return F32(r) - np.hypot(dx, dy)
 
@@ -80,8 +81,9 @@ def blob(dx: np.ndarray, dy: np.ndarray, r: float, harmonics=None) -> np.ndarray
     return rad * F32(r) - dist
 
 
-def capsule(dx: np.ndarray, dy: np.ndarray, p0: tuple[float, float], p1: tuple[float, float],
-            half_width: float) -> np.ndarray:
+def capsule(
+    dx: np.ndarray, dy: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], half_width: float
+) -> np.ndarray:
     """A segment from p0 to p1 thickened by ``half_width`` (nuclear lobe bridges, filaments)."""
     px, py = dx - F32(p0[0]), dy - F32(p0[1])
     bx, by = F32(p1[0] - p0[0]), F32(p1[1] - p0[1])
@@ -89,8 +91,15 @@ def capsule(dx: np.ndarray, dy: np.ndarray, p0: tuple[float, float], p1: tuple[f
     return F32(half_width) - np.hypot(px - t * bx, py - t * by)
 
 
-def arc(dx: np.ndarray, dy: np.ndarray, radius: float, direction: float, half_span: float,
-        half_width: float, taper: float = 0.5) -> np.ndarray:
+def arc(
+    dx: np.ndarray,
+    dy: np.ndarray,
+    radius: float,
+    direction: float,
+    half_span: float,
+    half_width: float,
+    taper: float = 0.5,
+) -> np.ndarray:
     """A curved band along a circle of ``radius`` around the origin, centred on angle ``direction``.
 
     Its half width shrinks towards the ends as (1 - t^2)^taper: taper ~0.7 gives the pointed ends
@@ -106,6 +115,7 @@ def arc(dx: np.ndarray, dy: np.ndarray, radius: float, direction: float, half_sp
 
 
 # ---------------------------------------------------------------- coverage, noise, dots
+
 
 def coverage(sd: np.ndarray) -> np.ndarray:
     """Anti-aliased coverage in [0, 1] of a signed distance: one pixel of soft edge, 0.5 on the outline."""
@@ -131,8 +141,14 @@ def _gauss_peak(sigma: float, truncate: float = 3.0) -> float:
     return float((1.0 / w.sum()) ** 2)
 
 
-def dots(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, radius: float,
-         weights: np.ndarray | None = None, crisp: bool = True) -> np.ndarray:
+def dots(
+    shape: tuple[int, int],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    radius: float,
+    weights: np.ndarray | None = None,
+    crisp: bool = True,
+) -> np.ndarray:
     """Round dots of ``radius`` pixels at integer positions, as one field (granules, pigment, stippling).
 
     Splatting impulses and blurring once costs the same for 5 or 500 granules; ``crisp``
@@ -158,8 +174,9 @@ def sample_inside(rng: np.random.Generator, allowed: np.ndarray, count: int) -> 
     return rows[pick], cols[pick]
 
 
-def packed_inside(rng: np.random.Generator, allowed: np.ndarray, spacing: float,
-                  keep: float) -> tuple[np.ndarray, np.ndarray]:
+def packed_inside(
+    rng: np.random.Generator, allowed: np.ndarray, spacing: float, keep: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixel positions on a jittered hexagonal lattice where ``allowed``: packed granules that do not merge."""
     h, w = allowed.shape
     ys = np.arange(rng.uniform(0, spacing), h, spacing * 0.866)
@@ -177,6 +194,7 @@ def packed_inside(rng: np.random.Generator, allowed: np.ndarray, spacing: float,
 
 # ---------------------------------------------------------------- the canvas
 
+
 @dataclass
 class Instance:
     """One annotated object: its class name, hard mask inside its patch, optional attributes."""
@@ -192,8 +210,12 @@ class Instance:
         if len(rows) == 0:
             return None
         cols = np.flatnonzero(self.mask.any(axis=0))
-        return [float(self.patch.x0 + cols[0]), float(self.patch.y0 + rows[0]),
-                float(self.patch.x0 + cols[-1] + 1), float(self.patch.y0 + rows[-1] + 1)]
+        return [
+            float(self.patch.x0 + cols[0]),
+            float(self.patch.y0 + rows[0]),
+            float(self.patch.x0 + cols[-1] + 1),
+            float(self.patch.y0 + rows[-1] + 1),
+        ]
 
 
 class Canvas:
@@ -211,8 +233,7 @@ class Canvas:
     def patch(self, cx: float, cy: float, radius: float) -> Patch | None:
         return Patch.around(cx, cy, radius, self.height, self.width)
 
-    def stain(self, patch: Patch, layers: list[tuple[np.ndarray, np.ndarray]],
-              clear: np.ndarray | None = None) -> None:
+    def stain(self, patch: Patch, layers: list[tuple[np.ndarray, np.ndarray]], clear: np.ndarray | None = None) -> None:
         """Add density layers, each (density map, OD per unit density); ``clear`` in [0, 1] bleaches holes."""
         (dens, vec), rest = layers[0], layers[1:]
         od = vec[:, None, None] * dens
@@ -220,7 +241,7 @@ class Canvas:
             od += vec[:, None, None] * dens
         if clear is not None:
             od *= 1 - clear
-        self.od[:, patch.y0:patch.y1, patch.x0:patch.x1] += od
+        self.od[:, patch.y0 : patch.y1, patch.x0 : patch.x1] += od
 
     def annotate(self, label: str, patch: Patch, mask: np.ndarray, attributes: dict | None = None) -> Instance | None:
         if not mask.any():

@@ -16,11 +16,11 @@ import numpy as np
 from unihema.data.synthetic.shapes import F32
 
 # Reference OD per unit density, from typical May-Gruenwald-Giemsa colours on a ~245 background.
-_EOSIN = (0.07, 0.50, 0.38)     # RBC pink, eosinophil granules
-_AZURE = (0.80, 1.20, 0.45)     # nuclear chromatin purple, platelet granules, parasite chromatin
-_BLUE = (0.55, 0.30, 0.08)      # methylene blue: cytoplasmic basophilia, parasite cytoplasm
-_PALE = (0.10, 0.20, 0.13)      # neutral lilac-grey cytoplasm
-_PIGMENT = (0.75, 0.95, 1.30)   # hemozoin, golden brown to black
+_EOSIN = (0.07, 0.50, 0.38)  # RBC pink, eosinophil granules
+_AZURE = (0.80, 1.20, 0.45)  # nuclear chromatin purple, platelet granules, parasite chromatin
+_BLUE = (0.55, 0.30, 0.08)  # methylene blue: cytoplasmic basophilia, parasite cytoplasm
+_PALE = (0.10, 0.20, 0.13)  # neutral lilac-grey cytoplasm
+_PIGMENT = (0.75, 0.95, 1.30)  # hemozoin, golden brown to black
 
 
 @dataclass
@@ -32,10 +32,10 @@ class Stain:
     blue: np.ndarray
     pale: np.ndarray
     pigment: np.ndarray
-    light: np.ndarray      # white point, 0..255 per channel
-    plasma: float          # background density of eosin (plasma and glass)
-    rbc_density: float     # how thick/strongly stained this smear's red cells are
-    noise: float           # sensor noise, grey levels
+    light: np.ndarray  # white point, 0..255 per channel
+    plasma: float  # background density of eosin (plasma and glass)
+    rbc_density: float  # how thick/strongly stained this smear's red cells are
+    noise: float  # sensor noise, grey levels
 
     def cell(self, rng: np.random.Generator, vec: np.ndarray, spread: float = 0.07) -> np.ndarray:
         """One cell's variant of a dye: a small per-channel shift on top of the image's own."""
@@ -56,9 +56,17 @@ def sample_stain(rng: np.random.Generator) -> Stain:
     eosin = eosin + F32(rng.uniform(0, 0.2)) * azure * F32(0.5)
     blue = blue + F32(rng.uniform(0, 0.25)) * azure * F32(0.4)
     light = (rng.uniform(232, 252) * np.exp(rng.normal(0, 0.025, 3))).astype(F32)
-    return Stain(eosin=eosin, azure=azure, blue=blue, pale=pale, pigment=_vary(rng, _PIGMENT, 0.1, (0.8, 1.2)),
-                 light=light, plasma=float(rng.uniform(0.02, 0.08)), rbc_density=float(rng.uniform(0.8, 1.2)),
-                 noise=float(rng.uniform(0.8, 2.0)))
+    return Stain(
+        eosin=eosin,
+        azure=azure,
+        blue=blue,
+        pale=pale,
+        pigment=_vary(rng, _PIGMENT, 0.1, (0.8, 1.2)),
+        light=light,
+        plasma=float(rng.uniform(0.02, 0.08)),
+        rbc_density=float(rng.uniform(0.8, 1.2)),
+        noise=float(rng.uniform(0.8, 2.0)),
+    )
 
 
 def develop(od: np.ndarray, stain: Stain, rng: np.random.Generator) -> np.ndarray:

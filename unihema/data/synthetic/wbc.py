@@ -19,11 +19,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from unihema.data.synthetic.shapes import (
-    F32, Canvas, Instance, blob, coverage, disc, dots, packed_inside, sample_inside, smooth_noise,
+    F32,
+    Canvas,
+    Instance,
+    blob,
+    coverage,
+    disc,
+    dots,
+    packed_inside,
+    sample_inside,
+    smooth_noise,
 )
 from unihema.data.synthetic.stains import Stain
 from unihema.data.synthetic.wbc_types import (
-    DIAMETER_UM, GRANULES, NUCLEAR_FRACTION, NUCLEUS, WBC_CLASSES, sample_attributes,
+    DIAMETER_UM,
+    GRANULES,
+    NUCLEAR_FRACTION,
+    NUCLEUS,
+    WBC_CLASSES,
+    sample_attributes,
 )
 
 TWO_PI = 2 * math.pi
@@ -48,8 +62,9 @@ class DrawnWBC:
     nucleus: np.ndarray  # bool mask in the instance's patch, for tests and colour statistics
 
 
-def sample_wbc(rng: np.random.Generator, cell_class: str | None = None,
-               attributes: dict[str, str] | None = None) -> WBC:
+def sample_wbc(
+    rng: np.random.Generator, cell_class: str | None = None, attributes: dict[str, str] | None = None
+) -> WBC:
     """A random white cell; a given class or attributes override the draws but consume the same randomness."""
     drawn = WBC_CLASSES[int(rng.integers(len(WBC_CLASSES)))]
     cell_class = cell_class or drawn
@@ -58,8 +73,9 @@ def sample_wbc(rng: np.random.Generator, cell_class: str | None = None,
     attrs = sample_attributes(rng, cell_class)
     attrs.update(attributes or {})
     lo, hi = DIAMETER_UM[cell_class]
-    return WBC(cell_class, attrs, float(rng.uniform(lo, hi)), float(rng.uniform(0, TWO_PI)),
-               int(rng.integers(0, 2**62)))
+    return WBC(
+        cell_class, attrs, float(rng.uniform(lo, hi)), float(rng.uniform(0, TWO_PI)), int(rng.integers(0, 2**62))
+    )
 
 
 def _stream(wbc: WBC, feature: int) -> np.random.Generator:
@@ -96,8 +112,9 @@ def draw_wbc(canvas: Canvas, stain: Stain, wbc: WBC, cx: float, cy: float, px_pe
     radius = wbc.diameter_um / 2 * px_per_um
     shape_rng = _stream(wbc, _OUTLINE)
     wobble = 0.06 if wbc.cell_class == "monocyte" else 0.025
-    harmonics = np.array([(k, shape_rng.uniform(0, wobble / k ** 0.5), shape_rng.uniform(0, TWO_PI))
-                          for k in (2, 3, 4, 5)], F32)
+    harmonics = np.array(
+        [(k, shape_rng.uniform(0, wobble / k**0.5), shape_rng.uniform(0, TWO_PI)) for k in (2, 3, 4, 5)], F32
+    )
     patch = canvas.patch(cx, cy, radius * (1 + float(harmonics[:, 1].sum())) + 1)
     if patch is None:
         return None
@@ -161,8 +178,10 @@ def _granules(wbc: WBC, patch, sd_cell, nucleus, px, azure, blue, eosin) -> list
         return []
     crisp = style.crisp and radius >= 0.8
     if wbc.cell_class == "basophil":  # coarse granules of mixed sizes: half of them a third larger
-        field = np.maximum(dots(patch.shape, rows[::2], cols[::2], max(radius, 0.45), crisp=crisp),
-                           dots(patch.shape, rows[1::2], cols[1::2], max(radius * 1.35, 0.45), crisp=crisp))
+        field = np.maximum(
+            dots(patch.shape, rows[::2], cols[::2], max(radius, 0.45), crisp=crisp),
+            dots(patch.shape, rows[1::2], cols[1::2], max(radius * 1.35, 0.45), crisp=crisp),
+        )
     else:
         field = dots(patch.shape, rows, cols, max(radius, 0.45), crisp=crisp)
     field *= 1 - F32(1 - style.over_nucleus) * nucleus

@@ -23,8 +23,12 @@ WBC_CLASSES = ("neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte",
 
 # Cell diameter in micrometres (red cells are 7-8).
 DIAMETER_UM = {
-    "neutrophil": (11.0, 13.5), "eosinophil": (12.0, 14.5), "basophil": (10.0, 12.5),
-    "lymphocyte": (7.5, 10.0), "monocyte": (14.0, 18.0), "myeloblast": (12.5, 16.0),
+    "neutrophil": (11.0, 13.5),
+    "eosinophil": (12.0, 14.5),
+    "basophil": (10.0, 12.5),
+    "lymphocyte": (7.5, 10.0),
+    "monocyte": (14.0, 18.0),
+    "myeloblast": (12.5, 16.0),
 }
 
 # P(second value) of each official attribute, in MORPHOLOGY_ATTRIBUTES order:
@@ -79,8 +83,9 @@ def neutrophil_nucleus(dx, dy, ext, angle, rng):
     angles = angle + np.linspace(-span / 2, span / 2, n) + jitter[:n]
     arm = ext - r * 1.05
     centres = [(arm * reach[i] * math.cos(a), arm * reach[i] * math.sin(a)) for i, a in enumerate(angles)]
-    return _lobe_chain(dx, dy, centres, r * sizes[:n], aspects[:n], angles + math.pi / 2 + tilts[:n],
-                       bridge=max(0.5, 0.07 * ext))
+    return _lobe_chain(
+        dx, dy, centres, r * sizes[:n], aspects[:n], angles + math.pi / 2 + tilts[:n], bridge=max(0.5, 0.07 * ext)
+    )
 
 
 def eosinophil_nucleus(dx, dy, ext, angle, rng):
@@ -106,8 +111,10 @@ def basophil_nucleus(dx, dy, ext, angle, rng):
     off = ext * rng.uniform(0.2, 0.4)
     a0, a1 = rng.uniform(0.95, 1.1, 2)
     p = _rot(off, 0, angle)
-    return np.maximum(ellipse(dx - F32(p[0]), dy - F32(p[1]), r * a0, r * 0.9, angle),
-                      ellipse(dx + F32(p[0]), dy + F32(p[1]), r * a1, r * 0.9, angle))
+    return np.maximum(
+        ellipse(dx - F32(p[0]), dy - F32(p[1]), r * a0, r * 0.9, angle),
+        ellipse(dx + F32(p[0]), dy + F32(p[1]), r * a1, r * 0.9, angle),
+    )
 
 
 def lymphocyte_nucleus(dx, dy, ext, angle, rng):
@@ -139,8 +146,12 @@ def myeloblast_nucleus(dx, dy, ext, angle, rng):
 
 
 NUCLEUS: dict[str, NucleusBuilder] = {
-    "neutrophil": neutrophil_nucleus, "eosinophil": eosinophil_nucleus, "basophil": basophil_nucleus,
-    "lymphocyte": lymphocyte_nucleus, "monocyte": monocyte_nucleus, "myeloblast": myeloblast_nucleus,
+    "neutrophil": neutrophil_nucleus,
+    "eosinophil": eosinophil_nucleus,
+    "basophil": basophil_nucleus,
+    "lymphocyte": lymphocyte_nucleus,
+    "monocyte": monocyte_nucleus,
+    "myeloblast": myeloblast_nucleus,
 }
 
 # Nuclear extent as a fraction of the cell radius, by the "cytoplasm" attribute (scanty / abundant).
@@ -151,27 +162,29 @@ NUCLEAR_FRACTION = {"scanty": (0.78, 0.86), "abundant": (0.52, 0.64)}
 class Granules:
     """Granule style: how many per square micrometre (or a fixed count), size, sharpness, dyes."""
 
-    per_um2: float = 0.0                 # random positions; or, when packed > 0, lattice sites kept with this chance
+    per_um2: float = 0.0  # random positions; or, when packed > 0, lattice sites kept with this chance
     packed: float = 0.0
-    count: tuple[int, int] = (0, 0)      # used instead of per_um2 when per_um2 == 0
+    count: tuple[int, int] = (0, 0)  # used instead of per_um2 when per_um2 == 0
     radius_um: tuple[float, float] = (0.2, 0.2)
     crisp: bool = True
-    eosin: float = 0.0                   # OD weights of the image's dyes in one granule
+    eosin: float = 0.0  # OD weights of the image's dyes in one granule
     azure: float | tuple[float, float] = 0.0  # a range varies the hue of granules from cell to cell
     blue: float = 0.0
     density: tuple[float, float] = (1.0, 1.0)
-    over_nucleus: float = 0.0            # 0: only in the cytoplasm; 1: on top of the nucleus as well
+    over_nucleus: float = 0.0  # 0: only in the cytoplasm; 1: on top of the nucleus as well
 
 
 GRANULES = {
-    "neutrophil": Granules(per_um2=3.0, radius_um=(0.14, 0.18), crisp=False, eosin=0.4, azure=0.15,
-                           density=(0.25, 0.4)),
-    "eosinophil": Granules(packed=0.85, radius_um=(0.3, 0.36), eosin=1.0, azure=(0.05, 0.45), density=(0.7, 1.0),
-                           over_nucleus=0.3),
-    "basophil": Granules(packed=0.45, radius_um=(0.32, 0.45), azure=1.1, blue=0.3, density=(1.0, 1.4),
-                         over_nucleus=1.0),
+    "neutrophil": Granules(
+        per_um2=3.0, radius_um=(0.14, 0.18), crisp=False, eosin=0.4, azure=0.15, density=(0.25, 0.4)
+    ),
+    "eosinophil": Granules(
+        packed=0.85, radius_um=(0.3, 0.36), eosin=1.0, azure=(0.05, 0.45), density=(0.7, 1.0), over_nucleus=0.3
+    ),
+    "basophil": Granules(
+        packed=0.45, radius_um=(0.32, 0.45), azure=1.1, blue=0.3, density=(1.0, 1.4), over_nucleus=1.0
+    ),
     "lymphocyte": Granules(count=(0, 4), radius_um=(0.22, 0.28), eosin=0.2, azure=0.9, density=(0.8, 1.0)),
-    "monocyte": Granules(per_um2=0.6, radius_um=(0.14, 0.16), crisp=False, eosin=0.1, azure=0.3,
-                         density=(0.3, 0.45)),
+    "monocyte": Granules(per_um2=0.6, radius_um=(0.14, 0.16), crisp=False, eosin=0.1, azure=0.3, density=(0.3, 0.45)),
     "myeloblast": Granules(count=(0, 3), radius_um=(0.18, 0.22), eosin=0.2, azure=0.8, density=(0.7, 0.9)),
 }
