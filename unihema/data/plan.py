@@ -20,8 +20,9 @@ reads its own pieces in a new order drawn from (seed, task, epoch, rank), each p
 shuffled too. Keeping a piece on one rank for the whole run is what lets a node cache what
 it reads, and the global batch is still a random draw: every step averages the gradients of
 all ranks' batches. (A deal per epoch was tried first: ``make demo``'s classification accuracy
-was 0.447 / 0.424 with it (train.seed 42 / 1) against 0.694 / 0.624 with this one, the other tasks
-alike; why is not understood. benchmarks/README.md, "make demo before and after the read plan".)
+was 0.447 / 0.424 with it (train.seed 42 / 1) against 0.694 / 0.624 with a round-robin deal once
+per run and 0.600 (seed 42) with this one, the other tasks alike; why is not understood.
+benchmarks/README.md, "make demo before and after the read plan".)
 
 A :class:`RankPlan` turns the step schedule (the same on every rank) into the records of
 each batch: each task keeps a window of loaded rows (``data.shuffle_buffer``) and a batch
