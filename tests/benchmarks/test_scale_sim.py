@@ -55,5 +55,8 @@ def test_scale_sim_writes_the_corpus_and_measures_every_stage(tmp_path, subproce
     resume = stream["resume"]
     # a resume reads again only what its shuffle windows held: per task a window, a batch and a piece at most
     bound = len(epoch["task_images"]) * (resume["window_rows"] + resume["batch_size"] + PIECE_ROWS)
-    assert resume["step"] > 0 and 0 < resume["rows_read"] <= bound
+    assert resume["step"] > 0 and 0 < resume["rows_read_again"] <= bound
+    # before its first batch it reads at most one piece per row of that batch
+    assert 0 < resume["rows_read_before_first_batch"] <= resume["batch_size"] * PIECE_ROWS
+    assert resume["bytes_read_before_first_batch_rank"] > 0
     assert set(report["summary"]["targets"]) and report["summary"]["shards"] >= 46

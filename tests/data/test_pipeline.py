@@ -171,3 +171,24 @@ def test_round_robin_gives_every_task_its_exact_share_and_resumes(cfg, embedded_
     task, batch = next(resumed)
     assert task == order[100] and batch["tasks"] == [task] and resumed.task_steps[task] == order[:101].count(task)
     assert [resumed.task_for_step(s) for s in range(101, 250)] == order[101:]
+
+
+def test_a_resumed_stream_gives_the_same_batches_and_first_reads_what_its_first_batch_needs(
+    cfg, embedded_s3, local_ray
+):
+    """A stream resumed at step k yields the uninterrupted stream's batches from k on, pixel for pixel;
+    before its first batch it reads only the pieces holding that batch's rows."""
+    storage = embedded_s3.storage_config()
+    with MultiTaskStream(cfg, storage, seed=3) as straight:
+        expected = [next(straight) for _ in range(24)]
+    with MultiTaskStream(cfg, storage, seed=3, start_step=16) as resumed:
+        first_task = resumed.task_for_step(16)
+        first_keys = set(resumed._planned[first_task][0])
+        first_reads = resumed.resume_first_reads
+        assert resumed.resume_reads and 0 < len(first_reads) <= cfg.data.batch_size
+        assert all(first_keys & {int(k) for k in u.keys} for u in first_reads)
+        assert first_keys <= {int(k) for u in first_reads for k in u.keys}
+        got = [next(resumed) for _ in range(8)]
+    for (task, batch), (want_task, want) in zip(got, expected[16:]):
+        assert task == want_task and batch["ids"] == want["ids"]
+        assert torch.equal(batch["images"], want["images"])

@@ -125,10 +125,12 @@ def test_square_tasks_output(task, side):
     assert (row["boxes"] >= 0).all() and (row["boxes"] <= 1).all()
     assert row["box_morphology"][0, 1] == 1 and row["box_morphology"][1, 1] == 4
     if task == "segmentation":
-        assert row["masks"].shape == (2, side, side)
+        masks = np.unpackbits(row["packed_masks"], axis=-1, count=side)
+        assert row["packed_masks"].shape == (2, side, side // 8) and masks.any(axis=(1, 2)).all()
+        assert ((masks.max(axis=0) > 0) == (row["semantic"] > 0)).all()
         assert row["semantic"].shape == (side, side) and set(np.unique(row["semantic"])) <= {0, 1}
     else:  # masks are neither decoded nor shipped for tasks that do not read them
-        assert row["masks"].shape[0] == 0
+        assert row["packed_masks"].shape[0] == 0
         assert row["semantic"].shape == (1, 1) and row["semantic"][0, 0] == IGNORE_INDEX
 
 
@@ -159,3 +161,24 @@ def test_corrupt_bytes_raise_named_reason():
     with pytest.raises(ImageDecodeError) as info:
         decode_rgb(b"\x89PNG\r\n\x1a\n truncated")
     assert info.value.reason == "undecodable_image"
+
+
+def test_collate_unpacks_masks_of_any_width():
+    """Masks travel bit-packed; collate gives back the transform's masks, also for widths not a multiple of 8."""
+    from dataclasses import replace
+
+    from unihema.data.collate import collate
+    from unihema.data.pipeline import TaskTransform
+    from unihema.data.schema import to_table
+
+    config = load_config("tiny")
+    data_cfg = replace(config.data, segmentation_size=61)
+    rec = {**_record(), "split": "train", "tasks": ["segmentation"], "source": "geo", "origin": "geo.png"}
+    rec.update(image_format="png", license="CC0", qa=[], mlm_text=None)
+    row = transform_record(rec, "segmentation", data_cfg, np.random.default_rng(3), train=False)
+    assert row["packed_masks"].shape == (2, 61, 8)
+    decoded = TaskTransform("segmentation", data_cfg, config.model, False, 0, 0)(to_table([rec]))
+    batch = collate(decoded, "segmentation")
+    masks = batch["targets"][0]["masks"].numpy()
+    assert masks.shape == (2, 61, 61) and masks.dtype == bool and masks.any(axis=(1, 2)).all()
+    assert (masks == np.unpackbits(row["packed_masks"], axis=-1, count=61).astype(bool)).all()

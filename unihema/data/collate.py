@@ -85,7 +85,7 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
     # Only segmentation reads a per-pixel target; other tasks skip building one.
     semantic = np.full((n, max_h, max_w), IGNORE_INDEX, np.int64) if task == "segmentation" else None
     sem_rows = _rows(batch["semantic"]) if semantic is not None else None
-    mask_rows, box_rows = _rows(batch["masks"]), _rows(batch["boxes"])
+    mask_rows, box_rows = _rows(batch["packed_masks"]), _rows(batch["boxes"])
     label_rows, morph_rows = _rows(batch["labels"]), _rows(batch["box_morphology"])
     targets = []
     for j, i in enumerate(keep):
@@ -100,7 +100,7 @@ def collate(batch: dict, task: str, errors: Counter | None = None, size_divisibi
         }
         if len(mask_rows[i]):
             masks = np.zeros((len(mask_rows[i]), max_h, max_w), bool)
-            masks[:, :h, :w] = mask_rows[i] > 0
+            masks[:, :h, :w] = np.unpackbits(mask_rows[i], axis=-1, count=w).astype(bool)
             target["masks"] = torch.from_numpy(masks)
         targets.append(target)
     deferred = _UINT8.get()

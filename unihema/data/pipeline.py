@@ -194,7 +194,7 @@ class TaskTransform:
             "boxes": np.zeros((0, 4), np.float32),
             "labels": np.zeros(0, np.int64),
             "box_morphology": np.zeros((0, 6), np.int64),
-            "masks": np.zeros((0, 1, 1), np.uint8),
+            "packed_masks": np.zeros((0, 1, 1), np.uint8),
             "semantic": np.zeros((1, 1), np.uint8),
             "cell_label": np.int64(-100),
             "morphology": np.full(6, 4, np.int64),
@@ -204,7 +204,7 @@ class TaskTransform:
         }
         rows = [r if r is not None else placeholder for r in rows]
         out: dict = {"id": np.array(ids, dtype=object), "error": np.array(errors, dtype=object)}
-        for key in ("image", "boxes", "labels", "box_morphology", "masks", "semantic"):
+        for key in ("image", "boxes", "labels", "box_morphology", "packed_masks", "semantic"):
             out[key] = [r[key] for r in rows]
         out["cell_label"] = np.array([r["cell_label"] for r in rows], np.int64)
         out["morphology"] = np.array([r["morphology"] for r in rows], np.int64).reshape(-1, 6)

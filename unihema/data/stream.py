@@ -127,7 +127,7 @@ _COLUMNS = (
     "boxes",
     "labels",
     "box_morphology",
-    "masks",
+    "packed_masks",
     "semantic",
     "cell_label",
     "morphology",
@@ -208,6 +208,7 @@ class MultiTaskStream:
         # schedule and the plan up to where it stopped (no data is read), so counts and order continue.
         self.task_steps: Counter = Counter()
         self.resume_reads: list = []  # read units a resume must read again (rows still in the windows)
+        self.resume_first_reads: list = []  # read units a resume reads before its first batch
         if start_step:
             self._replay(start_step)
 
@@ -241,6 +242,13 @@ class MultiTaskStream:
                 self._planned[task].append(keys)
 
     def _replay(self, start_step: int) -> None:
+        """Replay the plan to ``start_step`` without reading, then queue the reads in the order they are needed.
+
+        The rows still waiting in the windows come from a few hundred partly drawn pieces
+        (the whole window is drawn only over the next few hundred steps). Read in plan order,
+        the first batch waited for all of them; here the reads the first step needs form
+        their own execution and the rest follow in the order their rows are drawn.
+        """
         self._plan_steps(start_step)
         for task in self._names:
             self.task_steps[task] = len(self._planned[task])
@@ -249,14 +257,36 @@ class MultiTaskStream:
         self.step = start_step
         waiting = self.plan.waiting_rows(self.plan.take_pending())
         self.resume_reads = list(waiting)
-        if waiting:
-            self._unread.append(waiting)
+        self._plan_steps(self.window_steps)
+        units = waiting + self.plan.take_pending()
+        first_use = self._first_use(start_step)
+        never = self._plan_step
+        units.sort(key=lambda u: min((first_use.get(int(k), never) for k in u.keys), default=never))
+        needed_first = [u for u in units if any(first_use.get(int(k)) == start_step for k in u.keys)]
+        self.resume_first_reads = needed_first
+        for execution in (needed_first, units[len(needed_first) :]):
+            if execution:
+                self._unread.append(execution)
         log.info(
-            "rank %d: data plan replayed to step %d; %d rows still in the shuffle windows are read again",
+            "rank %d: data plan replayed to step %d; %d rows still in the shuffle windows are read again, "
+            "%d rows before the first batch",
             self.rank,
             start_step,
             sum(len(u.rows) for u in waiting),
+            sum(len(u.rows) for u in needed_first),
         )
+
+    def _first_use(self, first_step: int) -> dict[int, int]:
+        """Plan key -> the micro-step that draws it, over the steps planned from ``first_step`` on."""
+        first_use: dict[int, int] = {}
+        drawn = Counter()
+        for step in range(first_step, self._plan_step):
+            task = self.task_for_step(step)
+            if drawn[task] < len(self._planned[task]):
+                for key in self._planned[task][drawn[task]]:
+                    first_use.setdefault(int(key), step)
+                drawn[task] += 1
+        return first_use
 
     def _next_execution(self) -> bool:
         """Start reading the next planned units (planning another window first if none wait)."""
