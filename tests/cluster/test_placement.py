@@ -3,9 +3,10 @@
 One node offers the training resource (``unihema_trainer``, what the GPU worker group
 advertises), the other only data CPUs (``unihema_data``, what the CPU data-worker group
 advertises). A small TorchTrainer asks for ``unihema_trainer`` per worker, and each worker
-builds a Ray Data pipeline (read_parquet -> map_batches) whose tasks ask for
-``unihema_data``, as the real input pipeline does from inside the training workers. The
-node ids recorded from inside the workers and the map tasks must match the shapes.
+builds a Ray Data pipeline shaped like the training stream's (read units -> map_batches)
+whose tasks ask for what the stream's read-and-decode tasks ask for under
+cluster/paper-cluster.yaml (``decode_task_args``). The node ids recorded from inside the
+workers and the map tasks must match the shapes.
 """
 
 from __future__ import annotations
@@ -26,11 +27,7 @@ pytestmark = pytest.mark.slow
 
 TRAINER_RESOURCE = "unihema_trainer"
 DATA_RESOURCE = "unihema_data"
-# What cluster/paper-cluster.yaml asks for: one trainer slot per worker; for a Ray Data task,
-# a token amount of the data resource (CPUs, data.read_cpus / data.decode_cpus, stay the limit).
-WORKER_RESOURCES = {TRAINER_RESOURCE: 1}
-TASK_RESOURCES = {DATA_RESOURCE: 0.01}
-READ_CPUS, DECODE_CPUS = 0.5, 0.5  # the DataConfig defaults
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_ports(count: int) -> list[int]:
@@ -59,13 +56,10 @@ def _train_loop(config: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    # As unihema/data/pipeline.py builds a task stream: classic ReadParquet, fractional CPUs.
-    ray.data.DataContext.get_current().use_datasource_v2 = False
-    files = config["files"][rank::world]
-    ds = ray.data.read_parquet(files, num_cpus=READ_CPUS, ray_remote_args={"resources": TASK_RESOURCES})
-    ds = ds.map_batches(
-        _record_node, batch_format="numpy", batch_size=8, num_cpus=DECODE_CPUS, resources=TASK_RESOURCES
-    )
+    # As unihema/data/pipeline.py's build_plan_dataset: one block per read unit, one task per block.
+    units = [{"id": i} for i in range(rank, 64, world)]
+    ds = ray.data.from_items(units, override_num_blocks=len(units) // 4)
+    ds = ds.map_batches(_record_node, batch_format="numpy", batch_size=None, **config["task_args"])
     rows = [row for batch in ds.iter_batches(batch_size=16, batch_format="numpy") for row in batch["node"]]
     record = {
         "rank": rank,
@@ -78,20 +72,18 @@ def _train_loop(config: dict) -> None:
 
 def test_train_workers_on_trainer_node_and_data_tasks_on_data_node(tmp_path, monkeypatch):
     """TorchTrainer workers land on the `unihema_trainer` node, their Ray Data tasks on the `unihema_data` node."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import ray
     import ray._private.utils
     from ray.cluster_utils import Cluster
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    files = []
-    for i in range(4):
-        path = tmp_path / f"shard-{i}.parquet"
-        pq.write_table(pa.table({"id": np.arange(i * 16, (i + 1) * 16)}), path)
-        files.append(str(path))
+    from unihema.config import load_config
+    from unihema.data.pipeline import decode_task_args
+
+    cfg = load_config(files=[REPO / "cluster" / "paper-cluster.yaml"])
+    task_args = decode_task_args(cfg.data)
+    assert task_args["resources"] == {DATA_RESOURCE: 0.01}
     out = tmp_path / "out"
     out.mkdir()
 
@@ -137,9 +129,9 @@ def test_train_workers_on_trainer_node_and_data_tasks_on_data_node(tmp_path, mon
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
         trainer = TorchTrainer(
             _train_loop,
-            train_loop_config={"files": files, "out": str(out)},
+            train_loop_config={"task_args": task_args, "out": str(out)},
             scaling_config=ScalingConfig(
-                num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1, **WORKER_RESOURCES}
+                num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1, **cfg.train.worker_resources}
             ),
             run_config=RunConfig(name="placement", storage_path=str(tmp_path / "runs")),
             torch_config=TorchConfig(backend="gloo"),

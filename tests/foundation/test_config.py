@@ -86,6 +86,14 @@ def test_unknown_key_lists_allowed_keys():
         load_config("tiny", overrides=["train.zero=1"])
 
 
+def test_a_retired_key_loads_with_a_warning_that_says_why(caplog):
+    """A saved run or a user's YAML that still sets a retired key (data.read_cpus) loads; the warning names it."""
+    with caplog.at_level("WARNING", logger="unihema.config.core"):
+        cfg = load_config("tiny", overrides=["data.read_cpus=0.25"])
+    assert cfg.data == load_config("tiny").data
+    assert "data.read_cpus is ignored" in caplog.text and "decode_cpus" in caplog.text
+
+
 def test_cross_field_validation():
     """Constraints across fields are checked (heads must divide the hidden size)."""
     with pytest.raises(ConfigError, match="divisible"):

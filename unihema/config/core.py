@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import types
 import typing
@@ -18,6 +19,14 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 REDACTED = "***redacted***"
+
+log = logging.getLogger(__name__)
+
+# Keys that meant something once and mean nothing now: a saved run's config or a user's YAML
+# that still sets one loads with a warning instead of failing. Full path -> why it is gone.
+RETIRED_KEYS = {
+    "data.read_cpus": "the stream reads inside its decode tasks since the read plan; data.decode_cpus sizes them",
+}
 
 
 class ConfigError(ValueError):
@@ -154,6 +163,11 @@ def build(cls: type, data: dict | None = None, path: str = "", root: str = "conf
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in sorted(set(data) - set(fields)):
+        full = f"{path}.{key}" if path else key
+        if full in RETIRED_KEYS:
+            log.warning("config key %s is ignored: %s", full, RETIRED_KEYS[full])
+            del data[key]
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = path or root

@@ -50,10 +50,8 @@ class DataConfig:
     # Ray Data limits so that memory stays bounded however many images stream through.
     object_store_memory_mb: int = field(default=1024, metadata=NON_NEGATIVE)
     max_cpus: float = field(default=0.0, metadata=NON_NEGATIVE)
-    # CPUs each Ray Data read / decode task reserves. Fractions let the streams of all
-    # training workers share the data CPUs instead of waiting on whole-CPU slots. Equal
-    # values let Ray Data fuse reading and decoding into one task (no object-store hop).
-    read_cpus: float = field(default=0.5, metadata={"min": 0.0})
+    # CPUs each Ray Data read-and-decode task reserves. A fraction lets the streams of all
+    # training workers share the data CPUs instead of waiting on whole-CPU slots.
     decode_cpus: float = field(default=0.5, metadata={"min": 0.0})
     # Extra Ray resources per read/decode task, e.g. {unihema_data: 0.01}, so decoding runs on
     # the CPU data nodes (cluster/paper-cluster.yaml); empty: anywhere.
@@ -62,4 +60,4 @@ class DataConfig:
     def validate(self) -> None:
         reserved = {"CPU", "GPU", "memory"} & set(self.task_resources)
         if reserved:
-            raise ValueError(f"task_resources must not set {sorted(reserved)}: use read_cpus / decode_cpus")
+            raise ValueError(f"task_resources must not set {sorted(reserved)}: use decode_cpus")

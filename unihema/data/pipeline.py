@@ -254,10 +254,6 @@ def configure_data_context(cfg: DataConfig) -> None:
     ctx.enable_progress_bars = False
     # Same seed and epoch -> same batches: blocks leave the executor in input order.
     ctx.execution_options.preserve_order = True
-    # The v2 datasource adds a ListFiles operator whose task holds a whole CPU for the life of
-    # an execution; with one execution per task stream per worker that starved the decode
-    # tasks of CPUs (a hang on 2 cores). The classic ReadParquet operator honours read_cpus.
-    ctx.use_datasource_v2 = False
     # Transient S3 errors while reading are retried by Ray Data itself.
     ctx.retried_io_errors = list(
         {
@@ -336,16 +332,20 @@ def build_plan_dataset(units: list, paths: list[str], fs, data_cfg: DataConfig, 
     """A streaming Ray Dataset of the decoded rows of ``units`` (one Ray task per unit), in order."""
     import ray.data
 
-    placement = {"resources": dict(data_cfg.task_resources)} if data_cfg.task_resources else {}
     ds = ray.data.from_items([u.to_item() for u in units], override_num_blocks=len(units))
     return ds.map_batches(
         PlanReader(paths, fs, data_cfg, model_cfg, seed),
         batch_size=None,
         batch_format="numpy",
         zero_copy_batch=True,
-        num_cpus=data_cfg.decode_cpus,
-        **placement,
+        **decode_task_args(data_cfg),
     )
+
+
+def decode_task_args(data_cfg: DataConfig) -> dict:
+    """Ray arguments of the stream's read-and-decode tasks: their CPUs and the resource that places them."""
+    placement = {"resources": dict(data_cfg.task_resources)} if data_cfg.task_resources else {}
+    return {"num_cpus": data_cfg.decode_cpus, **placement}
 
 
 def iter_local_batches(
