@@ -26,7 +26,7 @@ Targets (issue 22): time to first batch grows less than linearly with shard coun
 memory after the first tenth of the epoch stays within 10% of its level then; a resume at
 record 500K reads less than 1% of the corpus before its first batch.
 
-    python benchmarks/scale_sim.py                        # 700K records (about an hour here)
+    python benchmarks/scale_sim.py                        # 700K records (12-17 min on 2 cores)
     python benchmarks/scale_sim.py --records 3000 --ranks 2,4 --records-per-shard 100  # smoke
 
 Writes ``benchmarks/results/scale-sim-<records>.json`` (or ``--out``).

@@ -8,7 +8,8 @@ decodes them in plan order (``unihema.data.pipeline.build_plan_dataset``). The w
 decoded rows by plan key until their batch is due and collates it.
 
 Its position is the micro-step count alone: a resumed stream replays the plan to that step
-without reading, then reads only the rows that were still waiting in the shuffle windows.
+without reading, then reads only the rows that were still waiting in the shuffle windows,
+those its first batch draws first.
 """
 
 from __future__ import annotations
