@@ -48,19 +48,12 @@ class ChunkJob:
     check_images: bool
 
 
-_WORKER = {"id": 0}  # this process's worker number, set once by the pool initializer
-
-
-def _init_worker(counter) -> None:
-    with counter.get_lock():
-        _WORKER["id"] = counter.value
-        counter.value += 1
-
-
 def write_chunk(job: ChunkJob) -> tuple[ShardStats, float]:
     """Generate and write one chunk; runs in a worker process (or inline). Returns its stats and CPU seconds."""
     cpu = time.process_time()
-    writer = ShardWriter(job.uri, job.storage, tag=f"w{_WORKER['id']}-c{job.chunk:05d}", check_images=job.check_images)
+    # Named by chunk alone: a name with the worker that happened to take the chunk changed the
+    # shards' order from one generation to the next, hence the read plan, hence a run's results.
+    writer = ShardWriter(job.uri, job.storage, tag=f"c{job.chunk:05d}", check_images=job.check_images)
     for index in range(job.start, job.stop):
         rec = generate_record(
             index,
@@ -179,8 +172,7 @@ def generate_dataset(
         else:
             # forkserver/spawn: workers never inherit the parent's threads, locks or S3 clients.
             ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-            counter = ctx.Value("i", 0)
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+            with ctx.Pool(workers) as pool:
                 for job, (part, seconds) in zip(jobs, pool.imap(write_chunk, jobs)):
                     stats.merge(part)
                     cpu += seconds
